@@ -1,0 +1,32 @@
+"""tdxcore: check and measure locking policies for KVM TDX 2MB private mappings.
+
+The Rust core models KVM's TDP MMU (mirror page table, lpage_info, the fault path, the split
+engine, conversions) and the TDX module's S-EPT; `Vm` drives it one operation at a time.
+"""
+
+from tdxcore._core import MODEL_VERSION, __version__
+from tdxcore.errors import (
+    ArgumentTypeError,
+    ConfigError,
+    DeadlockError,
+    InternalError,
+    InvalidOperation,
+    TdxError,
+)
+from tdxcore.vm import Finding, Outcome, Vm, accept_table, invariants
+
+__all__ = [
+    "MODEL_VERSION",
+    "__version__",
+    "ArgumentTypeError",
+    "ConfigError",
+    "DeadlockError",
+    "Finding",
+    "InternalError",
+    "InvalidOperation",
+    "Outcome",
+    "TdxError",
+    "Vm",
+    "accept_table",
+    "invariants",
+]

@@ -1,0 +1,138 @@
+//! The data that describes a VM: memslots, attributes, folio orders, TD state, TDX-module
+//! options and how KVM's retry paths behave. Parsed from JSON with every field named.
+
+use serde::{Deserialize, Serialize};
+
+use super::honor::HonorStep;
+use super::sept::AcceptOverride;
+use super::types::Gfn;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemslotConfig {
+    pub base_gfn: Gfn,
+    pub npages: u64,
+    /// Userspace address >> 12; defaults to base_gfn (equally aligned).
+    #[serde(default)]
+    pub ugfn: Option<Gfn>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TdState {
+    /// Before KVM_TDX_FINALIZE_VM: private memory is added at 4K with TDH.MEM.PAGE.ADD.
+    Build,
+    /// TD_STATE_RUNNABLE: vCPUs run; faults AUG up to 2M.
+    Runnable,
+}
+
+/// TDX-module features that change what the model allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleOptions {
+    /// The hypothetical single-SEAMCALL demote: DEMOTE applies to an unblocked leaf in one step
+    /// that commits nothing on BUSY, so a split needs neither BLOCK nor TRACK, and the fault path
+    /// may split a huge leaf under the read lock.
+    #[serde(default)]
+    pub atomic_demote: bool,
+    /// Cells of the TDG.MEM.PAGE.ACCEPT table to override (for example Sean's proposal that a
+    /// too-small ACCEPT against a PENDING leaf return SIZE_MISMATCH instead of exiting).
+    #[serde(default)]
+    pub accept_overrides: Vec<AcceptOverride>,
+}
+
+/// How KVM and the VMM react to retries and errors (tdx_handle_ept_violation()).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOptions {
+    /// Re-enter the guest on every RET_PF_RETRY instead of KVM's local retry loop.
+    #[serde(default)]
+    pub reenter_on_retry: bool,
+    /// When the honour path or the fault fails (-ENOMEM...), end the vCPU's operation with that
+    /// error instead of letting the VMM run the vCPU again.
+    #[serde(default)]
+    pub end_vcpu_on_error: bool,
+    /// A sequential stand-in for an environment choice: the local retry loop sees a pending
+    /// event after this many retries.
+    #[serde(default = "default_event_after_retries")]
+    pub event_after_retries: u32,
+    /// A guest operation that exits this many times without a guest-visible result is reported
+    /// as making no progress.
+    #[serde(default = "default_max_exits")]
+    pub max_exits: u32,
+}
+
+fn default_event_after_retries() -> u32 {
+    4
+}
+fn default_max_exits() -> u32 {
+    8
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        RetryOptions {
+            reenter_on_retry: false,
+            end_vcpu_on_error: false,
+            event_after_retries: default_event_after_retries(),
+            max_exits: default_max_exits(),
+        }
+    }
+}
+
+/// A gfn range [start, end) with a folio order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FolioRange {
+    pub start: Gfn,
+    pub end: Gfn,
+    pub order: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub memslots: Vec<MemslotConfig>,
+    pub vcpus: u16,
+    pub td_state: TdState,
+    /// Gfn ranges [start, end) that start shared; everything else in a memslot is private.
+    #[serde(default)]
+    pub shared: Vec<(Gfn, Gfn)>,
+    /// The default guest_memfd folio order: 0 (4K), 9 (2M) or 18 (1G).
+    pub folio_order: u8,
+    #[serde(default)]
+    pub folio_orders: Vec<FolioRange>,
+    #[serde(default)]
+    pub module: ModuleOptions,
+    #[serde(default)]
+    pub retry: RetryOptions,
+    /// The honour path as steps; defaults to the final algorithm.
+    #[serde(default = "default_honor_policy")]
+    pub honor_policy: Vec<HonorStep>,
+}
+
+fn default_honor_policy() -> Vec<HonorStep> {
+    HonorStep::FINAL.to_vec()
+}
+
+impl Default for VmConfig {
+    /// The seed thread's situation: one 4 MiB memslot (two 2M regions), two vCPUs, a runnable
+    /// TD backed by 2M folios.
+    fn default() -> Self {
+        VmConfig {
+            memslots: vec![MemslotConfig {
+                base_gfn: 0,
+                npages: 1024,
+                ugfn: None,
+            }],
+            vcpus: 2,
+            td_state: TdState::Runnable,
+            shared: vec![],
+            folio_order: 9,
+            folio_orders: vec![],
+            module: ModuleOptions::default(),
+            retry: RetryOptions::default(),
+            honor_policy: default_honor_policy(),
+        }
+    }
+}

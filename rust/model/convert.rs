@@ -1,0 +1,127 @@
+//! Conversions: KVM_SET_MEMORY_ATTRIBUTES (kvm_vm_set_mem_attributes()) and guest_memfd
+//! FALLOC_FL_PUNCH_HOLE (kvm_gmem_punch_hole()).
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::attributes::{
+    KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attributes, store_memory_attributes,
+};
+use super::lpage_info::kvm_arch_post_set_memory_attributes;
+use super::split::kvm_split_cross_boundary_leafs;
+use super::tdp_mmu::tdp_mmu_zap_leafs;
+use super::types::{Errno, Gfn};
+use super::vm::Cx;
+use crate::sync::{FindingKind, Mode, Obj, Runtime};
+
+/// kvm_mmu_invalidate_begin() + kvm_mmu_invalidate_range_add() (under the write lock).
+async fn kvm_mmu_invalidate_begin<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) {
+    let inv = &cx.vm.invalidate;
+    let n = cx.load64(&inv.in_progress, Obj::InvalidateRange).await + 1;
+    let (s, e) = if n == 1 {
+        (start, end)
+    } else {
+        (
+            inv.range_start.load(SeqCst).min(start),
+            inv.range_end.load(SeqCst).max(end),
+        )
+    };
+    inv.range_start.store(s, SeqCst);
+    inv.range_end.store(e, SeqCst);
+    cx.store64(&inv.in_progress, Obj::InvalidateRange, n).await;
+}
+
+/// kvm_mmu_invalidate_end(): bump mmu_invalidate_seq, then drop in_progress.
+async fn kvm_mmu_invalidate_end<R: Runtime>(cx: &Cx<'_, R>) {
+    let inv = &cx.vm.invalidate;
+    let seq = cx.load64(&inv.seq, Obj::InvalidateSeq).await;
+    cx.store64(&inv.seq, Obj::InvalidateSeq, seq + 1).await;
+    let n = cx.load64(&inv.in_progress, Obj::InvalidateRange).await;
+    cx.store64(&inv.in_progress, Obj::InvalidateRange, n - 1)
+        .await;
+}
+
+/// kvm_unmap_gfn_range() for private mappings: zap the mirror leafs in [start, end).
+async fn kvm_unmap_gfn_range<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+) -> Result<bool, Errno> {
+    if cx.mmu_lock_held() != Some(Mode::Write) {
+        cx.finding(
+            "I6",
+            FindingKind::DesignRule,
+            format!("zap of [{start:#x}, {end:#x}) without the write lock"),
+        );
+    }
+    tdp_mmu_zap_leafs(cx, start, end).await
+}
+
+/// The first write-lock section of both conversions: invalidate begin, split the leafs that
+/// cross the range boundary, then (if `unmap`) zap the private leafs inside it.
+async fn invalidate_split_unmap<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+    unmap: bool,
+) -> Result<(), Errno> {
+    cx.write_lock().await;
+    kvm_mmu_invalidate_begin(cx, start, end).await;
+    let mut r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
+    if r.is_ok() && unmap {
+        r = kvm_unmap_gfn_range(cx, start, end).await.map(|_| ());
+    }
+    cx.write_unlock().await;
+    r
+}
+
+/// kvm_vm_set_mem_attributes(): under slots_lock, a first write-lock section (invalidate
+/// begin, split, unmap private mappings if the range becomes shared), the attribute store
+/// outside mmu_lock, a second write-lock section (recompute MIXED, invalidate end). If the
+/// split fails the ioctl fails: the invalidation is ended and no attribute changes.
+pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+    private: bool,
+) -> Result<(), Errno> {
+    let attrs = if private {
+        KVM_MEMORY_ATTRIBUTE_PRIVATE
+    } else {
+        0
+    };
+    cx.slots_lock().await;
+    if kvm_range_has_memory_attributes(cx, start, end, attrs).await {
+        cx.slots_unlock().await;
+        return Ok(());
+    }
+    let r = invalidate_split_unmap(cx, start, end, !private).await;
+    if r.is_ok() {
+        store_memory_attributes(cx, start, end, attrs).await;
+    }
+    cx.write_lock().await;
+    if r.is_ok() {
+        kvm_arch_post_set_memory_attributes(cx, start, end, attrs).await;
+    }
+    kvm_mmu_invalidate_end(cx).await;
+    cx.write_unlock().await;
+    cx.slots_unlock().await;
+    cx.note(|| {
+        format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {r:?}")
+    });
+    r
+}
+
+/// kvm_gmem_punch_hole(): kvm_gmem_invalidate_begin() (write lock: invalidate begin, split,
+/// zap), truncate the folios (a later fault allocates fresh ones), kvm_gmem_invalidate_end().
+pub async fn kvm_gmem_punch_hole<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+) -> Result<(), Errno> {
+    let r = invalidate_split_unmap(cx, start, end, true).await;
+    cx.write_lock().await;
+    kvm_mmu_invalidate_end(cx).await;
+    cx.write_unlock().await;
+    cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {r:?}"));
+    r
+}

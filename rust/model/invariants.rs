@@ -1,0 +1,223 @@
+//! I1-I11 of SEMANTICS.md section 7, each with the condition under which it must hold.
+//!
+//! Consequences decide verdicts; design rules (I2-lock, I5, I6) restate the final design's
+//! choices and are reported beside a verdict, never as one. State invariants are checked by
+//! [`check_state`] where their condition holds; install-time, store-time and accept-time rules
+//! are checked where the model performs that step (fault.rs, lpage_info.rs, guest.rs).
+
+use serde::Serialize;
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::fault::kvm_max_level_for_order;
+use super::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
+use super::sept::SeptState;
+use super::spte::is_shadow_present_pte;
+use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
+use super::vm::Vm;
+use crate::sync::{Finding, FindingKind, LockState};
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct InvariantSpec {
+    pub id: &'static str,
+    pub kind: FindingKind,
+    pub statement: &'static str,
+    /// When it must hold.
+    pub holds_when: &'static str,
+    /// Where the model checks it.
+    pub checked: &'static str,
+}
+
+pub const INVARIANTS: &[InvariantSpec] = &[
+    InvariantSpec {
+        id: "I1",
+        kind: FindingKind::Invariant,
+        statement: "no mirror leaf of level >= L maps a gfn whose GUEST_INHIBIT is set at L (the lockless pre-check trusts the flag)",
+        holds_when: "mmu_lock is not held for write (no honour path, split or conversion is inside its critical section)",
+        checked: "check_state",
+    },
+    InvariantSpec {
+        id: "I2",
+        kind: FindingKind::Invariant,
+        statement: "GUEST_INHIBIT is never cleared",
+        holds_when: "always: at every store to lpage_info",
+        checked: "lpage_store (lpage_info.rs)",
+    },
+    InvariantSpec {
+        id: "I2-lock",
+        kind: FindingKind::DesignRule,
+        statement: "GUEST_INHIBIT is set only with mmu_lock held for write",
+        holds_when: "design rule of the final algorithm; never decides a verdict",
+        checked: "lpage_store (lpage_info.rs)",
+    },
+    InvariantSpec {
+        id: "I3",
+        kind: FindingKind::Invariant,
+        statement: "a leaf at level L > 4K is installed only while disallow_lpage at L is 0 for its gfn (no MIXED, GUEST_INHIBIT, misalignment or count)",
+        holds_when: "at the moment a fault installs a huge leaf",
+        checked: "check_install (fault.rs)",
+    },
+    InvariantSpec {
+        id: "I4",
+        kind: FindingKind::Invariant,
+        statement: "every present mirror leaf has an S-EPT leaf at the same level in PENDING or MAPPED, and every S-EPT leaf has a present mirror leaf",
+        holds_when: "no SPTE is FROZEN and mmu_lock is not held for write (no split, zap or demote in progress)",
+        checked: "check_state",
+    },
+    InvariantSpec {
+        id: "I5",
+        kind: FindingKind::DesignRule,
+        statement: "splits of mirror huge leafs happen only under the write lock, as BLOCK, TRACK with kick, DEMOTE",
+        holds_when: "design rule of the final algorithm; never decides a verdict",
+        checked: "kvm_split_cross_boundary_leafs (split.rs)",
+    },
+    InvariantSpec {
+        id: "I6",
+        kind: FindingKind::DesignRule,
+        statement: "mirror zaps and TDH.MEM.PAGE.REMOVE happen only under the write lock",
+        holds_when: "design rule; never decides a verdict",
+        checked: "kvm_unmap_gfn_range (convert.rs)",
+    },
+    InvariantSpec {
+        id: "I7",
+        kind: FindingKind::Invariant,
+        statement: "no promotion on mirror roots: a leaf is never installed over a present table",
+        holds_when: "at the moment a fault installs a leaf",
+        checked: "check_install (fault.rs)",
+    },
+    InvariantSpec {
+        id: "I8",
+        kind: FindingKind::Invariant,
+        statement: "no 2M mapping before TD_STATE_RUNNABLE",
+        holds_when: "always",
+        checked: "check_install (fault.rs) and check_state",
+    },
+    InvariantSpec {
+        id: "I9",
+        kind: FindingKind::Invariant,
+        statement: "a mapping's level never exceeds its guest_memfd folio order",
+        holds_when: "always",
+        checked: "check_install (fault.rs) and check_state",
+    },
+    InvariantSpec {
+        id: "I10",
+        kind: FindingKind::Invariant,
+        statement: "a fault that started before an invalidation of its gfn and finishes after it installs nothing (mmu_invalidate_seq)",
+        holds_when: "at the moment a fault installs a leaf",
+        checked: "check_install (fault.rs)",
+    },
+    InvariantSpec {
+        id: "I11",
+        kind: FindingKind::Invariant,
+        statement: "an ACCEPT never succeeds silently when the accept size and the mapping size differ",
+        holds_when: "at every TDG.MEM.PAGE.ACCEPT that returns success",
+        checked: "tdg_mem_page_accept (guest.rs)",
+    },
+    InvariantSpec {
+        id: "S1",
+        kind: FindingKind::Invariant,
+        statement: "the page statistics (pages_4k, pages_2m) count the present mirror leafs",
+        holds_when: "mmu_lock is free and no SPTE is FROZEN",
+        checked: "check_state",
+    },
+];
+
+fn finding(rule: &'static str, message: String) -> Finding {
+    Finding {
+        rule,
+        kind: FindingKind::Invariant,
+        tid: u16::MAX,
+        message,
+    }
+}
+
+/// Check the state invariants whose condition holds under `mmu_lock`'s current state.
+pub fn check_state(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let writer = mmu_lock.writer.is_some();
+    let frozen = vm.mmu.any_frozen();
+    let leaves = vm.mmu.leaves();
+    let tdx = vm.tdx.lock();
+
+    for &(gfn, level) in &leaves {
+        // I8, I9: always.
+        if level > PG_LEVEL_4K && tdx.td_state != super::config::TdState::Runnable {
+            out.push(finding(
+                "I8",
+                format!("{level} leaf at {gfn:#x} while the TD is not runnable"),
+            ));
+        }
+        let folio = kvm_max_level_for_order(vm.folio_order(gfn));
+        if level > folio {
+            out.push(finding(
+                "I9",
+                format!("{level} leaf at {gfn:#x} exceeds its folio ({folio})"),
+            ));
+        }
+        // I1: an inhibited level has no leaf at or above it.
+        if !writer && let Some(slot) = vm.memslot(gfn) {
+            for l in [PG_LEVEL_2M, PG_LEVEL_1G] {
+                if level >= l
+                    && slot.lpage_info_slot(gfn, l).load(SeqCst) & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0
+                {
+                    out.push(finding(
+                        "I1",
+                        format!("{level} leaf at {gfn:#x} survives GUEST_INHIBIT at {l}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    if !writer && !frozen {
+        // I4: mirror and S-EPT agree on presence, level and accessibility.
+        for &(gfn, level) in &leaves {
+            match tdx.entry(gfn, level) {
+                Some(e) if e.leaf && matches!(e.state, SeptState::Pending | SeptState::Mapped) => {}
+                Some(e) => out.push(finding(
+                    "I4",
+                    format!(
+                        "mirror {level} leaf at {gfn:#x} but the S-EPT entry is {} {}",
+                        if e.leaf { "leaf" } else { "table" },
+                        e.state.name()
+                    ),
+                )),
+                None => out.push(finding(
+                    "I4",
+                    format!("mirror {level} leaf at {gfn:#x} but the S-EPT entry is FREE"),
+                )),
+            }
+        }
+        for (&(level, gfn), e) in tdx.sept.iter().filter(|(_, e)| e.leaf) {
+            let (mlevel, spte) = vm.mmu.lookup(gfn);
+            if mlevel != level || !is_shadow_present_pte(spte) {
+                out.push(finding(
+                    "I4",
+                    format!("S-EPT {level} leaf at {gfn:#x} ({}) has no mirror leaf (mirror: {} at {mlevel})", e.state.name(), super::spte::describe(spte, mlevel)),
+                ));
+            }
+        }
+        // S1: page statistics.
+        if mmu_lock == LockState::default() {
+            for level in [PG_LEVEL_4K, PG_LEVEL_2M] {
+                let counted = leaves.iter().filter(|l| l.1 == level).count() as i64;
+                let stat = vm.mmu.stats[level.0 as usize].load(SeqCst);
+                if stat != counted {
+                    out.push(finding(
+                        "S1",
+                        format!(
+                            "pages_{} is {stat} but {counted} {level} leafs are present",
+                            level.name().to_lowercase()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The level at which `gfn` is mapped in the mirror, if it is.
+pub fn mapping_level(vm: &Vm, gfn: Gfn) -> Option<Level> {
+    let (level, spte) = vm.mmu.lookup(gfn);
+    is_shadow_present_pte(spte).then_some(level)
+}

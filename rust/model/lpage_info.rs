@@ -1,0 +1,202 @@
+//! lpage_info: the MIXED and GUEST_INHIBIT flags and the count in disallow_lpage (mmu.c).
+
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::attributes::{hugepage_has_attrs_now, kvm_range_has_memory_attributes};
+use super::memslot::Memslot;
+use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
+use super::vm::Cx;
+use crate::sync::{FindingKind, Mode, Obj, Runtime};
+
+/// KVM_LPAGE_MIXED_FLAG
+pub const KVM_LPAGE_MIXED_FLAG: u32 = 1 << 31;
+/// KVM_LPAGE_GUEST_INHIBIT_FLAG (one-way: never cleared)
+pub const KVM_LPAGE_GUEST_INHIBIT_FLAG: u32 = 1 << 30;
+
+/// The object name of the lpage_info entry of `gfn` at `level`.
+pub fn lpage_obj(gfn: Gfn, level: Level) -> Obj {
+    Obj::LpageInfo {
+        level,
+        gfn: level.round(gfn),
+    }
+}
+
+/// A plain load of lpage_info_slot(gfn, slot, level)->disallow_lpage.
+pub async fn lpage_load<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level) -> u32 {
+    cx.load32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level))
+        .await
+}
+
+/// A plain store to disallow_lpage. Checks I2 (GUEST_INHIBIT never clears) as a consequence,
+/// and reports as a design rule a GUEST_INHIBIT set without the write lock held.
+pub async fn lpage_store<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    gfn: Gfn,
+    level: Level,
+    new: u32,
+) {
+    let old = cx
+        .store32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level), new)
+        .await;
+    if old & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0 && new & KVM_LPAGE_GUEST_INHIBIT_FLAG == 0 {
+        cx.finding(
+            "I2",
+            FindingKind::Invariant,
+            format!(
+                "GUEST_INHIBIT of {level} region {:#x} cleared (disallow_lpage {old:#x} -> {new:#x}); the flag is one-way",
+                level.round(gfn)
+            ),
+        );
+    }
+    if old & KVM_LPAGE_GUEST_INHIBIT_FLAG == 0
+        && new & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0
+        && cx.mmu_lock_held() != Some(Mode::Write)
+    {
+        cx.finding(
+            "I2-lock",
+            FindingKind::DesignRule,
+            format!(
+                "GUEST_INHIBIT of {level} region {:#x} set with mmu_lock held {:?} (the final design holds it for write)",
+                level.round(gfn),
+                cx.mmu_lock_held()
+            ),
+        );
+    }
+}
+
+/// hugepage_test_guest_inhibit(): one plain load. `level` is the huge level (2M or 1G).
+pub async fn hugepage_test_guest_inhibit<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    gfn: Gfn,
+    level: Level,
+) -> bool {
+    lpage_load(cx, slot, gfn, level).await & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0
+}
+
+/// hugepage_set_guest_inhibit(): `disallow_lpage |= FLAG`, a plain load then a plain store.
+pub async fn hugepage_set_guest_inhibit<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    gfn: Gfn,
+    level: Level,
+) {
+    let v = lpage_load(cx, slot, gfn, level).await;
+    lpage_store(cx, slot, gfn, level, v | KVM_LPAGE_GUEST_INHIBIT_FLAG).await;
+}
+
+async fn hugepage_set_mixed_to<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    gfn: Gfn,
+    level: Level,
+    mixed: bool,
+) {
+    let v = lpage_load(cx, slot, gfn, level).await;
+    let new = if mixed {
+        v | KVM_LPAGE_MIXED_FLAG
+    } else {
+        v & !KVM_LPAGE_MIXED_FLAG
+    };
+    lpage_store(cx, slot, gfn, level, new).await;
+}
+
+/// kvm_lpage_info_max_mapping_level(): step down from `max_level` while disallow_lpage is set.
+pub async fn kvm_lpage_info_max_mapping_level<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    gfn: Gfn,
+    max_level: Level,
+) -> Level {
+    let mut level = max_level.min(PG_LEVEL_1G);
+    while level > PG_LEVEL_4K {
+        if lpage_load(cx, slot, gfn, level).await == 0 {
+            break;
+        }
+        level = level.down();
+    }
+    level
+}
+
+/// The huge-page regions of `slot` at `level` that [start, end) touches and that the slot
+/// covers whole (kvm_arch_post_set_memory_attributes() skips the others: their count already
+/// disallows them).
+fn touched_regions(
+    slot: &Memslot,
+    start: Gfn,
+    end: Gfn,
+    level: Level,
+) -> impl Iterator<Item = Gfn> + '_ {
+    let first = level.round(start.max(slot.base_gfn));
+    let last = end.min(slot.end());
+    (first..last)
+        .step_by(level.pages() as usize)
+        .filter(move |&g| slot.covers_region(g, level))
+}
+
+/// kvm_arch_post_set_memory_attributes(): recompute MIXED for the huge pages [start, end)
+/// touches, 2M first, then 1G (which consumes the 2M result). Needs the write mmu_lock.
+pub async fn kvm_arch_post_set_memory_attributes<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+    attrs: u8,
+) {
+    cx.lockdep_assert_held_write("kvm_arch_post_set_memory_attributes");
+    for slot in &cx.vm.slots {
+        for level in [PG_LEVEL_2M, PG_LEVEL_1G] {
+            for g in touched_regions(slot, start, end, level).collect::<Vec<_>>() {
+                let whole = g >= start && g + level.pages() <= end;
+                // Interior pages take `attrs` uniformly; head and tail are checked.
+                let uniform = whole && (level == PG_LEVEL_2M || !any_mixed_2m(cx, slot, g).await)
+                    || !whole && hugepage_has_attrs(cx, slot, g, level, attrs).await;
+                hugepage_set_mixed_to(cx, slot, g, level, !uniform).await;
+            }
+        }
+    }
+}
+
+async fn any_mixed_2m<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, g1g: Gfn) -> bool {
+    for g in (g1g..g1g + PG_LEVEL_1G.pages()).step_by(PG_LEVEL_2M.pages() as usize) {
+        if lpage_load(cx, slot, g, PG_LEVEL_2M).await & KVM_LPAGE_MIXED_FLAG != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// hugepage_has_attrs(): every gfn of the region has exactly `attrs`; at 1G also no 2M
+/// sub-region is MIXED.
+async fn hugepage_has_attrs<R: Runtime>(
+    cx: &Cx<'_, R>,
+    slot: &Memslot,
+    g: Gfn,
+    level: Level,
+    attrs: u8,
+) -> bool {
+    if level == PG_LEVEL_2M {
+        return kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await;
+    }
+    !any_mixed_2m(cx, slot, g).await
+        && kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await
+}
+
+/// kvm_mmu_init_memslot_memory_attributes(): MIXED for every huge page the slot covers whole,
+/// at slot creation (no concurrency yet, so no scheduling points).
+pub fn kvm_mmu_init_memslot_memory_attributes(slot: &Memslot) {
+    for level in [PG_LEVEL_2M, PG_LEVEL_1G] {
+        for g in touched_regions(slot, slot.base_gfn, slot.end(), level).collect::<Vec<_>>() {
+            let mut uniform = hugepage_has_attrs_now(slot, g, level);
+            if level == PG_LEVEL_1G {
+                uniform &= (g..g + level.pages()).step_by(512).all(|s| {
+                    slot.lpage_info_slot(s, PG_LEVEL_2M).load(SeqCst) & KVM_LPAGE_MIXED_FLAG == 0
+                });
+            }
+            if !uniform {
+                slot.lpage_info_slot(g, level)
+                    .fetch_or(KVM_LPAGE_MIXED_FLAG, SeqCst);
+            }
+        }
+    }
+}

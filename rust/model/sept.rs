@@ -1,0 +1,748 @@
+//! The TDX module's side: the S-EPT entries and their states, the TD epoch and TLB tracking,
+//! the SEAMCALLs KVM uses, and the guest's TDG.MEM.PAGE.ACCEPT with its outcome table.
+//! Each function here is one atomic step (the caller holds the module's state for its length).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::config::{ModuleOptions, TdState};
+use super::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
+use crate::error::{CoreResult, config_err};
+
+pub const TDX_SUCCESS: u64 = 0;
+pub const TDX_OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
+pub const TDX_INTERRUPTED_RESTARTABLE: u64 = 0x8000_0004_0000_0000;
+pub const TDX_PAGE_SIZE_MISMATCH: u64 = 0xC000_0B0B_0000_0000;
+pub const TDX_PAGE_ALREADY_ACCEPTED: u64 = 0x0000_0B0A_0000_0000;
+pub const TDX_GPA_RANGE_NOT_BLOCKED: u64 = 0xC000_0B06_0000_0000;
+pub const TDX_TLB_TRACKING_NOT_DONE: u64 = 0xC000_0B08_0000_0000;
+pub const TDX_EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
+/// [inference] The ABI's code for a walk that meets a missing S-EPT page. SEMANTICS.md does not
+/// list it; KVM never provokes it in a correct model, where it only shows as a TDX_BUG_ON.
+pub const TDX_EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
+/// The model's status for an EPT-violation TD exit out of TDG.MEM.PAGE.ACCEPT (not an ABI code).
+pub const ACCEPT_EXIT: u64 = u64::MAX;
+
+pub fn status_name(code: u64) -> &'static str {
+    match code {
+        TDX_SUCCESS => "TDX_SUCCESS",
+        TDX_OPERAND_BUSY => "TDX_OPERAND_BUSY",
+        TDX_INTERRUPTED_RESTARTABLE => "TDX_INTERRUPTED_RESTARTABLE",
+        TDX_PAGE_SIZE_MISMATCH => "TDX_PAGE_SIZE_MISMATCH",
+        TDX_PAGE_ALREADY_ACCEPTED => "TDX_PAGE_ALREADY_ACCEPTED",
+        TDX_GPA_RANGE_NOT_BLOCKED => "TDX_GPA_RANGE_NOT_BLOCKED",
+        TDX_TLB_TRACKING_NOT_DONE => "TDX_TLB_TRACKING_NOT_DONE",
+        TDX_EPT_ENTRY_STATE_INCORRECT => "TDX_EPT_ENTRY_STATE_INCORRECT",
+        TDX_EPT_WALK_FAILED => "TDX_EPT_WALK_FAILED",
+        ACCEPT_EXIT => "EPT-violation exit",
+        _ => "unknown",
+    }
+}
+
+/// S-EPT entry states. A missing entry is FREE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeptState {
+    Free,
+    Pending,
+    Mapped,
+    Blocked,
+    PendingBlocked,
+}
+
+impl SeptState {
+    pub const ALL: [SeptState; 5] = [
+        SeptState::Free,
+        SeptState::Pending,
+        SeptState::Mapped,
+        SeptState::Blocked,
+        SeptState::PendingBlocked,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            SeptState::Free => "FREE",
+            SeptState::Pending => "PENDING",
+            SeptState::Mapped => "MAPPED",
+            SeptState::Blocked => "BLOCKED",
+            SeptState::PendingBlocked => "PENDING_BLOCKED",
+        }
+    }
+    fn blocked(self) -> SeptState {
+        match self {
+            SeptState::Pending => SeptState::PendingBlocked,
+            SeptState::Mapped => SeptState::Blocked,
+            s => s,
+        }
+    }
+    fn unblocked(self) -> SeptState {
+        match self {
+            SeptState::PendingBlocked => SeptState::Pending,
+            SeptState::Blocked => SeptState::Mapped,
+            s => s,
+        }
+    }
+    pub fn is_blocked(self) -> bool {
+        matches!(self, SeptState::Blocked | SeptState::PendingBlocked)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeptEntry {
+    pub leaf: bool,
+    /// A non-leaf entry is MAPPED (present) or BLOCKED.
+    pub state: SeptState,
+    /// The TD epoch at which the entry was blocked.
+    pub block_epoch: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuModuleState {
+    /// The TD epoch at TDH.VP.ENTER, while the vCPU is in the guest.
+    pub in_guest_epoch: Option<u64>,
+}
+
+/// The TDX module's view of one TD.
+pub struct TdxModule {
+    pub td_state: TdState,
+    /// S-EPT entries by (level, first gfn); an absent key is FREE. The root page always exists.
+    pub sept: BTreeMap<(Level, Gfn), SeptEntry>,
+    /// The TD epoch, bumped by TDH.MEM.TRACK.
+    pub epoch: u64,
+    pub vcpus: Vec<VcpuModuleState>,
+    /// kvm_tdx->wait_for_sept_zap: TDH.VP.ENTER is held off while set (tdh_do_no_vcpus()).
+    pub wait_for_sept_zap: bool,
+    pub options: ModuleOptions,
+    accept_table: BTreeMap<AcceptKey, AcceptOutcome>,
+}
+
+impl TdxModule {
+    pub fn new(vcpus: u16, td_state: TdState, options: ModuleOptions) -> CoreResult<Self> {
+        let mut accept_table: BTreeMap<AcceptKey, AcceptOutcome> = accept_table()
+            .into_iter()
+            .map(|c| (c.key, c.outcome))
+            .collect();
+        for o in &options.accept_overrides {
+            let key = AcceptKey {
+                state: o.state,
+                leaf: o.leaf,
+                position: o.position,
+                level: o.level,
+            };
+            match accept_table.get(&key) {
+                None | Some(AcceptOutcome::Unreachable) | Some(AcceptOutcome::WalkContinues) => {
+                    return config_err(format!(
+                        "accept override {key:?}: that cell is unreachable or not a walk outcome; only reachable cells of accept_table() can be overridden"
+                    ));
+                }
+                Some(_)
+                    if matches!(
+                        o.outcome,
+                        AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues
+                    ) =>
+                {
+                    return config_err(format!(
+                        "accept override {key:?}: outcome must be one of success, already_accepted, page_size_mismatch, ept_violation"
+                    ));
+                }
+                Some(_) => {
+                    accept_table.insert(key, o.outcome);
+                }
+            }
+        }
+        Ok(TdxModule {
+            td_state,
+            sept: BTreeMap::new(),
+            epoch: 0,
+            vcpus: vec![VcpuModuleState::default(); vcpus as usize],
+            wait_for_sept_zap: false,
+            options,
+            accept_table,
+        })
+    }
+
+    pub fn entry(&self, gfn: Gfn, level: Level) -> Option<SeptEntry> {
+        self.sept.get(&(level, level.round(gfn))).copied()
+    }
+
+    fn set(&mut self, gfn: Gfn, level: Level, e: Option<SeptEntry>) {
+        let key = (level, level.round(gfn));
+        match e {
+            Some(e) => self.sept.insert(key, e),
+            None => self.sept.remove(&key),
+        };
+    }
+
+    /// Whether the table holding the entry at `level` exists (its parent is a non-leaf).
+    fn parent_present(&self, gfn: Gfn, level: Level) -> bool {
+        level == ROOT_LEVEL || self.entry(gfn, level.up()).is_some_and(|p| !p.leaf)
+    }
+
+    /// The leaf that maps `gfn` and its level, walking down from the root.
+    pub fn leaf_for(&self, gfn: Gfn) -> Option<(Level, SeptEntry)> {
+        let mut level = ROOT_LEVEL;
+        loop {
+            let e = self.entry(gfn, level)?;
+            if e.leaf {
+                return Some((level, e));
+            }
+            if level == PG_LEVEL_4K {
+                return None;
+            }
+            level = level.down();
+        }
+    }
+
+    /// is_tlb_and_iotlb_tracked(): TRACK ran since the block, and no vCPU is still in the guest
+    /// from an epoch at or before it.
+    pub fn is_tlb_tracked(&self, e: &SeptEntry) -> bool {
+        self.epoch > e.block_epoch
+            && self
+                .vcpus
+                .iter()
+                .all(|v| v.in_guest_epoch.is_none_or(|ep| ep > e.block_epoch))
+    }
+
+    /// TDH.MEM.SEPT.ADD: add the S-EPT page under the entry at `level`.
+    pub fn tdh_mem_sept_add(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        if !self.parent_present(gfn, level) {
+            return TDX_EPT_WALK_FAILED;
+        }
+        if self.entry(gfn, level).is_some() {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        }
+        self.set(
+            gfn,
+            level,
+            Some(SeptEntry {
+                leaf: false,
+                state: SeptState::Mapped,
+                block_epoch: 0,
+            }),
+        );
+        TDX_SUCCESS
+    }
+
+    /// TDH.MEM.PAGE.AUG: a PENDING leaf at `level` (4K or 2M) in a runnable TD.
+    pub fn tdh_mem_page_aug(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        if self.td_state != TdState::Runnable || level > PG_LEVEL_2M {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        }
+        if !self.parent_present(gfn, level) {
+            return TDX_EPT_WALK_FAILED;
+        }
+        if self.entry(gfn, level).is_some() {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        }
+        self.set(
+            gfn,
+            level,
+            Some(SeptEntry {
+                leaf: true,
+                state: SeptState::Pending,
+                block_epoch: 0,
+            }),
+        );
+        TDX_SUCCESS
+    }
+
+    /// TDH.MEM.PAGE.ADD: a 4K page added (and so accepted) while the TD is being built.
+    pub fn tdh_mem_page_add(&mut self, gfn: Gfn) -> u64 {
+        if self.td_state != TdState::Build {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        }
+        if !self.parent_present(gfn, PG_LEVEL_4K) {
+            return TDX_EPT_WALK_FAILED;
+        }
+        if self.entry(gfn, PG_LEVEL_4K).is_some() {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        }
+        self.set(
+            gfn,
+            PG_LEVEL_4K,
+            Some(SeptEntry {
+                leaf: true,
+                state: SeptState::Mapped,
+                block_epoch: 0,
+            }),
+        );
+        TDX_SUCCESS
+    }
+
+    /// TDH.MEM.RANGE.BLOCK: PENDING -> PENDING_BLOCKED, MAPPED -> BLOCKED, at the current epoch.
+    pub fn tdh_mem_range_block(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        match self.entry(gfn, level) {
+            Some(e) if e.leaf && !e.state.is_blocked() => {
+                let blocked = SeptEntry {
+                    state: e.state.blocked(),
+                    block_epoch: self.epoch,
+                    ..e
+                };
+                self.set(gfn, level, Some(blocked));
+                TDX_SUCCESS
+            }
+            _ => TDX_EPT_ENTRY_STATE_INCORRECT,
+        }
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK: undo BLOCK (needed only to roll back a failed split).
+    pub fn tdh_mem_range_unblock(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        match self.entry(gfn, level) {
+            Some(e) if e.leaf && e.state.is_blocked() => {
+                self.set(
+                    gfn,
+                    level,
+                    Some(SeptEntry {
+                        state: e.state.unblocked(),
+                        ..e
+                    }),
+                );
+                TDX_SUCCESS
+            }
+            _ => TDX_EPT_ENTRY_STATE_INCORRECT,
+        }
+    }
+
+    /// TDH.MEM.TRACK: bump the TD epoch.
+    pub fn tdh_mem_track(&mut self, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        self.epoch += 1;
+        TDX_SUCCESS
+    }
+
+    /// TDH.MEM.PAGE.DEMOTE: split a blocked, tracked 2M leaf into 512 unblocked 4K leafs that
+    /// inherit its state. With the atomic-demote option an unblocked leaf is demoted in one step.
+    pub fn tdh_mem_page_demote(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        let Some(e) = self
+            .entry(gfn, level)
+            .filter(|e| e.leaf && level > PG_LEVEL_4K)
+        else {
+            return TDX_EPT_ENTRY_STATE_INCORRECT;
+        };
+        if !self.options.atomic_demote {
+            if !e.state.is_blocked() {
+                return TDX_GPA_RANGE_NOT_BLOCKED;
+            }
+            if !self.is_tlb_tracked(&e) {
+                return TDX_TLB_TRACKING_NOT_DONE;
+            }
+        }
+        let child_state = e.state.unblocked();
+        let base = level.round(gfn);
+        let child = level.down();
+        self.set(
+            base,
+            level,
+            Some(SeptEntry {
+                leaf: false,
+                state: SeptState::Mapped,
+                block_epoch: 0,
+            }),
+        );
+        for i in 0..512 {
+            let g = base + i * child.pages();
+            self.set(
+                g,
+                child,
+                Some(SeptEntry {
+                    leaf: true,
+                    state: child_state,
+                    block_epoch: 0,
+                }),
+            );
+        }
+        TDX_SUCCESS
+    }
+
+    /// TDH.MEM.PAGE.REMOVE: remove a blocked, tracked leaf.
+    pub fn tdh_mem_page_remove(&mut self, gfn: Gfn, level: Level, busy: bool) -> u64 {
+        if busy {
+            return TDX_OPERAND_BUSY;
+        }
+        match self.entry(gfn, level) {
+            Some(e) if e.leaf && e.state.is_blocked() => {
+                if !self.is_tlb_tracked(&e) {
+                    return TDX_TLB_TRACKING_NOT_DONE;
+                }
+                self.set(gfn, level, None);
+                TDX_SUCCESS
+            }
+            Some(e) if e.leaf => TDX_GPA_RANGE_NOT_BLOCKED,
+            _ => TDX_EPT_ENTRY_STATE_INCORRECT,
+        }
+    }
+
+    /// Where TDG.MEM.PAGE.ACCEPT's walk to `level` stops: the cell of the outcome table.
+    pub fn accept_cell(&self, gfn: Gfn, level: Level) -> AcceptKey {
+        let mut l = ROOT_LEVEL;
+        loop {
+            let e = self.entry(gfn, l);
+            let position = if l > level {
+                Position::Above
+            } else {
+                Position::At
+            };
+            match e {
+                None => {
+                    return AcceptKey {
+                        state: SeptState::Free,
+                        leaf: false,
+                        position,
+                        level,
+                    };
+                }
+                Some(e) if e.leaf => {
+                    return AcceptKey {
+                        state: e.state,
+                        leaf: true,
+                        position,
+                        level,
+                    };
+                }
+                Some(e) if l == level || e.state.is_blocked() => {
+                    return AcceptKey {
+                        state: e.state,
+                        leaf: false,
+                        position,
+                        level,
+                    };
+                }
+                Some(_) => l = l.down(),
+            }
+        }
+    }
+
+    /// TDG.MEM.PAGE.ACCEPT (the guest TDCALL): the outcome from the table, and PENDING ->
+    /// MAPPED on success. Returns the cell too, so callers can check I11.
+    pub fn tdg_mem_page_accept(
+        &mut self,
+        gfn: Gfn,
+        level: Level,
+        busy: bool,
+    ) -> (AcceptOutcome, AcceptKey) {
+        let cell = self.accept_cell(gfn, level);
+        if busy {
+            return (AcceptOutcome::Busy, cell);
+        }
+        let outcome = self
+            .accept_table
+            .get(&cell)
+            .copied()
+            .unwrap_or(AcceptOutcome::Unreachable);
+        if outcome == AcceptOutcome::Success
+            && let Some((l, e)) = self.leaf_for(gfn)
+            && e.state == SeptState::Pending
+        {
+            self.set(
+                gfn,
+                l,
+                Some(SeptEntry {
+                    state: SeptState::Mapped,
+                    ..e
+                }),
+            );
+        }
+        (outcome, cell)
+    }
+
+    /// TDH.VP.ENTER is refused while KVM is zapping with vCPUs kicked out.
+    pub fn can_enter(&self) -> bool {
+        !self.wait_for_sept_zap
+    }
+}
+
+/// Where the entry that ends an ACCEPT walk lies relative to the requested level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    /// The entry is at the requested level.
+    At,
+    /// The walk stopped at a larger level (a huge leaf, a hole, a blocked table).
+    Above,
+    /// The mapping lies below the requested level: the entry at the requested level is a
+    /// non-leaf whose leafs are smaller.
+    Below,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptOutcome {
+    Success,
+    AlreadyAccepted,
+    PageSizeMismatch,
+    /// An EPT-violation TD exit to KVM carrying {type ACCEPT, requested level}.
+    EptViolation,
+    /// The guest-side S-EPT lock was contended (TDX_OPERAND_BUSY); not a table cell.
+    Busy,
+    /// A non-leaf above the requested level: the walk goes on down.
+    WalkContinues,
+    /// The combination cannot occur.
+    Unreachable,
+}
+
+impl AcceptOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            AcceptOutcome::Success => "success",
+            AcceptOutcome::AlreadyAccepted => "already_accepted",
+            AcceptOutcome::PageSizeMismatch => "page_size_mismatch",
+            AcceptOutcome::EptViolation => "ept_violation",
+            AcceptOutcome::Busy => "busy",
+            AcceptOutcome::WalkContinues => "walk_continues",
+            AcceptOutcome::Unreachable => "unreachable",
+        }
+    }
+    pub fn status(self) -> u64 {
+        match self {
+            AcceptOutcome::Success => TDX_SUCCESS,
+            AcceptOutcome::AlreadyAccepted => TDX_PAGE_ALREADY_ACCEPTED,
+            AcceptOutcome::PageSizeMismatch => TDX_PAGE_SIZE_MISMATCH,
+            AcceptOutcome::Busy => TDX_OPERAND_BUSY,
+            _ => ACCEPT_EXIT,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AcceptKey {
+    pub state: SeptState,
+    pub leaf: bool,
+    pub position: Position,
+    pub level: Level,
+}
+
+/// A user's replacement for one reachable cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptOverride {
+    pub state: SeptState,
+    pub leaf: bool,
+    pub position: Position,
+    pub level: Level,
+    pub outcome: AcceptOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AcceptCell {
+    #[serde(flatten)]
+    pub key: AcceptKey,
+    pub outcome: AcceptOutcome,
+    /// "sourced" (SEMANTICS.md section 3 says so), "inferred" (our reading; configurable) or
+    /// "structural" (cannot occur, or not a place where the walk stops).
+    pub provenance: &'static str,
+    pub why: &'static str,
+}
+
+/// The full TDG.MEM.PAGE.ACCEPT table: state x leaf/non-leaf x position x requested level.
+pub fn accept_table() -> Vec<AcceptCell> {
+    use Position::*;
+    let mut cells = Vec::new();
+    for level in [PG_LEVEL_4K, PG_LEVEL_2M] {
+        for state in SeptState::ALL {
+            for leaf in [true, false] {
+                for position in [At, Above, Below] {
+                    let (outcome, provenance, why) = accept_rule(state, leaf, position, level);
+                    let key = AcceptKey {
+                        state,
+                        leaf,
+                        position,
+                        level,
+                    };
+                    cells.push(AcceptCell {
+                        key,
+                        outcome,
+                        provenance,
+                        why,
+                    });
+                }
+            }
+        }
+    }
+    cells
+}
+
+fn accept_rule(
+    state: SeptState,
+    leaf: bool,
+    position: Position,
+    level: Level,
+) -> (AcceptOutcome, &'static str, &'static str) {
+    use AcceptOutcome::*;
+    use Position::*;
+    use SeptState::*;
+    const S: &str = "sourced";
+    const I: &str = "inferred";
+    const X: &str = "structural";
+    if position == Below && level == PG_LEVEL_4K {
+        return (Unreachable, X, "nothing maps below 4K");
+    }
+    if state == Free {
+        return match (leaf, position) {
+            (false, Above) => (
+                EptViolation,
+                S,
+                "intermediate S-EPT structure missing: KVM maps, honouring the level",
+            ),
+            (false, At) => (
+                EptViolation,
+                I,
+                "nothing mapped at the requested level: KVM maps",
+            ),
+            _ => (Unreachable, X, "a FREE entry is neither a leaf nor a table"),
+        };
+    }
+    if !leaf {
+        return match (state, position, level) {
+            (_, _, l) if l == PG_LEVEL_4K && position == At => {
+                (Unreachable, X, "no table below 4K")
+            }
+            (Pending | PendingBlocked, _, _) => (Unreachable, X, "only leafs are PENDING"),
+            (Mapped, Above, _) => (WalkContinues, X, "a present table above: the walk descends"),
+            (Mapped, At, _) => (
+                PageSizeMismatch,
+                S,
+                "a table at the requested level: KVM mapped smaller",
+            ),
+            (Blocked, Above, _) => (EptViolation, I, "a blocked table stops the walk"),
+            (Blocked, At, _) => (
+                PageSizeMismatch,
+                I,
+                "a (blocked) table at the requested level",
+            ),
+            (_, Below, _) => (
+                Unreachable,
+                X,
+                "a table below is described by the leafs below",
+            ),
+            _ => (Unreachable, X, "not a cell"),
+        };
+    }
+    match (position, state) {
+        (Below, _) => (
+            PageSizeMismatch,
+            S,
+            "the walk stops at the table at the requested level: too-big ACCEPT",
+        ),
+        (Above, Pending) => (
+            EptViolation,
+            S,
+            "too-small ACCEPT against a PENDING huge leaf: KVM must split",
+        ),
+        (Above, Mapped) => (AlreadyAccepted, S, "the huge leaf is already accepted"),
+        (Above, Blocked) => (EptViolation, S, "a blocked huge leaf: EPT-violation exit"),
+        (Above, PendingBlocked) => (EptViolation, I, "blocked like BLOCKED"),
+        (At, Pending) => (Success, S, "PENDING -> MAPPED"),
+        (At, Mapped) => (AlreadyAccepted, I, "same-level ACCEPT of an accepted page"),
+        (At, Blocked | PendingBlocked) => (EptViolation, I, "a blocked leaf faults"),
+        (_, Free) => (Unreachable, X, "handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module() -> TdxModule {
+        TdxModule::new(2, TdState::Runnable, ModuleOptions::default()).unwrap()
+    }
+
+    fn map_2m(m: &mut TdxModule, gfn: Gfn) {
+        assert_eq!(m.tdh_mem_sept_add(gfn, ROOT_LEVEL, false), TDX_SUCCESS);
+        assert_eq!(m.tdh_mem_sept_add(gfn, Level(3), false), TDX_SUCCESS);
+        assert_eq!(m.tdh_mem_page_aug(gfn, PG_LEVEL_2M, false), TDX_SUCCESS);
+    }
+
+    #[test]
+    fn demote_needs_block_and_track() {
+        let mut m = module();
+        map_2m(&mut m, 0);
+        assert_eq!(
+            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
+            TDX_GPA_RANGE_NOT_BLOCKED
+        );
+        assert_eq!(m.tdh_mem_range_block(0, PG_LEVEL_2M, false), TDX_SUCCESS);
+        assert_eq!(
+            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
+            TDX_TLB_TRACKING_NOT_DONE
+        );
+        assert_eq!(m.tdh_mem_track(false), TDX_SUCCESS);
+        assert_eq!(
+            m.tdh_mem_page_demote(0, PG_LEVEL_2M, true),
+            TDX_OPERAND_BUSY
+        );
+        assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, false), TDX_SUCCESS);
+        let e = m.entry(5, PG_LEVEL_4K).unwrap();
+        assert_eq!(
+            (e.leaf, e.state),
+            (true, SeptState::Pending),
+            "children inherit PENDING, unblocked"
+        );
+    }
+
+    #[test]
+    fn vcpu_in_guest_since_block_defeats_tracking() {
+        let mut m = module();
+        map_2m(&mut m, 0);
+        m.vcpus[1].in_guest_epoch = Some(0);
+        m.tdh_mem_range_block(0, PG_LEVEL_2M, false);
+        m.tdh_mem_track(false);
+        assert_eq!(
+            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
+            TDX_TLB_TRACKING_NOT_DONE
+        );
+    }
+
+    #[test]
+    fn accept_walk_cells() {
+        let mut m = module();
+        assert_eq!(
+            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
+            AcceptOutcome::EptViolation
+        );
+        map_2m(&mut m, 0);
+        assert_eq!(
+            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
+            AcceptOutcome::EptViolation
+        );
+        assert_eq!(
+            m.tdg_mem_page_accept(0, PG_LEVEL_2M, false).0,
+            AcceptOutcome::Success
+        );
+        assert_eq!(
+            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
+            AcceptOutcome::AlreadyAccepted
+        );
+    }
+
+    #[test]
+    fn override_of_unreachable_cell_is_refused() {
+        let o = AcceptOverride {
+            state: SeptState::Free,
+            leaf: true,
+            position: Position::At,
+            level: PG_LEVEL_4K,
+            outcome: AcceptOutcome::Success,
+        };
+        let opts = ModuleOptions {
+            accept_overrides: vec![o],
+            ..Default::default()
+        };
+        assert!(TdxModule::new(1, TdState::Runnable, opts).is_err());
+    }
+}

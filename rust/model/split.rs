@@ -1,0 +1,102 @@
+//! The split engine: kvm_split_cross_boundary_leafs() (v3 patch 11), on the mirror root.
+
+use super::fault::tdp_mmu_split_huge_page;
+use super::spte::*;
+use super::tdp_mmu::TdpIter;
+use super::types::{Errno, Gfn, PG_LEVEL_2M};
+use super::vm::Cx;
+use crate::sync::{FindingKind, Mode, Runtime};
+
+/// kvm_split_cross_boundary_leafs(kvm, [start, end), shared): split, down to 4K, every huge
+/// leaf that crosses the range boundary (`!(gfn >= start && gfn + size <= end)`). To allocate a
+/// page table it drops mmu_lock, allocates, re-takes the lock in the same mode and restarts its
+/// walk, since anything may have changed meanwhile. -ENOMEM leaves every leaf it has not split
+/// untouched. Does not flush: BLOCK + TRACK + kick already did.
+pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
+    cx: &Cx<'_, R>,
+    start: Gfn,
+    end: Gfn,
+    shared: bool,
+) -> Result<(), Errno> {
+    let mode = if shared { Mode::Read } else { Mode::Write };
+    let held = cx.mmu_lock_held();
+    if cx.kvm_bug_on(held != Some(mode), || {
+        format!("kvm_split_cross_boundary_leafs(shared={shared}) with mmu_lock held {held:?}")
+    }) {
+        return Err(Errno::EIO);
+    }
+    if held != Some(Mode::Write) {
+        cx.finding(
+            "I5",
+            FindingKind::DesignRule,
+            format!("split of [{start:#x}, {end:#x}) under mmu_lock held {held:?}"),
+        );
+    }
+    let first = PG_LEVEL_2M.round(start);
+    let mut sp_in_hand = false;
+    'restart: loop {
+        let mut g = first;
+        while g < end {
+            if let Some(mut iter) = walk_to_2m(cx, g).await {
+                let crosses = !(iter.gfn >= start && iter.gfn + PG_LEVEL_2M.pages() <= end);
+                let spte = iter.old_spte;
+                if crosses && is_shadow_present_pte(spte) && is_last_spte(spte, PG_LEVEL_2M) {
+                    if !sp_in_hand {
+                        // tdp_mmu_alloc_sp_for_split(): drop the lock to allocate.
+                        cx.note(|| {
+                            format!(
+                                "split {:#x}: drop mmu_lock to allocate a page table",
+                                iter.gfn
+                            )
+                        });
+                        relock(cx, mode, false).await;
+                        let r = cx.alloc_page().await;
+                        relock(cx, mode, true).await;
+                        if let Err(e) = r {
+                            cx.note(|| format!("kvm_split_cross_boundary_leafs -> {}", e.name()));
+                            return Err(e);
+                        }
+                        sp_in_hand = true;
+                        continue 'restart;
+                    }
+                    match tdp_mmu_split_huge_page(cx, &mut iter, shared).await {
+                        Ok(()) => sp_in_hand = false,
+                        // Under the read lock a lost race or BUSY retries the same SPTE.
+                        Err(Errno::EBUSY) if shared => continue,
+                        Err(e) => return Err(e),
+                    }
+                    cx.note(|| format!("split 2M leaf {:#x} into 512 4K leafs", iter.gfn));
+                }
+            }
+            g += PG_LEVEL_2M.pages();
+            if !shared && g < end && cx.cond_resched_rwlock_write().await {
+                continue 'restart;
+            }
+        }
+        return Ok(());
+    }
+}
+
+async fn relock<R: Runtime>(cx: &Cx<'_, R>, mode: Mode, take: bool) {
+    match (mode, take) {
+        (Mode::Read, false) => cx.read_unlock().await,
+        (Mode::Read, true) => cx.read_lock().await,
+        (Mode::Write, false) => cx.write_unlock().await,
+        (Mode::Write, true) => cx.write_lock().await,
+    }
+}
+
+/// Walk to the 2M SPTE covering `gfn`; None when a table on the way is missing.
+async fn walk_to_2m<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> Option<TdpIter> {
+    let mut iter = TdpIter::root(gfn);
+    loop {
+        let spte = iter.read(cx).await;
+        if iter.level == PG_LEVEL_2M {
+            return Some(iter);
+        }
+        if !is_shadow_present_pte(spte) || is_last_spte(spte, iter.level) {
+            return None;
+        }
+        iter.step_down(gfn);
+    }
+}

@@ -1,0 +1,59 @@
+//! PyO3 bindings: argument conversion, error mapping and the `_core` module. No model logic.
+
+mod errors;
+mod session;
+
+#[pyo3::pymodule(name = "_core")]
+mod core_module {
+    use pyo3::prelude::*;
+
+    #[pymodule_export]
+    use super::session::Session;
+
+    /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
+    #[pyfunction]
+    fn accept_table_json() -> String {
+        serde_json::to_string(&crate::model::sept::accept_table()).unwrap_or_default()
+    }
+
+    /// I1-I11 with their conditions, as JSON.
+    #[pyfunction]
+    fn invariants_json() -> String {
+        serde_json::to_string(crate::model::invariants::INVARIANTS).unwrap_or_default()
+    }
+
+    /// TDX status codes the model returns, by value: {"0": "TDX_SUCCESS", ...}, as JSON.
+    #[pyfunction]
+    fn status_names_json() -> String {
+        use crate::model::sept::*;
+        let codes = [
+            TDX_SUCCESS,
+            TDX_OPERAND_BUSY,
+            TDX_INTERRUPTED_RESTARTABLE,
+            TDX_PAGE_SIZE_MISMATCH,
+            TDX_PAGE_ALREADY_ACCEPTED,
+            TDX_GPA_RANGE_NOT_BLOCKED,
+            TDX_TLB_TRACKING_NOT_DONE,
+            TDX_EPT_ENTRY_STATE_INCORRECT,
+            TDX_EPT_WALK_FAILED,
+            ACCEPT_EXIT,
+        ];
+        let map: std::collections::BTreeMap<String, &str> = codes
+            .iter()
+            .map(|&c| (c.to_string(), status_name(c)))
+            .collect();
+        serde_json::to_string(&map).unwrap_or_default()
+    }
+
+    /// The default VM configuration, as JSON.
+    #[pyfunction]
+    fn default_config_json() -> String {
+        serde_json::to_string(&crate::model::config::VmConfig::default()).unwrap_or_default()
+    }
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("MODEL_VERSION", crate::MODEL_VERSION)
+    }
+}

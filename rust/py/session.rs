@@ -1,0 +1,407 @@
+//! The `Session` class: one VM driven one operation at a time. Results cross as JSON text that
+//! `tdxcore.vm` turns into Python objects.
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::SeqCst;
+
+use super::errors::guarded;
+use crate::error::{CoreError, CoreResult};
+use crate::model::config::VmConfig;
+use crate::model::fault::PfResult;
+use crate::model::invariants::mapping_level;
+use crate::model::spte::describe;
+use crate::model::tdx::ExitOutcome;
+use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M};
+use crate::session::{self, OpReport};
+use crate::sync::Seamcall;
+use crate::sync::sequential::FaultPlan;
+
+fn level(s: &str) -> CoreResult<Level> {
+    Level::parse(s).map_err(CoreError::Config)
+}
+
+fn json<T: Serialize>(v: &T) -> CoreResult<String> {
+    serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanJson {
+    #[serde(default)]
+    alloc_failures: u32,
+    #[serde(default)]
+    busy: BTreeMap<String, u32>,
+}
+
+fn parse_plan(text: &str, event_after_retries: u32) -> CoreResult<FaultPlan> {
+    let p: PlanJson =
+        serde_json::from_str(text).map_err(|e| CoreError::Config(format!("fault plan: {e}")))?;
+    let mut busy = BTreeMap::new();
+    for (k, n) in p.busy {
+        busy.insert(Seamcall::parse_key(&k).map_err(CoreError::Config)?, n);
+    }
+    Ok(FaultPlan {
+        alloc_failures: p.alloc_failures,
+        busy,
+        event_after_retries,
+    })
+}
+
+fn pf_name(r: &Result<PfResult, Errno>) -> String {
+    match r {
+        Ok(r) => r.name().into(),
+        Err(e) => e.name().into(),
+    }
+}
+
+fn unit_name(r: &Result<(), Errno>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => e.name().into(),
+    }
+}
+
+/// An operation's report with its value rendered as a string plus extra fields.
+fn report<T>(r: OpReport<T>, result: String, extra: serde_json::Value) -> CoreResult<String> {
+    json(&serde_json::json!({
+        "result": result,
+        "extra": extra,
+        "trace": r.trace,
+        "findings": r.findings,
+    }))
+}
+
+#[pyclass(frozen, module = "tdxcore._core")]
+pub struct Session {
+    inner: Mutex<session::Session>,
+}
+
+#[pymethods]
+impl Session {
+    #[new]
+    fn new(config_json: &str, plan_json: &str) -> PyResult<Self> {
+        guarded(|| {
+            let cfg: VmConfig = serde_json::from_str(config_json)
+                .map_err(|e| CoreError::Config(format!("VM configuration: {e}")))?;
+            let plan = parse_plan(plan_json, cfg.retry.event_after_retries)?;
+            Ok(Session {
+                inner: Mutex::new(session::Session::new(&cfg, plan)?),
+            })
+        })
+    }
+
+    fn guest_accept(
+        &self,
+        py: Python<'_>,
+        vcpu: u16,
+        gfn: Gfn,
+        level_name: &str,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self
+                    .inner
+                    .lock()
+                    .guest_accept(vcpu, gfn, level(level_name)?)?;
+                let (res, exits, ue) = (
+                    r.value.result.name(),
+                    r.value.exits,
+                    r.value.userspace_exits,
+                );
+                report(
+                    r,
+                    res,
+                    serde_json::json!({"exits": exits, "userspace_exits": ue}),
+                )
+            })
+        })
+    }
+
+    fn guest_access(&self, py: Python<'_>, vcpu: u16, gfn: Gfn) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self.inner.lock().guest_access(vcpu, gfn)?;
+                let (res, exits, ue) = (
+                    r.value.result.name(),
+                    r.value.exits,
+                    r.value.userspace_exits,
+                );
+                report(
+                    r,
+                    res,
+                    serde_json::json!({"exits": exits, "userspace_exits": ue}),
+                )
+            })
+        })
+    }
+
+    fn tdcall_accept(
+        &self,
+        py: Python<'_>,
+        vcpu: u16,
+        gfn: Gfn,
+        level_name: &str,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self
+                    .inner
+                    .lock()
+                    .tdcall_accept(vcpu, gfn, level(level_name)?)?;
+                let res = r.value.name().to_string();
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    #[pyo3(signature = (vcpu, gfn, accept_level=None))]
+    fn handle_ept_violation(
+        &self,
+        py: Python<'_>,
+        vcpu: u16,
+        gfn: Gfn,
+        accept_level: Option<String>,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let l = accept_level.as_deref().map(level).transpose()?;
+                let r = self.inner.lock().handle_ept_violation(vcpu, gfn, l)?;
+                let res = match r.value {
+                    ExitOutcome::Reenter(pf) => format!("reenter:{}", pf.name()),
+                    ExitOutcome::ToUserspace(e) => format!("userspace:{}", e.name()),
+                };
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn honor_guest_accept_level(
+        &self,
+        py: Python<'_>,
+        vcpu: u16,
+        gfn: Gfn,
+        level_name: &str,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r =
+                    self.inner
+                        .lock()
+                        .honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
+                let res = unit_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn fault(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, max_level: &str) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self.inner.lock().fault(vcpu, gfn, level(max_level)?)?;
+                let res = pf_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn init_mem_region(&self, py: Python<'_>, gfn: Gfn, npages: u64) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self.inner.lock().init_mem_region(gfn, npages)?;
+                let res = unit_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn finalize(&self) -> PyResult<()> {
+        guarded(|| self.inner.lock().finalize())
+    }
+
+    fn set_memory_attributes(
+        &self,
+        py: Python<'_>,
+        start: Gfn,
+        end: Gfn,
+        private: bool,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self
+                    .inner
+                    .lock()
+                    .set_memory_attributes(start, end, private)?;
+                let res = unit_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn punch_hole(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self.inner.lock().punch_hole(start, end)?;
+                let res = unit_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    fn split_cross_boundary_leafs(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let r = self.inner.lock().split_cross_boundary_leafs(start, end)?;
+                let res = unit_name(&r.value);
+                report(r, res, serde_json::Value::Null)
+            })
+        })
+    }
+
+    /// Add injected faults to the plan: the next `alloc_failures` allocations fail, the next
+    /// busy[name] calls of each SEAMCALL return BUSY.
+    fn inject(&self, plan_json: &str) -> PyResult<()> {
+        guarded(|| {
+            let s = self.inner.lock();
+            let mut plan = s.plan();
+            let add = parse_plan(plan_json, plan.event_after_retries)?;
+            plan.alloc_failures += add.alloc_failures;
+            for (k, n) in add.busy {
+                *plan.busy.entry(k).or_default() += n;
+            }
+            s.set_plan(plan);
+            Ok(())
+        })
+    }
+
+    // ---- inspection: nothing below changes the VM ----
+
+    /// (level, spte) of the mirror leaf mapping `gfn`, or None.
+    fn mapping(&self, gfn: Gfn) -> PyResult<Option<(String, u64)>> {
+        guarded(|| {
+            let s = self.inner.lock();
+            check_gfn(&s, gfn)?;
+            Ok(mapping_level(&s.vm, gfn).map(|l| (l.name().to_string(), s.vm.mmu.lookup(gfn).1)))
+        })
+    }
+
+    /// (kind, value) of the mirror SPTE at `level` covering `gfn`, or None if no table holds it.
+    fn spte(&self, gfn: Gfn, level_name: &str) -> PyResult<Option<(String, u64)>> {
+        guarded(|| {
+            let s = self.inner.lock();
+            check_gfn(&s, gfn)?;
+            let l = level(level_name)?;
+            Ok(s.vm.mmu.peek(gfn, l).map(|c| {
+                let v = c.load(SeqCst);
+                (describe(v, l).to_string(), v)
+            }))
+        })
+    }
+
+    /// The S-EPT leaf mapping `gfn` as JSON {level, state}, or FREE.
+    fn sept_entry(&self, gfn: Gfn) -> PyResult<String> {
+        guarded(|| {
+            let s = self.inner.lock();
+            check_gfn(&s, gfn)?;
+            let tdx = s.vm.tdx.lock();
+            let v = match tdx.leaf_for(gfn) {
+                Some((l, e)) => serde_json::json!({"level": l.name(), "state": e.state.name()}),
+                None => serde_json::json!({"level": null, "state": "FREE"}),
+            };
+            json(&v)
+        })
+    }
+
+    /// disallow_lpage of `gfn` at a huge level ("2M" or "1G").
+    fn lpage_info(&self, gfn: Gfn, level_name: &str) -> PyResult<u32> {
+        guarded(|| {
+            let s = self.inner.lock();
+            check_gfn(&s, gfn)?;
+            let l = level(level_name)?;
+            if l < PG_LEVEL_2M {
+                return Err(CoreError::Config(format!(
+                    "lpage_info exists for the huge levels 2M and 1G, not {l}"
+                )));
+            }
+            Ok(s.vm
+                .memslot(gfn)
+                .map_or(0, |slot| slot.lpage_info_slot(gfn, l).load(SeqCst)))
+        })
+    }
+
+    fn is_private(&self, gfn: Gfn) -> PyResult<bool> {
+        guarded(|| {
+            let s = self.inner.lock();
+            check_gfn(&s, gfn)?;
+            Ok(s.vm.is_private(gfn))
+        })
+    }
+
+    fn td_runnable(&self) -> bool {
+        self.inner.lock().vm.td_runnable()
+    }
+
+    fn bugged(&self) -> bool {
+        self.inner.lock().vm.bugged.load(SeqCst)
+    }
+
+    /// Page statistics and the session's counters, as JSON.
+    fn stats(&self) -> PyResult<String> {
+        guarded(|| {
+            let s = self.inner.lock();
+            let st = &s.vm.mmu.stats;
+            json(&serde_json::json!({
+                "pages_4k": st[1].load(SeqCst),
+                "pages_2m": st[2].load(SeqCst),
+                "pages_1g": st[3].load(SeqCst),
+                "counters": s.counters,
+            }))
+        })
+    }
+
+    /// Every present mirror leaf as [(first gfn, level)].
+    fn leaves(&self) -> Vec<(Gfn, String)> {
+        self.inner
+            .lock()
+            .vm
+            .mmu
+            .leaves()
+            .into_iter()
+            .map(|(g, l)| (g, l.name().to_string()))
+            .collect()
+    }
+
+    /// Every S-EPT leaf as [(first gfn, level, state)].
+    fn sept_leaves(&self) -> Vec<(Gfn, String, String)> {
+        let s = self.inner.lock();
+        let tdx = s.vm.tdx.lock();
+        tdx.sept
+            .iter()
+            .filter(|(_, e)| e.leaf)
+            .map(|(&(l, g), e)| (g, l.name().to_string(), e.state.name().to_string()))
+            .collect()
+    }
+
+    /// The state invariants, checked now, as JSON findings.
+    fn check_invariants(&self) -> PyResult<String> {
+        guarded(|| json(&self.inner.lock().check_invariants()))
+    }
+
+    /// Every finding the operations so far produced, as JSON.
+    fn findings(&self) -> PyResult<String> {
+        guarded(|| json(&self.inner.lock().findings()))
+    }
+
+    fn nr_vcpus(&self) -> u16 {
+        self.inner.lock().vm.nr_vcpus
+    }
+}
+
+fn check_gfn(s: &session::Session, gfn: Gfn) -> CoreResult<()> {
+    match s.vm.memslot(gfn) {
+        Some(_) => Ok(()),
+        None => Err(CoreError::Config(s.vm.outside_msg(gfn))),
+    }
+}

@@ -1,0 +1,497 @@
+//! A sequential session: one VM driven one operation at a time, each operation run to
+//! completion by one thread (a vCPU or the host) on the sequential backend. Every operation
+//! returns its value with the trace lines and findings it produced.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+use crate::error::{CoreError, CoreResult};
+use crate::model::config::{TdState, VmConfig};
+use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
+use crate::model::fault::{PfResult, kvm_tdp_mmu_page_fault};
+use crate::model::guest::{GuestOutcome, guest_accept, guest_access, tdg_mem_page_accept};
+use crate::model::honor::tdx_honor_guest_accept_level;
+use crate::model::invariants::check_state;
+use crate::model::sept::AcceptOutcome;
+use crate::model::split::kvm_split_cross_boundary_leafs;
+use crate::model::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
+use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
+use crate::model::vm::{Cx, Vm};
+use crate::sync::sequential::{FaultPlan, Sequential};
+use crate::sync::{Finding, LockId, Mode, OpKind, Runtime, Tid, TraceLine, run_to_completion};
+
+/// What one operation did.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpReport<T> {
+    pub value: T,
+    pub trace: Vec<TraceLine>,
+    pub findings: Vec<Finding>,
+}
+
+/// Counters over the whole session (what the benchmarks will also report).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counters {
+    pub write_lock_acquisitions: u64,
+    pub read_lock_acquisitions: u64,
+    pub allocations_failed: u64,
+    /// "TDH.MEM.PAGE.AUG TDX_SUCCESS" -> count
+    pub seamcalls: BTreeMap<String, u64>,
+}
+
+pub struct Session {
+    pub vm: Vm,
+    rt: Sequential,
+    pub counters: Counters,
+    findings: Vec<Finding>,
+}
+
+impl Session {
+    pub fn new(cfg: &VmConfig, plan: FaultPlan) -> CoreResult<Session> {
+        Ok(Session {
+            vm: Vm::new(cfg)?,
+            rt: Sequential::new(plan, true),
+            counters: Counters::default(),
+            findings: Vec::new(),
+        })
+    }
+
+    /// The thread id operations of the host (ioctls) run as.
+    pub fn host(&self) -> Tid {
+        self.vm.nr_vcpus
+    }
+
+    pub fn plan(&self) -> FaultPlan {
+        self.rt.plan()
+    }
+
+    pub fn set_plan(&self, plan: FaultPlan) {
+        self.rt.set_plan(plan)
+    }
+
+    /// Every finding so far (consequences and design rules, in order).
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The state invariants that hold now (the session is always between operations).
+    pub fn check_invariants(&self) -> Vec<Finding> {
+        check_state(&self.vm, self.rt.lock_state(LockId::MmuLock))
+    }
+
+    fn check_vcpu(&self, vcpu: Tid) -> CoreResult<()> {
+        if vcpu >= self.vm.nr_vcpus {
+            return Err(CoreError::Config(format!(
+                "vcpu {vcpu} does not exist: the VM has {} vCPUs (0..={})",
+                self.vm.nr_vcpus,
+                self.vm.nr_vcpus - 1
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_gfn(&self, gfn: Gfn) -> CoreResult<()> {
+        if self.vm.memslot(gfn).is_none() {
+            return Err(CoreError::Config(self.vm.outside_msg(gfn)));
+        }
+        Ok(())
+    }
+
+    fn check_runnable(&self, what: &str) -> CoreResult<()> {
+        if !self.vm.td_runnable() {
+            return Err(CoreError::InvalidOperation(format!(
+                "{what} needs a runnable TD: vCPUs cannot run before KVM_TDX_FINALIZE_VM (call finalize())"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_private(&self, gfn: Gfn, what: &str) -> CoreResult<()> {
+        if !self.vm.is_private(gfn) {
+            return Err(CoreError::InvalidOperation(format!(
+                "{what} of gfn {gfn:#x}: the gfn is shared; only private memory can be accepted or faulted as private (convert it with set_memory_attributes first)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_accept_level(level: Level) -> CoreResult<()> {
+        if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
+            return Err(CoreError::Config(format!(
+                "accept level {level} is not supported: TDG.MEM.PAGE.ACCEPT levels are 4K and 2M"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Run one operation as thread `tid` to completion.
+    fn run<T>(
+        &mut self,
+        tid: Tid,
+        op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T,
+    ) -> CoreResult<OpReport<T>> {
+        let value = {
+            let cx = Cx {
+                vm: &self.vm,
+                rt: &self.rt,
+                tid,
+            };
+            run_to_completion(op(&cx))
+        };
+        let trace = self.rt.take_trace();
+        let findings = self.rt.take_findings();
+        let blocked = self.rt.take_blocked();
+        let leaked = self.rt.release_all();
+        self.add_counters(count(&trace));
+        self.findings.extend(findings.iter().cloned());
+        let value = value.ok_or_else(|| {
+            CoreError::Deadlock(blocked.unwrap_or_else(|| "operation suspended".into()))
+        })?;
+        if !leaked.is_empty() {
+            return Err(CoreError::InvalidOperation(format!(
+                "the operation returned with locks held: {leaked:?}"
+            )));
+        }
+        Ok(OpReport {
+            value,
+            trace,
+            findings,
+        })
+    }
+
+    fn add_counters(&mut self, c: Counters) {
+        self.counters.write_lock_acquisitions += c.write_lock_acquisitions;
+        self.counters.read_lock_acquisitions += c.read_lock_acquisitions;
+        self.counters.allocations_failed += c.allocations_failed;
+        for (k, v) in c.seamcalls {
+            *self.counters.seamcalls.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn guest_accept(
+        &mut self,
+        vcpu: Tid,
+        gfn: Gfn,
+        level: Level,
+    ) -> CoreResult<OpReport<GuestOutcome>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        Self::check_accept_level(level)?;
+        self.check_runnable("a guest ACCEPT")?;
+        self.check_private(gfn, "ACCEPT")?;
+        self.run(vcpu, async move |cx| guest_accept(cx, gfn, level).await)
+    }
+
+    pub fn guest_access(&mut self, vcpu: Tid, gfn: Gfn) -> CoreResult<OpReport<GuestOutcome>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        self.check_runnable("a guest access")?;
+        self.check_private(gfn, "a private access")?;
+        self.run(vcpu, async move |cx| guest_access(cx, gfn).await)
+    }
+
+    /// One TDG.MEM.PAGE.ACCEPT, with the vCPU entering and leaving the guest around it.
+    pub fn tdcall_accept(
+        &mut self,
+        vcpu: Tid,
+        gfn: Gfn,
+        level: Level,
+    ) -> CoreResult<OpReport<AcceptOutcome>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        Self::check_accept_level(level)?;
+        self.check_runnable("a guest ACCEPT")?;
+        self.check_private(gfn, "ACCEPT")?;
+        self.run(vcpu, async move |cx| {
+            cx.vcpu_enter().await;
+            let o = tdg_mem_page_accept(cx, gfn, level).await;
+            cx.vcpu_exit().await;
+            o
+        })
+    }
+
+    pub fn handle_ept_violation(
+        &mut self,
+        vcpu: Tid,
+        gfn: Gfn,
+        accept_level: Option<Level>,
+    ) -> CoreResult<OpReport<ExitOutcome>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        if let Some(l) = accept_level {
+            Self::check_accept_level(l)?;
+        }
+        self.check_runnable("an EPT-violation exit")?;
+        self.check_private(gfn, "a private EPT violation")?;
+        self.run(vcpu, async move |cx| {
+            tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await
+        })
+    }
+
+    pub fn honor_guest_accept_level(
+        &mut self,
+        vcpu: Tid,
+        gfn: Gfn,
+        level: Level,
+    ) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        Self::check_accept_level(level)?;
+        self.check_runnable("the honour path")?;
+        self.run(vcpu, async move |cx| {
+            tdx_honor_guest_accept_level(cx, gfn, level).await
+        })
+    }
+
+    pub fn fault(
+        &mut self,
+        vcpu: Tid,
+        gfn: Gfn,
+        max_level: Level,
+    ) -> CoreResult<OpReport<Result<PfResult, Errno>>> {
+        self.check_vcpu(vcpu)?;
+        self.check_gfn(gfn)?;
+        self.check_runnable("a vCPU fault")?;
+        self.run(vcpu, async move |cx| {
+            kvm_tdp_mmu_page_fault(cx, gfn, max_level).await
+        })
+    }
+
+    /// KVM_TDX_INIT_MEM_REGION: map and add [gfn, gfn + npages) at 4K while the TD is built.
+    pub fn init_mem_region(
+        &mut self,
+        gfn: Gfn,
+        npages: u64,
+    ) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.vm
+            .check_range(gfn, gfn.saturating_add(npages), "init_mem_region")?;
+        if self.vm.td_runnable() {
+            return Err(CoreError::InvalidOperation(
+                "KVM_TDX_INIT_MEM_REGION is refused once the TD is runnable".into(),
+            ));
+        }
+        for g in gfn..gfn + npages {
+            self.check_private(g, "KVM_TDX_INIT_MEM_REGION")?;
+        }
+        let host = self.host();
+        self.run(host, async move |cx| {
+            for g in gfn..gfn + npages {
+                match kvm_tdp_mmu_page_fault(cx, g, PG_LEVEL_4K).await {
+                    Ok(PfResult::Fixed | PfResult::Spurious) => {}
+                    Ok(PfResult::Retry) => return Err(Errno::EBUSY),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// KVM_TDX_FINALIZE_VM: the TD becomes runnable.
+    pub fn finalize(&mut self) -> CoreResult<()> {
+        let mut tdx = self.vm.tdx.lock();
+        if tdx.td_state == TdState::Runnable {
+            return Err(CoreError::InvalidOperation(
+                "the TD is already runnable".into(),
+            ));
+        }
+        tdx.td_state = TdState::Runnable;
+        Ok(())
+    }
+
+    pub fn set_memory_attributes(
+        &mut self,
+        start: Gfn,
+        end: Gfn,
+        private: bool,
+    ) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.vm
+            .check_range(start, end, "set_memory_attributes range")?;
+        let host = self.host();
+        self.run(host, async move |cx| {
+            kvm_vm_set_mem_attributes(cx, start, end, private).await
+        })
+    }
+
+    pub fn punch_hole(&mut self, start: Gfn, end: Gfn) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.vm.check_range(start, end, "punch_hole range")?;
+        let host = self.host();
+        self.run(host, async move |cx| {
+            kvm_gmem_punch_hole(cx, start, end).await
+        })
+    }
+
+    /// kvm_split_cross_boundary_leafs() on [start, end) under the write lock, as the host.
+    pub fn split_cross_boundary_leafs(
+        &mut self,
+        start: Gfn,
+        end: Gfn,
+    ) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.vm.check_range(start, end, "split range")?;
+        let host = self.host();
+        self.run(host, async move |cx| {
+            cx.write_lock().await;
+            let r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
+            cx.write_unlock().await;
+            r
+        })
+    }
+}
+
+/// The session's counters over one operation's trace.
+fn count(trace: &[TraceLine]) -> Counters {
+    let mut c = Counters::default();
+    for line in trace {
+        let TraceLine::Step(ev) = line else { continue };
+        match ev.op.kind {
+            OpKind::Lock(Mode::Write)
+                if matches!(
+                    ev.op.obj,
+                    crate::sync::Obj::Lock {
+                        lock: LockId::MmuLock
+                    }
+                ) =>
+            {
+                c.write_lock_acquisitions += 1
+            }
+            OpKind::Lock(Mode::Read) => c.read_lock_acquisitions += 1,
+            OpKind::Alloc if ev.after != 0 => c.allocations_failed += 1,
+            OpKind::Seamcall(call) => {
+                let key = format!(
+                    "{} {}",
+                    call.name(),
+                    crate::model::sept::status_name(ev.after)
+                );
+                *c.seamcalls.entry(key).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::invariants::mapping_level;
+    use crate::model::sept::SeptState;
+
+    fn session() -> Session {
+        Session::new(
+            &VmConfig::default(),
+            FaultPlan {
+                event_after_retries: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// The seed's situation, step by step: a 2M PENDING mapping, a 4K ACCEPT that exits, the
+    /// honour path splits and inhibits, the 4K fault is spurious, the ACCEPT then succeeds.
+    #[test]
+    fn seed_walk() {
+        let mut s = session();
+        assert_eq!(
+            s.fault(1, 0x200, PG_LEVEL_2M).unwrap().value,
+            Ok(PfResult::Fixed)
+        );
+        assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_2M));
+        assert_eq!(
+            s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value,
+            AcceptOutcome::EptViolation
+        );
+        let r = s.handle_ept_violation(0, 0x201, Some(PG_LEVEL_4K)).unwrap();
+        assert_eq!(r.value, ExitOutcome::Reenter(PfResult::Spurious));
+        assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_4K));
+        assert_eq!(
+            s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value,
+            AcceptOutcome::Success
+        );
+        assert_eq!(
+            s.vm.tdx.lock().entry(0x201, PG_LEVEL_4K).unwrap().state,
+            SeptState::Mapped
+        );
+        assert_eq!(
+            s.vm.tdx.lock().entry(0x202, PG_LEVEL_4K).unwrap().state,
+            SeptState::Pending
+        );
+        // The honour path takes the write lock, and the split drops and re-takes it to allocate.
+        assert_eq!(s.counters.write_lock_acquisitions, 2);
+        assert!(
+            s.check_invariants().is_empty(),
+            "{:?}",
+            s.check_invariants()
+        );
+        assert!(s.findings().is_empty(), "{:?}", s.findings());
+    }
+
+    #[test]
+    fn guest_accept_4k_on_fresh_memory_maps_4k() {
+        let mut s = session();
+        let r = s.guest_accept(0, 0x10, PG_LEVEL_4K).unwrap();
+        assert_eq!(
+            r.value.result,
+            crate::model::guest::GuestResult::Accept(AcceptOutcome::Success)
+        );
+        assert_eq!(r.value.exits, 1);
+        assert_eq!(mapping_level(&s.vm, 0x10), Some(PG_LEVEL_4K));
+        // A 2M ACCEPT of the same region now finds a table at 2M: SIZE_MISMATCH.
+        let r = s.guest_accept(1, 0x0, PG_LEVEL_2M).unwrap();
+        assert_eq!(
+            r.value.result,
+            crate::model::guest::GuestResult::Accept(AcceptOutcome::PageSizeMismatch)
+        );
+        assert!(s.check_invariants().is_empty());
+    }
+
+    #[test]
+    fn enomem_in_split_leaves_state_consistent() {
+        let mut s = session();
+        s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
+        s.set_plan(FaultPlan {
+            alloc_failures: 1,
+            event_after_retries: 4,
+            ..Default::default()
+        });
+        let r = s.honor_guest_accept_level(0, 0x201, PG_LEVEL_4K).unwrap();
+        assert_eq!(r.value, Err(Errno::ENOMEM));
+        assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_2M));
+        assert!(s.check_invariants().is_empty());
+        // GUEST_INHIBIT was not set: the split failed first.
+        let slot = s.vm.memslot(0x201).unwrap();
+        assert_eq!(
+            slot.lpage_info_slot(0x201, PG_LEVEL_2M)
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
+
+    #[test]
+    fn conversion_splits_zaps_and_marks_mixed() {
+        let mut s = session();
+        s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
+        let r = s.set_memory_attributes(0x210, 0x211, false).unwrap();
+        assert_eq!(r.value, Ok(()));
+        assert_eq!(mapping_level(&s.vm, 0x210), None);
+        assert_eq!(mapping_level(&s.vm, 0x211), Some(PG_LEVEL_4K));
+        let slot = s.vm.memslot(0x200).unwrap();
+        let v = slot
+            .lpage_info_slot(0x200, PG_LEVEL_2M)
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(v, crate::model::lpage_info::KVM_LPAGE_MIXED_FLAG);
+        assert!(
+            s.check_invariants().is_empty(),
+            "{:?}",
+            s.check_invariants()
+        );
+        // Converting back clears MIXED.
+        s.set_memory_attributes(0x210, 0x211, true).unwrap();
+        assert_eq!(slot_linfo(&s, 0x200), 0);
+    }
+
+    fn slot_linfo(s: &Session, gfn: Gfn) -> u32 {
+        s.vm.memslot(gfn)
+            .unwrap()
+            .lpage_info_slot(gfn, PG_LEVEL_2M)
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,266 @@
+//! The facade every shared access goes through.
+//!
+//! Model code never touches shared state directly: it calls a [`Runtime`] first, at a
+//! *scheduling point*, and tells it what it is about to do. A runtime decides what a point means:
+//! the sequential backend ([`sequential::Sequential`]) runs straight through and records a trace;
+//! the deterministic explorer (a later layer) switches simulated threads there; a native backend
+//! makes the points free. Model functions are `async fn` so that an explorer can suspend a thread
+//! at any point without the model being rewritten.
+
+pub mod sequential;
+
+use serde::Serialize;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use crate::model::types::{Gfn, Level};
+
+/// A simulated thread: vCPU n has tid n; host threads (ioctls) come after the vCPUs.
+pub type Tid = u16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Read,
+    Write,
+}
+
+/// The locks the model takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockId {
+    /// kvm->mmu_lock, an rwlock_t (qrwlock).
+    MmuLock,
+    /// kvm->slots_lock, a mutex (only the write mode is used).
+    SlotsLock,
+}
+
+/// The shared object an access touches. Names follow the kernel's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "obj", rename_all = "snake_case")]
+pub enum Obj {
+    /// The mirror SPTE at `level` whose range starts at `gfn`.
+    Spte {
+        level: Level,
+        gfn: Gfn,
+    },
+    /// slot->arch.lpage_info[level - 2][gfn_to_index(gfn)]: `gfn` is the region's first gfn.
+    LpageInfo {
+        level: Level,
+        gfn: Gfn,
+    },
+    /// The memory attributes of one gfn (kvm->mem_attr_array).
+    Attributes {
+        gfn: Gfn,
+    },
+    /// kvm->mmu_invalidate_seq
+    InvalidateSeq,
+    /// kvm->mmu_invalidate_in_progress and range_start/range_end, read or written together.
+    InvalidateRange,
+    Lock {
+        lock: LockId,
+    },
+    /// A SEAMCALL or TDCALL on the S-EPT entry at `level` covering `gfn`.
+    Sept {
+        level: Level,
+        gfn: Gfn,
+    },
+    /// The TD as a whole (TDH.MEM.TRACK).
+    Td,
+    Vcpu {
+        vcpu: Tid,
+    },
+    /// A page allocation (a page-table page).
+    Page,
+}
+
+/// The SEAMCALLs and TDCALLs of the model (leaf numbers from the TDX module ABI 1.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Seamcall {
+    /// TDH.MEM.PAGE.ADD (2)
+    PageAdd,
+    /// TDH.MEM.SEPT.ADD (3)
+    SeptAdd,
+    /// TDH.MEM.PAGE.AUG (6)
+    PageAug,
+    /// TDH.MEM.RANGE.BLOCK (7)
+    RangeBlock,
+    /// TDH.MEM.PAGE.DEMOTE (15)
+    PageDemote,
+    /// TDH.MEM.PAGE.REMOVE (29)
+    PageRemove,
+    /// TDH.MEM.TRACK (38)
+    MemTrack,
+    /// TDH.MEM.RANGE.UNBLOCK (39)
+    RangeUnblock,
+    /// TDG.MEM.PAGE.ACCEPT (a guest TDCALL)
+    TdgMemPageAccept,
+}
+
+impl Serialize for Seamcall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl Seamcall {
+    pub const ALL: [Seamcall; 9] = [
+        Seamcall::PageAdd,
+        Seamcall::SeptAdd,
+        Seamcall::PageAug,
+        Seamcall::RangeBlock,
+        Seamcall::PageDemote,
+        Seamcall::PageRemove,
+        Seamcall::MemTrack,
+        Seamcall::RangeUnblock,
+        Seamcall::TdgMemPageAccept,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Seamcall::PageAdd => "TDH.MEM.PAGE.ADD",
+            Seamcall::SeptAdd => "TDH.MEM.SEPT.ADD",
+            Seamcall::PageAug => "TDH.MEM.PAGE.AUG",
+            Seamcall::RangeBlock => "TDH.MEM.RANGE.BLOCK",
+            Seamcall::PageDemote => "TDH.MEM.PAGE.DEMOTE",
+            Seamcall::PageRemove => "TDH.MEM.PAGE.REMOVE",
+            Seamcall::MemTrack => "TDH.MEM.TRACK",
+            Seamcall::RangeUnblock => "TDH.MEM.RANGE.UNBLOCK",
+            Seamcall::TdgMemPageAccept => "TDG.MEM.PAGE.ACCEPT",
+        }
+    }
+    /// The short names users write in fault-injection plans.
+    pub fn key(self) -> &'static str {
+        match self {
+            Seamcall::PageAdd => "page_add",
+            Seamcall::SeptAdd => "sept_add",
+            Seamcall::PageAug => "page_aug",
+            Seamcall::RangeBlock => "range_block",
+            Seamcall::PageDemote => "page_demote",
+            Seamcall::PageRemove => "page_remove",
+            Seamcall::MemTrack => "mem_track",
+            Seamcall::RangeUnblock => "range_unblock",
+            Seamcall::TdgMemPageAccept => "accept",
+        }
+    }
+    pub fn parse_key(s: &str) -> Result<Seamcall, String> {
+        Seamcall::ALL
+            .into_iter()
+            .find(|c| c.key() == s)
+            .ok_or_else(|| {
+                let keys: Vec<_> = Seamcall::ALL.iter().map(|c| c.key()).collect();
+                format!("unknown SEAMCALL {s:?}: allowed are {}", keys.join(", "))
+            })
+    }
+}
+
+/// What a thread does at a scheduling point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpKind {
+    Load,
+    Store,
+    Cmpxchg,
+    Lock(Mode),
+    Unlock(Mode),
+    /// cond_resched_rwlock_write(): the lock may be dropped and re-taken here.
+    CondResched,
+    Seamcall(Seamcall),
+    VcpuEnter,
+    VcpuExit,
+    /// kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE)
+    Kick,
+    Alloc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Op {
+    pub kind: OpKind,
+    #[serde(flatten)]
+    pub obj: Obj,
+}
+
+/// One step of a trace: which thread did what to which object, with the value before and after
+/// (for a SEAMCALL `after` is its return code; for a failed allocation `after` is 1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub tid: Tid,
+    #[serde(flatten)]
+    pub op: Op,
+    pub before: u64,
+    pub after: u64,
+}
+
+/// A line in a trace that is not a step: which model function a thread entered and what it
+/// returned, so a reader can follow the kernel call chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TraceLine {
+    Step(Event),
+    Note { tid: Tid, text: String },
+}
+
+/// What kind of rule a finding breaks. Only `Invariant`, `Bug` and `Warn` are consequences;
+/// a `DesignRule` restates one design's choice and must never decide a verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    Invariant,
+    DesignRule,
+    /// KVM_BUG_ON / TDX_BUG_ON: the VM is marked bugged.
+    Bug,
+    /// WARN_ON
+    Warn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub kind: FindingKind,
+    pub tid: Tid,
+    pub message: String,
+}
+
+/// The lock state an invariant's condition may look at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockState {
+    pub readers: u16,
+    pub writer: Option<Tid>,
+}
+
+/// The interface between the model and whatever drives it. Every method that may switch
+/// threads returns a future; a backend that never switches returns ready futures.
+pub trait Runtime {
+    /// A scheduling point before the shared access `op`.
+    fn point(&self, tid: Tid, op: Op) -> impl Future<Output = ()>;
+    /// Acquire `lock` in `mode`; resolves when granted.
+    fn lock(&self, tid: Tid, lock: LockId, mode: Mode) -> impl Future<Output = ()>;
+    fn unlock(&self, tid: Tid, lock: LockId, mode: Mode) -> impl Future<Output = ()>;
+    /// lockdep: the mode in which `tid` holds `lock`, if it does.
+    fn held(&self, tid: Tid, lock: LockId) -> Option<Mode>;
+    fn lock_state(&self, lock: LockId) -> LockState;
+    /// Whether cond_resched_rwlock_write() at this point drops and re-takes the lock.
+    fn resched(&self, tid: Tid) -> impl Future<Output = bool>;
+    /// Whether this allocation fails (an injected -ENOMEM).
+    fn alloc_fails(&self, tid: Tid) -> impl Future<Output = bool>;
+    /// Whether this SEAMCALL returns TDX_OPERAND_BUSY (an injected contention).
+    fn seamcall_busy(&self, tid: Tid, call: Seamcall) -> bool;
+    /// Whether the vCPU has a pending event, ending KVM's local RET_PF_RETRY loop after
+    /// `local_retries` retries (kvm_vcpu_has_events()).
+    fn event_pending(&self, tid: Tid, local_retries: u32) -> bool;
+    /// Whether trace lines are wanted (building them costs formatting).
+    fn tracing(&self) -> bool;
+    fn record(&self, line: TraceLine);
+    fn finding(&self, finding: Finding);
+}
+
+/// Run a future that a non-switching backend drives to completion on its first poll.
+/// Returns None if it suspended, which such a backend never does.
+pub fn run_to_completion<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
