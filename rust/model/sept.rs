@@ -467,6 +467,65 @@ impl TdxModule {
     }
 }
 
+impl TdxModule {
+    /// A runnable TD's module whose S-EPT puts gfn 0x201 in the table cell `key`, built entry
+    /// by entry (so cells that the operations reach only transiently, like a BLOCKED leaf, can
+    /// be tested too). None for a structural cell.
+    pub fn with_cell(key: AcceptKey) -> Option<TdxModule> {
+        let outcome = accept_rule(key.state, key.leaf, key.position, key.level).0;
+        if matches!(
+            outcome,
+            AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues
+        ) {
+            return None;
+        }
+        let mut m = TdxModule::new(1, TdState::Runnable, ModuleOptions::default()).ok()?;
+        let gfn = 0x201;
+        // The level of the entry that ends the walk.
+        let at = match key.position {
+            Position::At | Position::Below => key.level,
+            Position::Above => key.level.up(),
+        };
+        let table = |m: &mut TdxModule, l: Level| {
+            m.set(
+                gfn,
+                l,
+                Some(SeptEntry {
+                    leaf: false,
+                    state: SeptState::Mapped,
+                    block_epoch: 0,
+                }),
+            )
+        };
+        let top = if key.state == SeptState::Free && key.position == Position::Above {
+            at.up().up()
+        } else {
+            at.up()
+        };
+        let mut l = ROOT_LEVEL;
+        while l >= top && l > PG_LEVEL_4K {
+            table(&mut m, l);
+            l = l.down();
+        }
+        let entry = |leaf, state| {
+            Some(SeptEntry {
+                leaf,
+                state,
+                block_epoch: 0,
+            })
+        };
+        match (key.state, key.position) {
+            (SeptState::Free, _) => {}
+            (_, Position::Below) => {
+                table(&mut m, key.level);
+                m.set(gfn, key.level.down(), entry(true, key.state));
+            }
+            _ => m.set(gfn, at, entry(key.leaf, key.state)),
+        }
+        Some(m)
+    }
+}
+
 /// Where the entry that ends an ACCEPT walk lies relative to the requested level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -728,6 +787,32 @@ mod tests {
             m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
             AcceptOutcome::AlreadyAccepted
         );
+    }
+
+    #[test]
+    fn every_reachable_cell_can_be_built_and_classified() {
+        for cell in accept_table() {
+            if let Some(mut m) = TdxModule::with_cell(cell.key) {
+                let (outcome, key) = m.tdg_mem_page_accept(0x201, cell.key.level, false);
+                let expect_key = AcceptKey {
+                    // The walk stops at the table at the requested level for a Below cell.
+                    state: if cell.key.position == Position::Below {
+                        SeptState::Mapped
+                    } else {
+                        cell.key.state
+                    },
+                    leaf: cell.key.leaf && cell.key.position != Position::Below,
+                    position: if cell.key.position == Position::Below {
+                        Position::At
+                    } else {
+                        cell.key.position
+                    },
+                    level: cell.key.level,
+                };
+                assert_eq!(key, expect_key, "cell {:?}", cell.key);
+                assert_eq!(outcome, cell.outcome, "cell {:?}", cell.key);
+            }
+        }
     }
 
     #[test]

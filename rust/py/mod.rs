@@ -45,6 +45,33 @@ mod core_module {
         serde_json::to_string(&map).unwrap_or_default()
     }
 
+    /// Put a fresh module's S-EPT in one cell of the ACCEPT table (gfn 0x201) and run
+    /// TDG.MEM.PAGE.ACCEPT there; returns the outcome name.
+    #[pyfunction]
+    fn accept_in_state(state: &str, leaf: bool, position: &str, level: &str) -> PyResult<String> {
+        use crate::error::CoreError;
+        use crate::model::sept::{AcceptKey, TdxModule};
+        super::errors::guarded(|| {
+            fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, CoreError> {
+                serde_json::from_value(serde_json::Value::String(v.to_string()))
+                    .map_err(|e| CoreError::Config(format!("{what}: {e}")))
+            }
+            let key = AcceptKey {
+                state: parse("state", state)?,
+                leaf,
+                position: parse("position", position)?,
+                level: parse("level", level)?,
+            };
+            let mut m = TdxModule::with_cell(key).ok_or_else(|| {
+                CoreError::Config(format!("cell {key:?} is structural: it cannot occur"))
+            })?;
+            Ok(m.tdg_mem_page_accept(0x201, key.level, false)
+                .0
+                .name()
+                .to_string())
+        })
+    }
+
     /// The default VM configuration, as JSON.
     #[pyfunction]
     fn default_config_json() -> String {

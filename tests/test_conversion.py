@@ -1,0 +1,73 @@
+"""KVM_SET_MEMORY_ATTRIBUTES and guest_memfd punch hole."""
+
+import tdxcore
+
+
+def test_private_to_shared_splits_then_zaps():
+    vm = tdxcore.Vm()
+    vm.fault(0, 0x200)
+    out = vm.set_memory_attributes(0x210, 0x220, False)
+    assert out.result == "ok"
+    assert vm.mapping(0x210) is None and vm.mapping(0x220) == "4K"
+    assert vm.sept_entry(0x215) == (None, "FREE")
+    assert not vm.is_private(0x210) and vm.is_private(0x220)
+    assert vm.mixed(0x200)
+    assert vm.check_invariants() == []
+    locks = [s["kind"] for s in out.trace if s["type"] == "step" and s["obj"] == "lock"]
+    assert locks == [{"lock": "write"}, {"lock": "write"}, {"unlock": "write"}, {"lock": "write"},
+                     {"unlock": "write"}, {"lock": "write"}, {"unlock": "write"}, {"unlock": "write"}]
+
+
+def test_whole_region_conversion_zaps_without_splitting():
+    vm = tdxcore.Vm()
+    vm.fault(0, 0x200)
+    out = vm.set_memory_attributes(0x200, 0x400, False)
+    seamcalls = [s["kind"]["seamcall"] for s in out.trace if s["type"] == "step" and isinstance(s["kind"], dict) and "seamcall" in s["kind"]]
+    assert seamcalls == ["TDH.MEM.RANGE.BLOCK", "TDH.MEM.TRACK", "TDH.MEM.PAGE.REMOVE"]
+    assert vm.leaves() == [] and vm.stats()["pages_2m"] == 0
+
+
+def test_conversion_that_changes_nothing_is_a_no_op():
+    vm = tdxcore.Vm()
+    out = vm.set_memory_attributes(0x0, 0x10, True)
+    assert out.result == "ok"
+    assert [s["kind"] for s in out.trace if s["type"] == "step" and s["obj"] == "lock"] == [{"lock": "write"}, {"unlock": "write"}]
+
+
+def test_enomem_fails_the_ioctl_and_changes_no_attribute():
+    vm = tdxcore.Vm()
+    vm.fault(0, 0x200)
+    vm.inject(alloc_failures=1)
+    assert vm.set_memory_attributes(0x210, 0x220, False).result == "-ENOMEM"
+    assert vm.is_private(0x210) and vm.mapping(0x210) == "2M" and not vm.mixed(0x200)
+    assert vm.check_invariants() == []
+    # The invalidation was ended: a new fault is not stale.
+    assert vm.fault(1, 0x0).result == "RET_PF_FIXED"
+
+
+def test_shared_back_to_private_then_accept():
+    vm = tdxcore.Vm()
+    vm.guest_accept(0, 0x200, "2M")
+    vm.set_memory_attributes(0x200, 0x400, False)
+    vm.set_memory_attributes(0x200, 0x400, True)
+    out = vm.guest_accept(0, 0x200, "2M")
+    assert out.result == "success" and vm.mapping(0x200) == "2M"
+
+
+def test_punch_hole_splits_then_zaps():
+    vm = tdxcore.Vm()
+    vm.fault(0, 0x200)
+    assert vm.punch_hole(0x210, 0x211).result == "ok"
+    assert vm.mapping(0x210) is None and vm.mapping(0x211) == "4K"
+    assert vm.is_private(0x210)
+    assert vm.guest_accept(1, 0x210, "4K").result == "success"
+    assert vm.check_invariants() == []
+
+
+def test_punch_hole_enomem():
+    vm = tdxcore.Vm()
+    vm.fault(0, 0x200)
+    vm.inject(alloc_failures=1)
+    assert vm.punch_hole(0x210, 0x211).result == "-ENOMEM"
+    assert vm.mapping(0x210) == "2M"
+    assert vm.fault(1, 0x0).result == "RET_PF_FIXED"
