@@ -78,9 +78,15 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+def _seq(value: Any, name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ArgumentTypeError(f"{name} must be a list or tuple, not {type(value).__name__}")
+    return value
+
+
 def _memslots(memslots: Iterable[Any]) -> list[dict[str, Any]]:
     out = []
-    for i, m in enumerate(memslots):
+    for i, m in enumerate(_seq(memslots, "memslots")):
         if isinstance(m, Mapping):
             unknown = set(m) - {"base_gfn", "npages", "ugfn"}
             if unknown:
@@ -97,7 +103,7 @@ def _memslots(memslots: Iterable[Any]) -> list[dict[str, Any]]:
 
 def _ranges(ranges: Iterable[Any], name: str) -> list[tuple[int, int]]:
     out = []
-    for r in ranges:
+    for r in _seq(ranges, name):
         if not isinstance(r, (tuple, list)) or len(r) != 2:
             raise ArgumentTypeError(f"{name} entries must be (start, end) pairs, not {r!r}")
         out.append((_int(r[0], f"{name} start"), _int(r[1], f"{name} end")))
@@ -136,11 +142,11 @@ class Vm:
             "folio_order": _int(folio_order, "folio_order", 0, 255),
             "folio_orders": [
                 {"start": s, "end": e, "order": _int(o, "folio order", 0, 255)}
-                for s, e, o in (self._triple(f) for f in folio_orders)
+                for s, e, o in (self._triple(f) for f in _seq(folio_orders, "folio_orders"))
             ],
             "module": {
                 "atomic_demote": _bool(atomic_demote, "atomic_demote"),
-                "accept_overrides": [dict(o) for o in accept_overrides],
+                "accept_overrides": [self._override(o) for o in _seq(accept_overrides, "accept_overrides")],
             },
             "retry": {
                 "reenter_on_retry": _bool(reenter_on_retry, "reenter_on_retry"),
@@ -150,9 +156,7 @@ class Vm:
             },
         }
         if honor_policy is not None:
-            if isinstance(honor_policy, str):
-                raise ArgumentTypeError("honor_policy must be a sequence of step names, not a str")
-            config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in honor_policy]
+            config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in _seq(honor_policy, "honor_policy")]
         self.config = config
         self._session = _core.Session(json.dumps(config), json.dumps(self._plan(alloc_failures, busy)))
         self.nr_vcpus: int = config["vcpus"]
@@ -164,7 +168,15 @@ class Vm:
         return _int(f[0], "folio range start"), _int(f[1], "folio range end"), f[2]
 
     @staticmethod
+    def _override(o: Any) -> dict[str, Any]:
+        if not isinstance(o, Mapping):
+            raise ArgumentTypeError(f"accept_overrides entries must be dicts, not {type(o).__name__}")
+        return dict(o)
+
+    @staticmethod
     def _plan(alloc_failures: int, busy: Optional[Mapping[str, int]]) -> dict[str, Any]:
+        if busy is not None and not isinstance(busy, Mapping):
+            raise ArgumentTypeError(f"busy must be a dict of SEAMCALL name to count, not {type(busy).__name__}")
         busy = dict(busy or {})
         for k, n in busy.items():
             _choice(k, "SEAMCALL", SEAMCALL_KEYS)

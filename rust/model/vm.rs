@@ -26,6 +26,9 @@ pub struct MmuInvalidate {
     pub range_end: AtomicU64,
 }
 
+/// Guest pages the model will allocate metadata for, over all memslots (256 GiB).
+pub const MAX_GUEST_PAGES: u64 = 1 << 26;
+
 pub struct Vm {
     pub slots: Vec<Memslot>,
     pub mmu: TdpMmu,
@@ -48,6 +51,12 @@ impl Vm {
             return config_err("a VM needs at least one memslot");
         }
         check_folio_order(cfg.folio_order)?;
+        let total: u64 = cfg.memslots.iter().map(|m| m.npages).fold(0, u64::saturating_add);
+        if total > MAX_GUEST_PAGES {
+            return config_err(format!(
+                "the memslots hold {total:#x} pages; the model supports at most {MAX_GUEST_PAGES:#x} (256 GiB) in all"
+            ));
+        }
         let mut slots = Vec::new();
         for (i, m) in cfg.memslots.iter().enumerate() {
             let ugfn = m.ugfn.unwrap_or(m.base_gfn);

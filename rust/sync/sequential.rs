@@ -22,12 +22,16 @@ pub struct FaultPlan {
     pub event_after_retries: u32,
 }
 
+/// A trace longer than this (a conversion of gigabytes, say) keeps its first lines only.
+pub const MAX_TRACE_LINES: usize = 100_000;
+
 #[derive(Default)]
 pub struct Sequential {
     plan: RefCell<FaultPlan>,
     locks: RefCell<[(LockState, Vec<(Tid, Mode)>); 2]>,
     tracing: Cell<bool>,
     trace: RefCell<Vec<TraceLine>>,
+    dropped: Cell<u64>,
     findings: RefCell<Vec<Finding>>,
     /// Why the last operation suspended, if it did.
     blocked: RefCell<Option<String>>,
@@ -55,8 +59,14 @@ impl Sequential {
     pub fn set_plan(&self, plan: FaultPlan) {
         *self.plan.borrow_mut() = plan;
     }
+    /// The operation's trace; past MAX_TRACE_LINES a last note says how many lines were dropped.
     pub fn take_trace(&self) -> Vec<TraceLine> {
-        std::mem::take(&mut *self.trace.borrow_mut())
+        let mut trace = std::mem::take(&mut *self.trace.borrow_mut());
+        let dropped = self.dropped.replace(0);
+        if dropped > 0 {
+            trace.push(TraceLine::Note { tid: 0, text: format!("... {dropped} more trace lines not recorded") });
+        }
+        trace
     }
     pub fn take_findings(&self) -> Vec<Finding> {
         std::mem::take(&mut *self.findings.borrow_mut())
@@ -177,7 +187,12 @@ impl Runtime for Sequential {
 
     fn record(&self, line: TraceLine) {
         if self.tracing.get() {
-            self.trace.borrow_mut().push(line);
+            let mut trace = self.trace.borrow_mut();
+            if trace.len() < MAX_TRACE_LINES {
+                trace.push(line);
+            } else {
+                self.dropped.set(self.dropped.get() + 1);
+            }
         }
     }
 

@@ -1,0 +1,156 @@
+"""Bad input gets a clear tdxcore exception, never a crash: specific messages, then Hypothesis
+feeding every public method arbitrary arguments."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tdxcore
+from tdxcore import ArgumentTypeError, ConfigError, InvalidOperation, TdxError
+
+
+def test_unknown_level():
+    vm = tdxcore.Vm()
+    with pytest.raises(ConfigError, match=r"allowed are 4K, 2M") as e:
+        vm.guest_accept(0, 0, "3M")
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(ConfigError, match="allowed"):
+        vm.fault(0, 0, "8K")
+    with pytest.raises(ConfigError, match="huge levels"):
+        vm.lpage_info(0, "4K")
+
+
+def test_gfn_outside_every_memslot():
+    vm = tdxcore.Vm()
+    with pytest.raises(ConfigError, match=r"gfn 0x400 is outside every memslot \(memslots: \[0x0, 0x400\)\)"):
+        vm.fault(0, 0x400)
+    with pytest.raises(ConfigError, match="outside every memslot"):
+        vm.mapping(1 << 40)
+    with pytest.raises(ConfigError, match="outside every memslot"):
+        vm.set_memory_attributes(0x3F0, 0x410, False)
+
+
+def test_overlapping_memslots():
+    with pytest.raises(ConfigError, match="overlap; memslots must be disjoint"):
+        tdxcore.Vm(memslots=[(0, 1024), (1000, 100)])
+
+
+def test_memslot_past_the_ept():
+    with pytest.raises(ConfigError, match="4-level EPT"):
+        tdxcore.Vm(memslots=[((1 << 36) - 1, 2)])
+
+
+def test_too_much_memory():
+    with pytest.raises(ConfigError, match="256 GiB"):
+        tdxcore.Vm(memslots=[(0, 1 << 27)])
+
+
+def test_accept_on_shared_memory():
+    vm = tdxcore.Vm(shared=[(0x10, 0x20)])
+    with pytest.raises(InvalidOperation, match="is shared"):
+        vm.guest_accept(0, 0x10, "4K")
+
+
+def test_guest_operations_before_the_td_is_runnable():
+    vm = tdxcore.Vm(td_state="build")
+    with pytest.raises(InvalidOperation, match="runnable"):
+        vm.guest_accept(0, 0x10, "4K")
+    with pytest.raises(InvalidOperation, match="runnable"):
+        vm.fault(0, 0x10)
+    vm.finalize()
+    with pytest.raises(InvalidOperation, match="refused once the TD is runnable"):
+        vm.init_mem_region(0x10)
+    with pytest.raises(InvalidOperation, match="already runnable"):
+        vm.finalize()
+
+
+def test_unknown_vcpu():
+    with pytest.raises(ConfigError, match=r"vcpu 2 does not exist: the VM has 2 vCPUs"):
+        tdxcore.Vm().guest_access(2, 0)
+
+
+def test_wrong_types():
+    vm = tdxcore.Vm()
+    with pytest.raises(ArgumentTypeError, match="gfn must be an int, not str") as e:
+        vm.fault(0, "0x10")
+    assert isinstance(e.value, TypeError)
+    with pytest.raises(ArgumentTypeError, match="must be a str"):
+        vm.guest_accept(0, 0, 2)
+    with pytest.raises(ArgumentTypeError):
+        vm.set_memory_attributes(0, 1, "yes")
+    with pytest.raises(ArgumentTypeError, match="gfn must be an int, not bool"):
+        vm.fault(0, True)
+
+
+def test_bad_configuration_values():
+    with pytest.raises(ConfigError, match="folio order 5 is not supported"):
+        tdxcore.Vm(folio_order=5)
+    with pytest.raises(ConfigError, match="unknown SEAMCALL 'demote'"):
+        tdxcore.Vm(busy={"demote": 1})
+    with pytest.raises(ConfigError, match="unknown honour step"):
+        tdxcore.Vm(honor_policy=["write_lock", "upgrade"])
+    with pytest.raises(ConfigError, match="vcpus must be between 1 and 64"):
+        tdxcore.Vm(vcpus=0)
+    with pytest.raises(ConfigError, match="empty"):
+        tdxcore.Vm(shared=[(5, 5)])
+    with pytest.raises(ConfigError, match="unknown fields"):
+        tdxcore.Vm(memslots=[{"base": 0, "npages": 5}])
+
+
+def test_policy_that_deadlocks_is_reported():
+    vm = tdxcore.Vm(honor_policy=["write_lock", "write_lock"])
+    with pytest.raises(tdxcore.DeadlockError, match="MmuLock"):
+        vm.honor_guest_accept_level(0, 0x10, "4K")
+    # The VM stays usable: the locks were released.
+    assert vm.fault(1, 0x200).result == "RET_PF_FIXED"
+
+
+def test_policy_that_unlocks_what_it_does_not_hold_is_a_bug_finding():
+    vm = tdxcore.Vm(honor_policy=["write_unlock"])
+    vm.honor_guest_accept_level(0, 0x10, "4K")
+    assert [(f.rule, f.kind) for f in vm.findings()] == [("lock", "bug")]
+
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.integers(min_value=0, max_value=0x800),
+    st.text(max_size=4),
+    st.sampled_from(["4K", "2M", "1G", "4k", "512G", "page_demote", "write_lock"]),
+    st.floats(allow_nan=True),
+    st.lists(st.integers(min_value=0, max_value=0x800), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+METHODS = {
+    "guest_accept": 3, "guest_access": 2, "tdcall_accept": 3, "handle_ept_violation": 3,
+    "honor_guest_accept_level": 3, "fault": 3, "init_mem_region": 2, "set_memory_attributes": 3,
+    "punch_hole": 2, "split_cross_boundary_leafs": 2, "mapping": 1, "spte": 2, "sept_entry": 1,
+    "lpage_info": 2, "guest_inhibit": 2, "mixed": 2, "is_private": 1,
+}
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(METHODS)), args=st.lists(anything, min_size=3, max_size=3))
+def test_arbitrary_arguments_raise_only_tdxcore_errors(name, args):
+    vm = tdxcore.Vm()
+    try:
+        getattr(vm, name)(*args[: METHODS[name]])
+    except TdxError:
+        pass
+
+
+CONFIG_KEYS = ["memslots", "vcpus", "td_state", "shared", "folio_order", "folio_orders", "atomic_demote",
+               "accept_overrides", "honor_policy", "reenter_on_retry", "end_vcpu_on_error",
+               "event_after_retries", "max_exits", "alloc_failures", "busy"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(kwargs=st.dictionaries(st.sampled_from(CONFIG_KEYS), anything, max_size=3))
+def test_arbitrary_configurations_raise_only_tdxcore_errors(kwargs):
+    try:
+        vm = tdxcore.Vm(**kwargs)
+    except TdxError:
+        return
+    vm.check_invariants()
