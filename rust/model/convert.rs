@@ -125,3 +125,34 @@ pub async fn kvm_gmem_punch_hole<R: Runtime>(
     cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {r:?}"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vm::testing::ok;
+
+    #[test]
+    fn invalidation_is_balanced_and_bumps_the_sequence() {
+        let vm = crate::model::vm::testing::vm();
+        assert_eq!(
+            ok(&vm, async |cx| kvm_vm_set_mem_attributes(
+                cx, 0x10, 0x20, false
+            )
+            .await),
+            Ok(())
+        );
+        assert_eq!(vm.invalidate.in_progress.load(SeqCst), 0);
+        assert_eq!(vm.invalidate.seq.load(SeqCst), 1);
+        assert_eq!(
+            ok(&vm, async |cx| kvm_gmem_punch_hole(cx, 0x30, 0x40).await),
+            Ok(())
+        );
+        assert_eq!(
+            (
+                vm.invalidate.in_progress.load(SeqCst),
+                vm.invalidate.seq.load(SeqCst)
+            ),
+            (0, 2)
+        );
+    }
+}

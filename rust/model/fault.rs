@@ -296,3 +296,57 @@ fn check_install<R: Runtime>(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vm::testing::{ok, vm};
+
+    #[test]
+    fn fault_inside_an_invalidation_is_stale() {
+        let vm = vm();
+        vm.invalidate.in_progress.store(1, SeqCst);
+        vm.invalidate.range_start.store(0x200, SeqCst);
+        vm.invalidate.range_end.store(0x210, SeqCst);
+        assert_eq!(
+            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
+                cx,
+                0x205,
+                PG_LEVEL_2M
+            )
+            .await),
+            Ok(PfResult::Retry)
+        );
+        assert_eq!(
+            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
+                cx,
+                0x10,
+                PG_LEVEL_2M
+            )
+            .await),
+            Ok(PfResult::Fixed)
+        );
+    }
+
+    #[test]
+    fn max_level_for_order() {
+        assert_eq!(kvm_max_level_for_order(0), PG_LEVEL_4K);
+        assert_eq!(kvm_max_level_for_order(9), PG_LEVEL_2M);
+        assert_eq!(kvm_max_level_for_order(18), PG_LEVEL_1G);
+    }
+
+    #[test]
+    fn caller_cap_limits_the_level() {
+        let vm = vm();
+        assert_eq!(
+            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
+                cx,
+                0x10,
+                PG_LEVEL_4K
+            )
+            .await),
+            Ok(PfResult::Fixed)
+        );
+        assert_eq!(vm.mmu.lookup(0x10).0, PG_LEVEL_4K);
+    }
+}

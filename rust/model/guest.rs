@@ -173,3 +173,54 @@ where
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::{ModuleOptions, VmConfig};
+    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::sept::{AcceptOverride, Position};
+    use crate::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
+    use crate::model::vm::Vm;
+    use crate::model::vm::testing::run;
+
+    #[test]
+    fn a_silent_success_on_a_size_mismatch_breaks_i11() {
+        // A hypothetical module whose too-small ACCEPT of a PENDING huge leaf "succeeds".
+        let o = AcceptOverride {
+            state: SeptState::Pending,
+            leaf: true,
+            position: Position::Above,
+            level: PG_LEVEL_4K,
+            outcome: AcceptOutcome::Success,
+        };
+        let cfg = VmConfig {
+            module: ModuleOptions {
+                accept_overrides: vec![o],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let vm = Vm::new(&cfg).unwrap();
+        let (_, rt) = run(&vm, 0, Default::default(), async |cx| {
+            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M)
+                .await
+                .unwrap();
+            tdg_mem_page_accept(cx, 0x201, PG_LEVEL_4K).await
+        });
+        let f = rt.take_findings();
+        assert_eq!(f.iter().map(|f| f.rule).collect::<Vec<_>>(), vec!["I11"]);
+    }
+
+    #[test]
+    fn access_to_pending_memory_raises_ve() {
+        let vm = Vm::new(&VmConfig::default()).unwrap();
+        let (out, _) = run(&vm, 0, Default::default(), async |cx| {
+            guest_access(cx, 0x10).await
+        });
+        assert_eq!(
+            (out.result, out.exits),
+            (GuestResult::VirtualizationException, 1)
+        );
+    }
+}

@@ -103,3 +103,66 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(
     cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {result:?}"));
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::VmConfig;
+    use crate::model::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
+    use crate::model::vm::Vm;
+    use crate::model::vm::testing::ok;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    fn vm_with(policy: &[HonorStep]) -> Vm {
+        Vm::new(&VmConfig {
+            honor_policy: policy.to_vec(),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn levels_above_2m_are_ignored() {
+        let vm = vm_with(&HonorStep::FINAL);
+        assert_eq!(
+            ok(&vm, async |cx| tdx_honor_guest_accept_level(
+                cx,
+                0,
+                PG_LEVEL_1G
+            )
+            .await),
+            Ok(())
+        );
+        assert_eq!(vm.slots[0].lpage_info_slot(0, PG_LEVEL_1G).load(SeqCst), 1);
+    }
+
+    #[test]
+    fn precheck_skips_everything_once_inhibited() {
+        let vm = vm_with(&HonorStep::FINAL);
+        vm.slots[0]
+            .lpage_info_slot(0x201, PG_LEVEL_2M)
+            .store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        let (_, rt) = crate::model::vm::testing::run(&vm, 0, Default::default(), async |cx| {
+            tdx_honor_guest_accept_level(cx, 0x201, PG_LEVEL_4K).await
+        });
+        let steps = rt
+            .take_trace()
+            .into_iter()
+            .filter(|l| matches!(l, crate::sync::TraceLine::Step(_)))
+            .count();
+        assert_eq!(steps, 1, "one lockless load");
+    }
+
+    #[test]
+    fn a_policy_left_holding_a_lock_is_unlocked_at_the_end() {
+        let vm = vm_with(&[HonorStep::ReadLock, HonorStep::SetInhibit]);
+        let (r, rt) = crate::model::vm::testing::run(&vm, 0, Default::default(), async |cx| {
+            tdx_honor_guest_accept_level(cx, 0x201, PG_LEVEL_4K).await
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            rt.lock_state(crate::sync::LockId::MmuLock),
+            Default::default()
+        );
+    }
+}

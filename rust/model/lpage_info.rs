@@ -200,3 +200,95 @@ pub fn kvm_mmu_init_memslot_memory_attributes(slot: &Memslot) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::vm::testing::{ok, run, vm};
+    use crate::sync::sequential::FaultPlan;
+    use crate::sync::{OpKind, TraceLine};
+
+    #[test]
+    fn set_guest_inhibit_is_a_load_then_a_store() {
+        let vm = vm();
+        let slot = &vm.slots[0];
+        let (_, rt) = run(&vm, 0, FaultPlan::default(), async |cx| {
+            hugepage_set_guest_inhibit(cx, slot, 0x201, PG_LEVEL_2M).await
+        });
+        let kinds: Vec<OpKind> = rt
+            .take_trace()
+            .into_iter()
+            .filter_map(|l| {
+                if let TraceLine::Step(e) = l {
+                    Some(e.op.kind)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        assert_eq!(kinds, vec![OpKind::Load, OpKind::Store]);
+        assert!(ok(&vm, async |cx| hugepage_test_guest_inhibit(
+            cx,
+            slot,
+            0x3ff,
+            PG_LEVEL_2M
+        )
+        .await));
+        // Set without the write lock: a design-rule finding, not an invariant.
+        let f = rt.take_findings();
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].rule, f[0].kind), ("I2-lock", FindingKind::DesignRule));
+    }
+
+    #[test]
+    fn max_mapping_level_steps_down_past_set_entries() {
+        let vm = vm();
+        let slot = &vm.slots[0];
+        // The 1G entry is 1 (the slot does not cover 1G), the 2M entry 0.
+        assert_eq!(
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
+                cx,
+                slot,
+                0x10,
+                PG_LEVEL_1G
+            )
+            .await),
+            PG_LEVEL_2M
+        );
+        slot.lpage_info_slot(0x10, PG_LEVEL_2M)
+            .store(KVM_LPAGE_MIXED_FLAG, SeqCst);
+        assert_eq!(
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
+                cx,
+                slot,
+                0x10,
+                PG_LEVEL_1G
+            )
+            .await),
+            PG_LEVEL_4K
+        );
+        assert_eq!(
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
+                cx,
+                slot,
+                0x210,
+                PG_LEVEL_2M
+            )
+            .await),
+            PG_LEVEL_2M
+        );
+    }
+
+    #[test]
+    fn clearing_guest_inhibit_breaks_i2() {
+        let vm = vm();
+        let slot = &vm.slots[0];
+        slot.lpage_info_slot(0, PG_LEVEL_2M)
+            .store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        let (_, rt) = run(&vm, 0, FaultPlan::default(), async |cx| {
+            lpage_store(cx, slot, 0, PG_LEVEL_2M, 0).await
+        });
+        let f = rt.take_findings();
+        assert_eq!((f[0].rule, f[0].kind), ("I2", FindingKind::Invariant));
+    }
+}

@@ -100,3 +100,40 @@ async fn walk_to_2m<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> Option<TdpIter> {
         iter.step_down(gfn);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::vm::testing::{ok, vm};
+
+    #[test]
+    fn split_needs_the_lock_it_says_it_holds() {
+        let vm = vm();
+        assert_eq!(
+            ok(&vm, async |cx| kvm_split_cross_boundary_leafs(
+                cx, 0, 1, false
+            )
+            .await),
+            Err(Errno::EIO)
+        );
+        assert!(vm.bugged.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[test]
+    fn split_under_the_read_lock_is_refused_without_atomic_demote() {
+        let vm = vm();
+        ok(&vm, async |cx| {
+            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
+        })
+        .unwrap();
+        let r = ok(&vm, async |cx| {
+            cx.read_lock().await;
+            let r = kvm_split_cross_boundary_leafs(cx, 0x200, 0x201, true).await;
+            cx.read_unlock().await;
+            r
+        });
+        assert_eq!(r, Err(Errno::EOPNOTSUPP));
+        assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_2M);
+    }
+}

@@ -337,3 +337,77 @@ pub async fn tdp_mmu_zap_leafs<R: Runtime>(
     }
     Ok(zapped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::types::PG_LEVEL_2M;
+    use crate::model::vm::testing::{ok, vm};
+
+    /// Link the tables down to the 2M level for gfn 0 and return an iterator at the 2M SPTE.
+    async fn at_2m<R: Runtime>(cx: &Cx<'_, R>) -> TdpIter {
+        let mut iter = TdpIter::root(0);
+        loop {
+            let spte = iter.read(cx).await;
+            if iter.level == PG_LEVEL_2M {
+                return iter;
+            }
+            if !is_shadow_present_pte(spte) {
+                crate::model::fault::tdp_mmu_link_sp(cx, &mut iter, true)
+                    .await
+                    .unwrap();
+            }
+            iter.step_down(0);
+        }
+    }
+
+    #[test]
+    fn atomic_install_freezes_then_publishes() {
+        let vm = vm();
+        let r = ok(&vm, async |cx| {
+            cx.read_lock().await;
+            let mut iter = at_2m(cx).await;
+            let r = tdp_mmu_set_spte_atomic(cx, &mut iter, make_leaf_spte(0, PG_LEVEL_2M)).await;
+            cx.read_unlock().await;
+            r
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(vm.mmu.lookup(0x5).0, PG_LEVEL_2M);
+        assert_eq!(vm.mmu.stats[2].load(SeqCst), 1);
+        assert!(!vm.mmu.any_frozen());
+    }
+
+    #[test]
+    fn atomic_install_fails_on_a_frozen_or_changed_spte() {
+        let vm = vm();
+        let r = ok(&vm, async |cx| {
+            cx.read_lock().await;
+            let mut iter = at_2m(cx).await;
+            iter.sptep(&cx.vm.mmu).store(FROZEN_SPTE, SeqCst);
+            let frozen =
+                tdp_mmu_set_spte_atomic(cx, &mut iter, make_leaf_spte(0, PG_LEVEL_2M)).await;
+            let mut stale = iter;
+            stale.old_spte = SHADOW_NONPRESENT_VALUE;
+            let changed =
+                tdp_mmu_set_spte_atomic(cx, &mut stale, make_leaf_spte(0, PG_LEVEL_2M)).await;
+            cx.read_unlock().await;
+            (frozen, changed, stale.old_spte)
+        });
+        assert_eq!(
+            r,
+            (Err(Errno::EBUSY), Err(Errno::EBUSY), FROZEN_SPTE),
+            "a failed cmpxchg refreshes old_spte"
+        );
+    }
+
+    #[test]
+    fn exclusive_write_needs_the_write_lock() {
+        let vm = vm();
+        let r = ok(&vm, async |cx| {
+            let mut iter = TdpIter::root(0);
+            tdp_mmu_set_spte(cx, &mut iter, make_nonleaf_spte(0)).await
+        });
+        assert_eq!(r, Err(Errno::EIO));
+        assert!(vm.bugged.load(SeqCst));
+    }
+}

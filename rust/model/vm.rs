@@ -51,7 +51,11 @@ impl Vm {
             return config_err("a VM needs at least one memslot");
         }
         check_folio_order(cfg.folio_order)?;
-        let total: u64 = cfg.memslots.iter().map(|m| m.npages).fold(0, u64::saturating_add);
+        let total: u64 = cfg
+            .memslots
+            .iter()
+            .map(|m| m.npages)
+            .fold(0, u64::saturating_add);
         if total > MAX_GUEST_PAGES {
             return config_err(format!(
                 "the memslots hold {total:#x} pages; the model supports at most {MAX_GUEST_PAGES:#x} (256 GiB) in all"
@@ -533,5 +537,42 @@ impl<R: Runtime> Cx<'_, R> {
             v.in_guest_epoch = None;
         }
         self.step(OpKind::Kick, obj, 0, 0);
+    }
+}
+
+/// Test support: run one operation on the sequential backend.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::sync::run_to_completion;
+    use crate::sync::sequential::{FaultPlan, Sequential};
+
+    pub fn vm() -> Vm {
+        Vm::new(&VmConfig::default()).unwrap()
+    }
+
+    pub fn run<T>(
+        vm: &Vm,
+        tid: Tid,
+        plan: FaultPlan,
+        op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T,
+    ) -> (T, Sequential) {
+        let rt = Sequential::new(plan, true);
+        let value = run_to_completion(op(&Cx { vm, rt: &rt, tid }))
+            .expect("a sequential operation never suspends");
+        (value, rt)
+    }
+
+    pub fn ok<T>(vm: &Vm, op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T) -> T {
+        run(
+            vm,
+            0,
+            FaultPlan {
+                event_after_retries: 2,
+                ..Default::default()
+            },
+            op,
+        )
+        .0
     }
 }

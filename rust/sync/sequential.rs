@@ -64,7 +64,10 @@ impl Sequential {
         let mut trace = std::mem::take(&mut *self.trace.borrow_mut());
         let dropped = self.dropped.replace(0);
         if dropped > 0 {
-            trace.push(TraceLine::Note { tid: 0, text: format!("... {dropped} more trace lines not recorded") });
+            trace.push(TraceLine::Note {
+                tid: 0,
+                text: format!("... {dropped} more trace lines not recorded"),
+            });
         }
         trace
     }

@@ -1,0 +1,179 @@
+"""Differential test: the Rust model (`tdxcore.Vm`) against the pure-Python executable
+specification (`tdxcore.spec.SpecVm`), driven with the same operation sequences.
+
+After every step the two must agree on the operation's result (and exits for guest operations)
+and on the whole observable state: mirror leafs, S-EPT leafs, lpage_info of every huge region,
+attributes and mappings of the gfns touched so far, page statistics and session counters. The Rust
+model must also report no state-invariant violation and no finding other than a design rule.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import tdxcore
+from tdxcore import Vm
+from tdxcore.spec import SpecVm
+
+# Slot 0 covers the 2M regions 0x000, 0x200, 0x400; slot 1 starts mid-region (0x600 is a
+# misaligned head) and covers 0x800 whole. [0x600, 0x700) is outside every memslot.
+SLOTS = [(0x0, 0x600), (0x700, 0x300)]
+SLOT_END = {0: 0x600, 1: 0xA00}
+# Most gfns fall in regions 0x200 and 0x400 so that ACCEPTs, faults and conversions collide.
+HOT = [0x200, 0x201, 0x202, 0x2FF, 0x3FF, 0x400, 0x401, 0x40F, 0x410, 0x411, 0x5FF]
+COLD = [0x0, 0x1, 0x1FF, 0x700, 0x701, 0x7FF, 0x800, 0x801, 0x9FF]
+LPAGE_PROBES = [(g, "2M") for g in (0x0, 0x200, 0x400, 0x700, 0x800)] + [(0x0, "1G"), (0x700, "1G")]
+READ_LOCK_SPLIT = ["pre_check", "read_lock", "split", "set_inhibit", "read_unlock"]
+GUEST_OPS = {"guest_accept", "guest_access"}
+
+gfns = st.one_of(
+    st.sampled_from(HOT),
+    st.sampled_from(HOT),
+    st.sampled_from(COLD),
+    st.integers(0x0, 0x5FF),
+    st.integers(0x700, 0x9FF),
+)
+vcpus = st.integers(0, 2)
+accept_levels = st.sampled_from(["4K", "2M"])
+
+
+@st.composite
+def ranges(draw):
+    """[start, end) inside one memslot: small ranges, region-sized ones, and aligned regions."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(st.sampled_from([(0x0, 0x200), (0x200, 0x400), (0x400, 0x600), (0x800, 0xA00),
+                                     (0x200, 0x600), (0x700, 0xA00)]))
+    start = draw(gfns)
+    length = draw(st.one_of(st.sampled_from([1, 2, 0x10, 0x100, 0x1FF, 0x200, 0x201, 0x400]),
+                            st.integers(1, 0x600)))
+    return start, min(start + length, SLOT_END[0 if start < 0x600 else 1])
+
+
+configs = st.fixed_dictionaries({
+    "memslots": st.just(SLOTS),
+    "vcpus": st.just(3),
+    "shared": st.sampled_from([[], [(0x400, 0x410)], [(0x3F0, 0x410), (0x900, 0x980)]]),
+    "folio_orders": st.sampled_from([[], [(0x800, 0xA00, 0)], [(0x200, 0x400, 0)]]),
+    "atomic_demote": st.booleans(),
+    "honor_policy": st.sampled_from([None, None, None, READ_LOCK_SPLIT]),
+    "reenter_on_retry": st.booleans(),
+    "end_vcpu_on_error": st.booleans(),
+    "event_after_retries": st.integers(0, 3),
+    "max_exits": st.sampled_from([1, 2, 3, 8]),
+})
+
+
+class Differential(RuleBasedStateMachine):
+    @initialize(cfg=configs)
+    def setup(self, cfg):
+        self.cfg = cfg
+        self.vm = Vm(**cfg)
+        self.spec = SpecVm(**cfg)
+        self.touched = {0x0, 0x200, 0x3F0, 0x400, 0x410, 0x700, 0x800, 0x900, 0x980}
+
+    def touch(self, *gs):
+        self.touched.update(g for g in gs if 0 <= g < 0x600 or 0x700 <= g < 0xA00)
+
+    def both(self, op, *args):
+        """Run `op` on both; they must raise the same tdxcore exception or return the same."""
+        out = []
+        for target in (self.vm, self.spec):
+            try:
+                out.append(getattr(target, op)(*args))
+            except tdxcore.TdxError as e:
+                out.append(type(e))
+        rust, spec = out
+        where = f"{op}{args}"
+        if isinstance(rust, type) or isinstance(spec, type):
+            assert rust is spec, f"{where}: Vm gave {rust!r}, SpecVm gave {spec!r}"
+            return
+        assert rust.result == spec.result, f"{where}: Vm {rust.result!r}, SpecVm {spec.result!r}"
+        if op in GUEST_OPS:
+            assert (rust.exits, rust.userspace_exits) == (spec.exits, spec.userspace_exits), where
+        bad = [f for f in rust.findings if f.kind != "design_rule"]
+        assert not bad, f"{where}: {bad}"
+
+    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
+    def guest_accept(self, vcpu, gfn, level):
+        self.touch(gfn)
+        self.both("guest_accept", vcpu, gfn, level)
+
+    @rule(vcpu=vcpus, gfn=gfns)
+    def guest_access(self, vcpu, gfn):
+        self.touch(gfn)
+        self.both("guest_access", vcpu, gfn)
+
+    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
+    def tdcall_accept(self, vcpu, gfn, level):
+        self.touch(gfn)
+        self.both("tdcall_accept", vcpu, gfn, level)
+
+    @rule(vcpu=vcpus, gfn=gfns, level=st.one_of(st.none(), accept_levels))
+    def handle_ept_violation(self, vcpu, gfn, level):
+        self.touch(gfn)
+        self.both("handle_ept_violation", vcpu, gfn, level)
+
+    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
+    def honor_guest_accept_level(self, vcpu, gfn, level):
+        self.touch(gfn)
+        self.both("honor_guest_accept_level", vcpu, gfn, level)
+
+    @rule(vcpu=vcpus, gfn=gfns, max_level=st.sampled_from(["2M", "2M", "4K", "1G"]))
+    def fault(self, vcpu, gfn, max_level):
+        self.touch(gfn)
+        self.both("fault", vcpu, gfn, max_level)
+
+    @rule(r=ranges(), private=st.booleans())
+    def set_memory_attributes(self, r, private):
+        start, end = r
+        self.touch(start - 1, start, end - 1, end)
+        self.both("set_memory_attributes", start, end, private)
+
+    @rule(r=ranges())
+    def punch_hole(self, r):
+        self.touch(r[0] - 1, r[0], r[1] - 1, r[1])
+        self.both("punch_hole", *r)
+
+    @rule(r=ranges())
+    def split_cross_boundary_leafs(self, r):
+        self.touch(r[0], r[1] - 1)
+        self.both("split_cross_boundary_leafs", *r)
+
+    @rule(alloc_failures=st.integers(0, 2),
+          busy=st.dictionaries(st.sampled_from(["page_aug", "sept_add", "range_block", "mem_track",
+                                                "page_demote", "page_remove", "accept"]),
+                               st.integers(1, 3), max_size=2))
+    def inject(self, alloc_failures, busy):
+        self.vm.inject(alloc_failures=alloc_failures, busy=busy)
+        self.spec.inject(alloc_failures=alloc_failures, busy=busy)
+
+    @invariant()
+    def same_observable_state(self):
+        vm, spec = self.vm, self.spec
+        assert vm.leaves() == spec.leaves()
+        assert vm.sept_leaves() == spec.sept_leaves()
+        for g, level in LPAGE_PROBES:
+            assert vm.lpage_info(g, level) == spec.lpage_info(g, level), (hex(g), level)
+        for g in sorted(self.touched):
+            assert vm.is_private(g) == spec.is_private(g), hex(g)
+            assert vm.mapping(g) == spec.mapping(g), hex(g)
+            assert vm.sept_entry(g) == spec.sept_entry(g), hex(g)
+        rs, ss = vm.stats(), spec.stats()
+        assert (rs["pages_4k"], rs["pages_2m"]) == (ss["pages_4k"], ss["pages_2m"])
+        assert rs["counters"] == ss["counters"]
+
+    @invariant()
+    def rust_invariants_hold(self):
+        assert self.vm.check_invariants() == []
+        assert [f for f in self.vm.findings() if f.kind != "design_rule"] == []
+
+
+Differential.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDifferential = Differential.TestCase
