@@ -11,16 +11,13 @@ use tdxcore::sync::sequential::FaultPlan;
 
 fn seed_walk(c: &mut Criterion) {
     let cfg = VmConfig::default();
-    c.bench_function(
-        "seed walk: 2M fault, 4K accept with split, on a fresh VM",
-        |b| {
-            b.iter(|| {
-                let mut s = Session::new(&cfg, FaultPlan::default()).unwrap();
-                s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
-                black_box(s.guest_accept(0, 0x201, PG_LEVEL_4K).unwrap().value)
-            })
-        },
-    );
+    c.bench_function("seed walk: 2M fault, 4K accept with split, on a fresh VM", |b| {
+        b.iter(|| {
+            let mut s = Session::new(&cfg, FaultPlan::default()).unwrap();
+            s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
+            black_box(s.guest_accept(0, 0x201, PG_LEVEL_4K).unwrap().value)
+        })
+    });
     let mut s = Session::new(&cfg, FaultPlan::default()).unwrap();
     s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
     c.bench_function("spurious 2M fault (walk under the read lock)", |b| {

@@ -124,17 +124,9 @@ impl Session {
     }
 
     /// Run one operation as thread `tid` to completion.
-    fn run<T>(
-        &mut self,
-        tid: Tid,
-        op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T,
-    ) -> CoreResult<OpReport<T>> {
+    fn run<T>(&mut self, tid: Tid, op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T) -> CoreResult<OpReport<T>> {
         let value = {
-            let cx = Cx {
-                vm: &self.vm,
-                rt: &self.rt,
-                tid,
-            };
+            let cx = Cx { vm: &self.vm, rt: &self.rt, tid };
             run_to_completion(op(&cx))
         };
         let trace = self.rt.take_trace();
@@ -143,19 +135,12 @@ impl Session {
         let leaked = self.rt.release_all();
         self.add_counters(count(&trace));
         self.findings.extend(findings.iter().cloned());
-        let value = value.ok_or_else(|| {
-            CoreError::Deadlock(blocked.unwrap_or_else(|| "operation suspended".into()))
-        })?;
+        let value =
+            value.ok_or_else(|| CoreError::Deadlock(blocked.unwrap_or_else(|| "operation suspended".into())))?;
         if !leaked.is_empty() {
-            return Err(CoreError::InvalidOperation(format!(
-                "the operation returned with locks held: {leaked:?}"
-            )));
+            return Err(CoreError::InvalidOperation(format!("the operation returned with locks held: {leaked:?}")));
         }
-        Ok(OpReport {
-            value,
-            trace,
-            findings,
-        })
+        Ok(OpReport { value, trace, findings })
     }
 
     fn add_counters(&mut self, c: Counters) {
@@ -167,12 +152,7 @@ impl Session {
         }
     }
 
-    pub fn guest_accept(
-        &mut self,
-        vcpu: Tid,
-        gfn: Gfn,
-        level: Level,
-    ) -> CoreResult<OpReport<GuestOutcome>> {
+    pub fn guest_accept(&mut self, vcpu: Tid, gfn: Gfn, level: Level) -> CoreResult<OpReport<GuestOutcome>> {
         self.check_vcpu(vcpu)?;
         self.check_gfn(gfn)?;
         Self::check_accept_level(level)?;
@@ -190,12 +170,7 @@ impl Session {
     }
 
     /// One TDG.MEM.PAGE.ACCEPT, with the vCPU entering and leaving the guest around it.
-    pub fn tdcall_accept(
-        &mut self,
-        vcpu: Tid,
-        gfn: Gfn,
-        level: Level,
-    ) -> CoreResult<OpReport<AcceptOutcome>> {
+    pub fn tdcall_accept(&mut self, vcpu: Tid, gfn: Gfn, level: Level) -> CoreResult<OpReport<AcceptOutcome>> {
         self.check_vcpu(vcpu)?;
         self.check_gfn(gfn)?;
         Self::check_accept_level(level)?;
@@ -222,9 +197,7 @@ impl Session {
         }
         self.check_runnable("an EPT-violation exit")?;
         self.check_private(gfn, "a private EPT violation")?;
-        self.run(vcpu, async move |cx| {
-            tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await
-        })
+        self.run(vcpu, async move |cx| tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await)
     }
 
     pub fn honor_guest_accept_level(
@@ -237,33 +210,19 @@ impl Session {
         self.check_gfn(gfn)?;
         Self::check_accept_level(level)?;
         self.check_runnable("the honour path")?;
-        self.run(vcpu, async move |cx| {
-            tdx_honor_guest_accept_level(cx, gfn, level).await
-        })
+        self.run(vcpu, async move |cx| tdx_honor_guest_accept_level(cx, gfn, level).await)
     }
 
-    pub fn fault(
-        &mut self,
-        vcpu: Tid,
-        gfn: Gfn,
-        max_level: Level,
-    ) -> CoreResult<OpReport<Result<PfResult, Errno>>> {
+    pub fn fault(&mut self, vcpu: Tid, gfn: Gfn, max_level: Level) -> CoreResult<OpReport<Result<PfResult, Errno>>> {
         self.check_vcpu(vcpu)?;
         self.check_gfn(gfn)?;
         self.check_runnable("a vCPU fault")?;
-        self.run(vcpu, async move |cx| {
-            kvm_tdp_mmu_page_fault(cx, gfn, max_level).await
-        })
+        self.run(vcpu, async move |cx| kvm_tdp_mmu_page_fault(cx, gfn, max_level).await)
     }
 
     /// KVM_TDX_INIT_MEM_REGION: map and add [gfn, gfn + npages) at 4K while the TD is built.
-    pub fn init_mem_region(
-        &mut self,
-        gfn: Gfn,
-        npages: u64,
-    ) -> CoreResult<OpReport<Result<(), Errno>>> {
-        self.vm
-            .check_range(gfn, gfn.saturating_add(npages), "init_mem_region")?;
+    pub fn init_mem_region(&mut self, gfn: Gfn, npages: u64) -> CoreResult<OpReport<Result<(), Errno>>> {
+        self.vm.check_range(gfn, gfn.saturating_add(npages), "init_mem_region")?;
         if self.vm.td_runnable() {
             return Err(CoreError::InvalidOperation(
                 "KVM_TDX_INIT_MEM_REGION is refused once the TD is runnable".into(),
@@ -289,9 +248,7 @@ impl Session {
     pub fn finalize(&mut self) -> CoreResult<()> {
         let mut tdx = self.vm.tdx.lock();
         if tdx.td_state == TdState::Runnable {
-            return Err(CoreError::InvalidOperation(
-                "the TD is already runnable".into(),
-            ));
+            return Err(CoreError::InvalidOperation("the TD is already runnable".into()));
         }
         tdx.td_state = TdState::Runnable;
         Ok(())
@@ -303,28 +260,19 @@ impl Session {
         end: Gfn,
         private: bool,
     ) -> CoreResult<OpReport<Result<(), Errno>>> {
-        self.vm
-            .check_range(start, end, "set_memory_attributes range")?;
+        self.vm.check_range(start, end, "set_memory_attributes range")?;
         let host = self.host();
-        self.run(host, async move |cx| {
-            kvm_vm_set_mem_attributes(cx, start, end, private).await
-        })
+        self.run(host, async move |cx| kvm_vm_set_mem_attributes(cx, start, end, private).await)
     }
 
     pub fn punch_hole(&mut self, start: Gfn, end: Gfn) -> CoreResult<OpReport<Result<(), Errno>>> {
         self.vm.check_range(start, end, "punch_hole range")?;
         let host = self.host();
-        self.run(host, async move |cx| {
-            kvm_gmem_punch_hole(cx, start, end).await
-        })
+        self.run(host, async move |cx| kvm_gmem_punch_hole(cx, start, end).await)
     }
 
     /// kvm_split_cross_boundary_leafs() on [start, end) under the write lock, as the host.
-    pub fn split_cross_boundary_leafs(
-        &mut self,
-        start: Gfn,
-        end: Gfn,
-    ) -> CoreResult<OpReport<Result<(), Errno>>> {
+    pub fn split_cross_boundary_leafs(&mut self, start: Gfn, end: Gfn) -> CoreResult<OpReport<Result<(), Errno>>> {
         self.vm.check_range(start, end, "split range")?;
         let host = self.host();
         self.run(host, async move |cx| {
@@ -342,24 +290,13 @@ fn count(trace: &[TraceLine]) -> Counters {
     for line in trace {
         let TraceLine::Step(ev) = line else { continue };
         match ev.op.kind {
-            OpKind::Lock(Mode::Write)
-                if matches!(
-                    ev.op.obj,
-                    crate::sync::Obj::Lock {
-                        lock: LockId::MmuLock
-                    }
-                ) =>
-            {
+            OpKind::Lock(Mode::Write) if matches!(ev.op.obj, crate::sync::Obj::Lock { lock: LockId::MmuLock }) => {
                 c.write_lock_acquisitions += 1
             }
             OpKind::Lock(Mode::Read) => c.read_lock_acquisitions += 1,
             OpKind::Alloc if ev.after != 0 => c.allocations_failed += 1,
             OpKind::Seamcall(call) => {
-                let key = format!(
-                    "{} {}",
-                    call.name(),
-                    crate::model::sept::status_name(ev.after)
-                );
+                let key = format!("{} {}", call.name(), crate::model::sept::status_name(ev.after));
                 *c.seamcalls.entry(key).or_default() += 1;
             }
             _ => {}
@@ -375,14 +312,7 @@ mod tests {
     use crate::model::sept::SeptState;
 
     fn session() -> Session {
-        Session::new(
-            &VmConfig::default(),
-            FaultPlan {
-                event_after_retries: 4,
-                ..Default::default()
-            },
-        )
-        .unwrap()
+        Session::new(&VmConfig::default(), FaultPlan { event_after_retries: 4, ..Default::default() }).unwrap()
     }
 
     /// The seed's situation, step by step: a 2M PENDING mapping, a 4K ACCEPT that exits, the
@@ -390,37 +320,18 @@ mod tests {
     #[test]
     fn seed_walk() {
         let mut s = session();
-        assert_eq!(
-            s.fault(1, 0x200, PG_LEVEL_2M).unwrap().value,
-            Ok(PfResult::Fixed)
-        );
+        assert_eq!(s.fault(1, 0x200, PG_LEVEL_2M).unwrap().value, Ok(PfResult::Fixed));
         assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_2M));
-        assert_eq!(
-            s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value,
-            AcceptOutcome::EptViolation
-        );
+        assert_eq!(s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value, AcceptOutcome::EptViolation);
         let r = s.handle_ept_violation(0, 0x201, Some(PG_LEVEL_4K)).unwrap();
         assert_eq!(r.value, ExitOutcome::Reenter(PfResult::Spurious));
         assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_4K));
-        assert_eq!(
-            s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value,
-            AcceptOutcome::Success
-        );
-        assert_eq!(
-            s.vm.tdx.lock().entry(0x201, PG_LEVEL_4K).unwrap().state,
-            SeptState::Mapped
-        );
-        assert_eq!(
-            s.vm.tdx.lock().entry(0x202, PG_LEVEL_4K).unwrap().state,
-            SeptState::Pending
-        );
+        assert_eq!(s.tdcall_accept(0, 0x201, PG_LEVEL_4K).unwrap().value, AcceptOutcome::Success);
+        assert_eq!(s.vm.tdx.lock().entry(0x201, PG_LEVEL_4K).unwrap().state, SeptState::Mapped);
+        assert_eq!(s.vm.tdx.lock().entry(0x202, PG_LEVEL_4K).unwrap().state, SeptState::Pending);
         // The honour path takes the write lock, and the split drops and re-takes it to allocate.
         assert_eq!(s.counters.write_lock_acquisitions, 2);
-        assert!(
-            s.check_invariants().is_empty(),
-            "{:?}",
-            s.check_invariants()
-        );
+        assert!(s.check_invariants().is_empty(), "{:?}", s.check_invariants());
         assert!(s.findings().is_empty(), "{:?}", s.findings());
     }
 
@@ -428,18 +339,12 @@ mod tests {
     fn guest_accept_4k_on_fresh_memory_maps_4k() {
         let mut s = session();
         let r = s.guest_accept(0, 0x10, PG_LEVEL_4K).unwrap();
-        assert_eq!(
-            r.value.result,
-            crate::model::guest::GuestResult::Accept(AcceptOutcome::Success)
-        );
+        assert_eq!(r.value.result, crate::model::guest::GuestResult::Accept(AcceptOutcome::Success));
         assert_eq!(r.value.exits, 1);
         assert_eq!(mapping_level(&s.vm, 0x10), Some(PG_LEVEL_4K));
         // A 2M ACCEPT of the same region now finds a table at 2M: SIZE_MISMATCH.
         let r = s.guest_accept(1, 0x0, PG_LEVEL_2M).unwrap();
-        assert_eq!(
-            r.value.result,
-            crate::model::guest::GuestResult::Accept(AcceptOutcome::PageSizeMismatch)
-        );
+        assert_eq!(r.value.result, crate::model::guest::GuestResult::Accept(AcceptOutcome::PageSizeMismatch));
         assert!(s.check_invariants().is_empty());
     }
 
@@ -447,22 +352,14 @@ mod tests {
     fn enomem_in_split_leaves_state_consistent() {
         let mut s = session();
         s.fault(1, 0x200, PG_LEVEL_2M).unwrap();
-        s.set_plan(FaultPlan {
-            alloc_failures: 1,
-            event_after_retries: 4,
-            ..Default::default()
-        });
+        s.set_plan(FaultPlan { alloc_failures: 1, event_after_retries: 4, ..Default::default() });
         let r = s.honor_guest_accept_level(0, 0x201, PG_LEVEL_4K).unwrap();
         assert_eq!(r.value, Err(Errno::ENOMEM));
         assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_2M));
         assert!(s.check_invariants().is_empty());
         // GUEST_INHIBIT was not set: the split failed first.
         let slot = s.vm.memslot(0x201).unwrap();
-        assert_eq!(
-            slot.lpage_info_slot(0x201, PG_LEVEL_2M)
-                .load(std::sync::atomic::Ordering::SeqCst),
-            0
-        );
+        assert_eq!(slot.lpage_info_slot(0x201, PG_LEVEL_2M).load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]
@@ -474,24 +371,15 @@ mod tests {
         assert_eq!(mapping_level(&s.vm, 0x210), None);
         assert_eq!(mapping_level(&s.vm, 0x211), Some(PG_LEVEL_4K));
         let slot = s.vm.memslot(0x200).unwrap();
-        let v = slot
-            .lpage_info_slot(0x200, PG_LEVEL_2M)
-            .load(std::sync::atomic::Ordering::SeqCst);
+        let v = slot.lpage_info_slot(0x200, PG_LEVEL_2M).load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(v, crate::model::lpage_info::KVM_LPAGE_MIXED_FLAG);
-        assert!(
-            s.check_invariants().is_empty(),
-            "{:?}",
-            s.check_invariants()
-        );
+        assert!(s.check_invariants().is_empty(), "{:?}", s.check_invariants());
         // Converting back clears MIXED.
         s.set_memory_attributes(0x210, 0x211, true).unwrap();
         assert_eq!(slot_linfo(&s, 0x200), 0);
     }
 
     fn slot_linfo(s: &Session, gfn: Gfn) -> u32 {
-        s.vm.memslot(gfn)
-            .unwrap()
-            .lpage_info_slot(gfn, PG_LEVEL_2M)
-            .load(std::sync::atomic::Ordering::SeqCst)
+        s.vm.memslot(gfn).unwrap().lpage_info_slot(gfn, PG_LEVEL_2M).load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -34,18 +34,9 @@ pub async fn store_memory_attributes<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end
 
 /// kvm_range_has_memory_attributes(): every gfn of [start, end) has exactly `attrs`. The
 /// kernel walks the xarray under slots_lock, where no attribute can change: one scheduling point.
-pub async fn kvm_range_has_memory_attributes<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-    attrs: u8,
-) -> bool {
+pub async fn kvm_range_has_memory_attributes<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn, attrs: u8) -> bool {
     cx.point(OpKind::Load, Obj::Attributes { gfn: start }).await;
-    (start..end).all(|gfn| {
-        cx.vm
-            .attributes_cell(gfn)
-            .is_some_and(|c| c.load(SeqCst) == attrs)
-    })
+    (start..end).all(|gfn| cx.vm.attributes_cell(gfn).is_some_and(|c| c.load(SeqCst) == attrs))
 }
 
 /// The same test, read directly at slot creation or by an invariant check.

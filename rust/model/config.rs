@@ -120,11 +120,7 @@ impl Default for VmConfig {
     /// TD backed by 2M folios.
     fn default() -> Self {
         VmConfig {
-            memslots: vec![MemslotConfig {
-                base_gfn: 0,
-                npages: 1024,
-                ugfn: None,
-            }],
+            memslots: vec![MemslotConfig { base_gfn: 0, npages: 1024, ugfn: None }],
             vcpus: 2,
             td_state: TdState::Runnable,
             shared: vec![],

@@ -3,9 +3,7 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::attributes::{
-    KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attributes, store_memory_attributes,
-};
+use super::attributes::{KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attributes, store_memory_attributes};
 use super::lpage_info::kvm_arch_post_set_memory_attributes;
 use super::split::kvm_split_cross_boundary_leafs;
 use super::tdp_mmu::tdp_mmu_zap_leafs;
@@ -20,10 +18,7 @@ async fn kvm_mmu_invalidate_begin<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: G
     let (s, e) = if n == 1 {
         (start, end)
     } else {
-        (
-            inv.range_start.load(SeqCst).min(start),
-            inv.range_end.load(SeqCst).max(end),
-        )
+        (inv.range_start.load(SeqCst).min(start), inv.range_end.load(SeqCst).max(end))
     };
     inv.range_start.store(s, SeqCst);
     inv.range_end.store(e, SeqCst);
@@ -36,34 +31,20 @@ async fn kvm_mmu_invalidate_end<R: Runtime>(cx: &Cx<'_, R>) {
     let seq = cx.load64(&inv.seq, Obj::InvalidateSeq).await;
     cx.store64(&inv.seq, Obj::InvalidateSeq, seq + 1).await;
     let n = cx.load64(&inv.in_progress, Obj::InvalidateRange).await;
-    cx.store64(&inv.in_progress, Obj::InvalidateRange, n - 1)
-        .await;
+    cx.store64(&inv.in_progress, Obj::InvalidateRange, n - 1).await;
 }
 
 /// kvm_unmap_gfn_range() for private mappings: zap the mirror leafs in [start, end).
-async fn kvm_unmap_gfn_range<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-) -> Result<bool, Errno> {
+async fn kvm_unmap_gfn_range<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<bool, Errno> {
     if cx.mmu_lock_held() != Some(Mode::Write) {
-        cx.finding(
-            "I6",
-            FindingKind::DesignRule,
-            format!("zap of [{start:#x}, {end:#x}) without the write lock"),
-        );
+        cx.finding("I6", FindingKind::DesignRule, format!("zap of [{start:#x}, {end:#x}) without the write lock"));
     }
     tdp_mmu_zap_leafs(cx, start, end).await
 }
 
 /// The first write-lock section of both conversions: invalidate begin, split the leafs that
 /// cross the range boundary, then (if `unmap`) zap the private leafs inside it.
-async fn invalidate_split_unmap<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-    unmap: bool,
-) -> Result<(), Errno> {
+async fn invalidate_split_unmap<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn, unmap: bool) -> Result<(), Errno> {
     cx.write_lock().await;
     kvm_mmu_invalidate_begin(cx, start, end).await;
     let mut r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
@@ -84,11 +65,7 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     end: Gfn,
     private: bool,
 ) -> Result<(), Errno> {
-    let attrs = if private {
-        KVM_MEMORY_ATTRIBUTE_PRIVATE
-    } else {
-        0
-    };
+    let attrs = if private { KVM_MEMORY_ATTRIBUTE_PRIVATE } else { 0 };
     cx.slots_lock().await;
     if kvm_range_has_memory_attributes(cx, start, end, attrs).await {
         cx.slots_unlock().await;
@@ -105,19 +82,13 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     kvm_mmu_invalidate_end(cx).await;
     cx.write_unlock().await;
     cx.slots_unlock().await;
-    cx.note(|| {
-        format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {r:?}")
-    });
+    cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {r:?}"));
     r
 }
 
 /// kvm_gmem_punch_hole(): kvm_gmem_invalidate_begin() (write lock: invalidate begin, split,
 /// zap), truncate the folios (a later fault allocates fresh ones), kvm_gmem_invalidate_end().
-pub async fn kvm_gmem_punch_hole<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-) -> Result<(), Errno> {
+pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<(), Errno> {
     let r = invalidate_split_unmap(cx, start, end, true).await;
     cx.write_lock().await;
     kvm_mmu_invalidate_end(cx).await;
@@ -134,25 +105,10 @@ mod tests {
     #[test]
     fn invalidation_is_balanced_and_bumps_the_sequence() {
         let vm = crate::model::vm::testing::vm();
-        assert_eq!(
-            ok(&vm, async |cx| kvm_vm_set_mem_attributes(
-                cx, 0x10, 0x20, false
-            )
-            .await),
-            Ok(())
-        );
+        assert_eq!(ok(&vm, async |cx| kvm_vm_set_mem_attributes(cx, 0x10, 0x20, false).await), Ok(()));
         assert_eq!(vm.invalidate.in_progress.load(SeqCst), 0);
         assert_eq!(vm.invalidate.seq.load(SeqCst), 1);
-        assert_eq!(
-            ok(&vm, async |cx| kvm_gmem_punch_hole(cx, 0x30, 0x40).await),
-            Ok(())
-        );
-        assert_eq!(
-            (
-                vm.invalidate.in_progress.load(SeqCst),
-                vm.invalidate.seq.load(SeqCst)
-            ),
-            (0, 2)
-        );
+        assert_eq!(ok(&vm, async |cx| kvm_gmem_punch_hole(cx, 0x30, 0x40).await), Ok(()));
+        assert_eq!((vm.invalidate.in_progress.load(SeqCst), vm.invalidate.seq.load(SeqCst)), (0, 2));
     }
 }

@@ -53,11 +53,7 @@ pub fn kvm_max_level_for_order(order: u8) -> Level {
 
 /// kvm_tdp_mmu_page_fault() for a private write fault on `gfn` (TDX forces private faults to
 /// be write faults). `max_level` is the caller's cap.
-pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    max_level: Level,
-) -> Result<PfResult, Errno> {
+pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, max_level: Level) -> Result<PfResult, Errno> {
     let vm = cx.vm;
     if vm.bugged.load(SeqCst) {
         return Err(Errno::EIO);
@@ -74,43 +70,18 @@ pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(
     let mmu_seq = cx.load64(&vm.invalidate.seq, Obj::InvalidateSeq).await;
     if !kvm_mem_is_private(cx, gfn).await {
         // kvm_mmu_prepare_memory_fault_exit(): KVM_EXIT_MEMORY_FAULT to the VMM.
-        cx.note(|| {
-            format!("fault {gfn:#x}: private access to shared memory -> KVM_EXIT_MEMORY_FAULT")
-        });
+        cx.note(|| format!("fault {gfn:#x}: private access to shared memory -> KVM_EXIT_MEMORY_FAULT"));
         return Err(Errno::EFAULT);
     }
     // tdx_gmem_private_max_mapping_level(): 4K until the TD is runnable, then 2M.
-    let tdx_max = if vm.td_runnable() {
-        PG_LEVEL_2M
-    } else {
-        PG_LEVEL_4K
-    };
-    let max_level = max_level
-        .min(kvm_max_level_for_order(vm.folio_order(gfn)))
-        .min(tdx_max);
-    let mut fault = KvmPageFault {
-        gfn,
-        slot,
-        max_level,
-        req_level: PG_LEVEL_4K,
-        goal_level: PG_LEVEL_4K,
-        mmu_seq,
-    };
+    let tdx_max = if vm.td_runnable() { PG_LEVEL_2M } else { PG_LEVEL_4K };
+    let max_level = max_level.min(kvm_max_level_for_order(vm.folio_order(gfn))).min(tdx_max);
+    let mut fault = KvmPageFault { gfn, slot, max_level, req_level: PG_LEVEL_4K, goal_level: PG_LEVEL_4K, mmu_seq };
 
     cx.read_lock().await;
-    let r = if is_page_fault_stale(cx, &fault).await {
-        PfResult::Retry
-    } else {
-        kvm_tdp_mmu_map(cx, &mut fault).await
-    };
+    let r = if is_page_fault_stale(cx, &fault).await { PfResult::Retry } else { kvm_tdp_mmu_map(cx, &mut fault).await };
     cx.read_unlock().await;
-    cx.note(|| {
-        format!(
-            "kvm_tdp_mmu_page_fault({gfn:#x}) goal {} -> {}",
-            fault.goal_level,
-            r.name()
-        )
-    });
+    cx.note(|| format!("kvm_tdp_mmu_page_fault({gfn:#x}) goal {} -> {}", fault.goal_level, r.name()));
     Ok(r)
 }
 
@@ -131,8 +102,7 @@ async fn is_page_fault_stale<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_
 
 /// kvm_mmu_hugepage_adjust(): the level lpage_info allows, read inside the read-side section.
 async fn kvm_mmu_hugepage_adjust<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_>) {
-    fault.req_level =
-        kvm_lpage_info_max_mapping_level(cx, fault.slot, fault.gfn, fault.max_level).await;
+    fault.req_level = kvm_lpage_info_max_mapping_level(cx, fault.slot, fault.gfn, fault.max_level).await;
     fault.goal_level = fault.req_level;
 }
 
@@ -179,21 +149,10 @@ async fn kvm_tdp_mmu_map<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_
 }
 
 /// tdp_mmu_link_sp(): a new empty table under the SPTE at `iter`.
-pub async fn tdp_mmu_link_sp<R: Runtime>(
-    cx: &Cx<'_, R>,
-    iter: &mut TdpIter,
-    shared: bool,
-) -> Result<(), Errno> {
-    let sp = cx
-        .vm
-        .mmu
-        .alloc_table(iter.level.down(), iter.gfn, |_| SHADOW_NONPRESENT_VALUE);
+pub async fn tdp_mmu_link_sp<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, shared: bool) -> Result<(), Errno> {
+    let sp = cx.vm.mmu.alloc_table(iter.level.down(), iter.gfn, |_| SHADOW_NONPRESENT_VALUE);
     let new = make_nonleaf_spte(sp);
-    if shared {
-        tdp_mmu_set_spte_atomic(cx, iter, new).await
-    } else {
-        tdp_mmu_set_spte(cx, iter, new).await
-    }
+    if shared { tdp_mmu_set_spte_atomic(cx, iter, new).await } else { tdp_mmu_set_spte(cx, iter, new).await }
 }
 
 /// tdp_mmu_split_huge_page(): fill a new table with the 512 small SPTEs of the huge leaf at
@@ -205,16 +164,9 @@ pub async fn tdp_mmu_split_huge_page<R: Runtime>(
 ) -> Result<(), Errno> {
     let huge = iter.old_spte;
     let level = iter.level;
-    let sp = cx
-        .vm
-        .mmu
-        .alloc_table(level.down(), iter.gfn, |i| make_small_spte(huge, level, i));
+    let sp = cx.vm.mmu.alloc_table(level.down(), iter.gfn, |i| make_small_spte(huge, level, i));
     let new = make_nonleaf_spte(sp);
-    if shared {
-        tdp_mmu_set_spte_atomic(cx, iter, new).await
-    } else {
-        tdp_mmu_set_spte(cx, iter, new).await
-    }
+    if shared { tdp_mmu_set_spte_atomic(cx, iter, new).await } else { tdp_mmu_set_spte(cx, iter, new).await }
 }
 
 /// tdp_mmu_map_handle_target_level(): SPURIOUS if a leaf is already there, else install the
@@ -239,12 +191,7 @@ async fn tdp_mmu_map_handle_target_level<R: Runtime>(
 
 /// The invariants that are rules of the install step: I3, I7, I8, I9, I10. They read state
 /// directly (no scheduling point): they are the checker's eyes, not the model's accesses.
-fn check_install<R: Runtime>(
-    cx: &Cx<'_, R>,
-    fault: &KvmPageFault<'_>,
-    level: Level,
-    promotion: bool,
-) {
+fn check_install<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_>, level: Level, promotion: bool) {
     let vm = cx.vm;
     let gfn = fault.gfn;
     let base = level.round(gfn);
@@ -252,39 +199,22 @@ fn check_install<R: Runtime>(
     if level > PG_LEVEL_4K {
         let disallow = fault.slot.lpage_info_slot(gfn, level).load(SeqCst);
         if disallow != 0 {
-            bad(
-                "I3",
-                format!(
-                    "{level} leaf installed at {base:#x} while its lpage_info is {disallow:#x} (must be 0)"
-                ),
-            );
+            bad("I3", format!("{level} leaf installed at {base:#x} while its lpage_info is {disallow:#x} (must be 0)"));
         }
         if !vm.td_runnable() {
-            bad(
-                "I8",
-                format!("{level} leaf installed at {base:#x} before TD_STATE_RUNNABLE"),
-            );
+            bad("I8", format!("{level} leaf installed at {base:#x} before TD_STATE_RUNNABLE"));
         }
     }
     if promotion {
-        bad(
-            "I7",
-            format!(
-                "{level} leaf installed at {base:#x} over a present table: promotion on a mirror root"
-            ),
-        );
+        bad("I7", format!("{level} leaf installed at {base:#x} over a present table: promotion on a mirror root"));
     }
     let folio_level = kvm_max_level_for_order(vm.folio_order(gfn));
     if level > folio_level {
-        bad(
-            "I9",
-            format!("{level} leaf at {base:#x} exceeds the guest_memfd folio ({folio_level})"),
-        );
+        bad("I9", format!("{level} leaf at {base:#x} exceeds the guest_memfd folio ({folio_level})"));
     }
     let inv = &vm.invalidate;
-    let in_range = inv.in_progress.load(SeqCst) > 0
-        && gfn >= inv.range_start.load(SeqCst)
-        && gfn < inv.range_end.load(SeqCst);
+    let in_range =
+        inv.in_progress.load(SeqCst) > 0 && gfn >= inv.range_start.load(SeqCst) && gfn < inv.range_end.load(SeqCst);
     if in_range || inv.seq.load(SeqCst) != fault.mmu_seq {
         bad(
             "I10",
@@ -308,24 +238,8 @@ mod tests {
         vm.invalidate.in_progress.store(1, SeqCst);
         vm.invalidate.range_start.store(0x200, SeqCst);
         vm.invalidate.range_end.store(0x210, SeqCst);
-        assert_eq!(
-            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
-                cx,
-                0x205,
-                PG_LEVEL_2M
-            )
-            .await),
-            Ok(PfResult::Retry)
-        );
-        assert_eq!(
-            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
-                cx,
-                0x10,
-                PG_LEVEL_2M
-            )
-            .await),
-            Ok(PfResult::Fixed)
-        );
+        assert_eq!(ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x205, PG_LEVEL_2M).await), Ok(PfResult::Retry));
+        assert_eq!(ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x10, PG_LEVEL_2M).await), Ok(PfResult::Fixed));
     }
 
     #[test]
@@ -338,15 +252,7 @@ mod tests {
     #[test]
     fn caller_cap_limits_the_level() {
         let vm = vm();
-        assert_eq!(
-            ok(&vm, async |cx| kvm_tdp_mmu_page_fault(
-                cx,
-                0x10,
-                PG_LEVEL_4K
-            )
-            .await),
-            Ok(PfResult::Fixed)
-        );
+        assert_eq!(ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x10, PG_LEVEL_4K).await), Ok(PfResult::Fixed));
         assert_eq!(vm.mmu.lookup(0x10).0, PG_LEVEL_4K);
     }
 }

@@ -48,26 +48,15 @@ pub struct GuestOutcome {
 
 /// One TDG.MEM.PAGE.ACCEPT (a TDCALL: one atomic step), checking I11: a success means the page
 /// is mapped at exactly the requested level.
-pub async fn tdg_mem_page_accept<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    level: Level,
-) -> AcceptOutcome {
+pub async fn tdg_mem_page_accept<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> AcceptOutcome {
     let busy = cx.busy(Seamcall::TdgMemPageAccept);
     let mut result = None;
-    cx.seamcall(
-        Seamcall::TdgMemPageAccept,
-        Obj::Sept {
-            level,
-            gfn: level.round(gfn),
-        },
-        |m| {
-            let (outcome, cell) = m.tdg_mem_page_accept(gfn, level, busy);
-            let mapped_at = m.leaf_for(gfn).map(|(l, _)| l);
-            result = Some((outcome, cell, mapped_at));
-            outcome.status()
-        },
-    )
+    cx.seamcall(Seamcall::TdgMemPageAccept, Obj::Sept { level, gfn: level.round(gfn) }, |m| {
+        let (outcome, cell) = m.tdg_mem_page_accept(gfn, level, busy);
+        let mapped_at = m.leaf_for(gfn).map(|(l, _)| l);
+        result = Some((outcome, cell, mapped_at));
+        outcome.status()
+    })
     .await;
     let (outcome, cell, mapped_at) = result.expect("the seamcall closure ran");
     if outcome == AcceptOutcome::Success && mapped_at != Some(level) {
@@ -106,14 +95,7 @@ pub async fn guest_accept<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) ->
 pub async fn guest_access<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> GuestOutcome {
     run_with_exits(cx, gfn, None, |cx| async move {
         // The hardware's S-EPT walk: one atomic step.
-        cx.point(
-            OpKind::Load,
-            Obj::Sept {
-                level: Level(1),
-                gfn,
-            },
-        )
-        .await;
+        cx.point(OpKind::Load, Obj::Sept { level: Level(1), gfn }).await;
         let leaf = cx.vm.tdx.lock().leaf_for(gfn);
         match leaf.map(|(_, e)| e.state) {
             Some(SeptState::Mapped) => Some(GuestResult::Accessed),
@@ -137,11 +119,7 @@ where
     F: Fn(&'c Cx<'a, R>) -> Fut,
     Fut: Future<Output = Option<GuestResult>>,
 {
-    let mut out = GuestOutcome {
-        result: GuestResult::NoProgress,
-        exits: 0,
-        userspace_exits: 0,
-    };
+    let mut out = GuestOutcome { result: GuestResult::NoProgress, exits: 0, userspace_exits: 0 };
     while out.exits < cx.vm.retry.max_exits {
         if cx.vm.bugged.load(std::sync::atomic::Ordering::SeqCst) {
             out.result = GuestResult::Error(Errno::EIO);
@@ -155,15 +133,8 @@ where
             return out;
         }
         out.exits += 1;
-        if let ExitOutcome::ToUserspace(e) =
-            tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await
-        {
-            cx.note(|| {
-                format!(
-                    "EPT-violation exit for {gfn:#x} goes to the VMM with {}",
-                    e.name()
-                )
-            });
+        if let ExitOutcome::ToUserspace(e) = tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await {
+            cx.note(|| format!("EPT-violation exit for {gfn:#x} goes to the VMM with {}", e.name()));
             out.userspace_exits += 1;
             if cx.vm.retry.end_vcpu_on_error {
                 out.result = GuestResult::Error(e);
@@ -195,17 +166,12 @@ mod tests {
             outcome: AcceptOutcome::Success,
         };
         let cfg = VmConfig {
-            module: ModuleOptions {
-                accept_overrides: vec![o],
-                ..Default::default()
-            },
+            module: ModuleOptions { accept_overrides: vec![o], ..Default::default() },
             ..Default::default()
         };
         let vm = Vm::new(&cfg).unwrap();
         let (_, rt) = run(&vm, 0, Default::default(), async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M)
-                .await
-                .unwrap();
+            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await.unwrap();
             tdg_mem_page_accept(cx, 0x201, PG_LEVEL_4K).await
         });
         let f = rt.take_findings();
@@ -215,12 +181,7 @@ mod tests {
     #[test]
     fn access_to_pending_memory_raises_ve() {
         let vm = Vm::new(&VmConfig::default()).unwrap();
-        let (out, _) = run(&vm, 0, Default::default(), async |cx| {
-            guest_access(cx, 0x10).await
-        });
-        assert_eq!(
-            (out.result, out.exits),
-            (GuestResult::VirtualizationException, 1)
-        );
+        let (out, _) = run(&vm, 0, Default::default(), async |cx| guest_access(cx, 0x10).await);
+        assert_eq!((out.result, out.exits), (GuestResult::VirtualizationException, 1));
     }
 }

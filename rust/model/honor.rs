@@ -29,23 +29,14 @@ pub enum HonorStep {
 }
 
 impl HonorStep {
-    pub const FINAL: [HonorStep; 5] = [
-        HonorStep::PreCheck,
-        HonorStep::WriteLock,
-        HonorStep::Split,
-        HonorStep::SetInhibit,
-        HonorStep::WriteUnlock,
-    ];
+    pub const FINAL: [HonorStep; 5] =
+        [HonorStep::PreCheck, HonorStep::WriteLock, HonorStep::Split, HonorStep::SetInhibit, HonorStep::WriteUnlock];
 }
 
 /// tdx_honor_guest_accept_level(vcpu, gfn, level): run the VM's honour policy for an ACCEPT
 /// of `level` at `gfn`. Levels above 2M are ignored, as in the kernel. An error (-ENOMEM from
 /// the split) releases the locks the policy holds (scoped_guard) and goes back to the caller.
-pub async fn tdx_honor_guest_accept_level<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    level: Level,
-) -> Result<(), Errno> {
+pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> Result<(), Errno> {
     if level > PG_LEVEL_2M {
         return Ok(());
     }
@@ -59,7 +50,9 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(
         match step {
             HonorStep::PreCheck => {
                 if hugepage_test_guest_inhibit(cx, slot, gfn, level.up()).await {
-                    cx.note(|| format!("honour {level} accept {gfn:#x}: GUEST_INHIBIT already set, straight to the fault"));
+                    cx.note(|| {
+                        format!("honour {level} accept {gfn:#x}: GUEST_INHIBIT already set, straight to the fault")
+                    });
                     break;
                 }
             }
@@ -81,8 +74,7 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(
             }
             HonorStep::Split => {
                 let shared = held != Some(Mode::Write);
-                result =
-                    kvm_split_cross_boundary_leafs(cx, start, start + level.pages(), shared).await;
+                result = kvm_split_cross_boundary_leafs(cx, start, start + level.pages(), shared).await;
                 if result.is_err() {
                     break;
                 }
@@ -114,42 +106,24 @@ mod tests {
     use std::sync::atomic::Ordering::SeqCst;
 
     fn vm_with(policy: &[HonorStep]) -> Vm {
-        Vm::new(&VmConfig {
-            honor_policy: policy.to_vec(),
-            ..Default::default()
-        })
-        .unwrap()
+        Vm::new(&VmConfig { honor_policy: policy.to_vec(), ..Default::default() }).unwrap()
     }
 
     #[test]
     fn levels_above_2m_are_ignored() {
         let vm = vm_with(&HonorStep::FINAL);
-        assert_eq!(
-            ok(&vm, async |cx| tdx_honor_guest_accept_level(
-                cx,
-                0,
-                PG_LEVEL_1G
-            )
-            .await),
-            Ok(())
-        );
+        assert_eq!(ok(&vm, async |cx| tdx_honor_guest_accept_level(cx, 0, PG_LEVEL_1G).await), Ok(()));
         assert_eq!(vm.slots[0].lpage_info_slot(0, PG_LEVEL_1G).load(SeqCst), 1);
     }
 
     #[test]
     fn precheck_skips_everything_once_inhibited() {
         let vm = vm_with(&HonorStep::FINAL);
-        vm.slots[0]
-            .lpage_info_slot(0x201, PG_LEVEL_2M)
-            .store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        vm.slots[0].lpage_info_slot(0x201, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
         let (_, rt) = crate::model::vm::testing::run(&vm, 0, Default::default(), async |cx| {
             tdx_honor_guest_accept_level(cx, 0x201, PG_LEVEL_4K).await
         });
-        let steps = rt
-            .take_trace()
-            .into_iter()
-            .filter(|l| matches!(l, crate::sync::TraceLine::Step(_)))
-            .count();
+        let steps = rt.take_trace().into_iter().filter(|l| matches!(l, crate::sync::TraceLine::Step(_))).count();
         assert_eq!(steps, 1, "one lockless load");
     }
 
@@ -160,9 +134,6 @@ mod tests {
             tdx_honor_guest_accept_level(cx, 0x201, PG_LEVEL_4K).await
         });
         assert_eq!(r, Ok(()));
-        assert_eq!(
-            rt.lock_state(crate::sync::LockId::MmuLock),
-            Default::default()
-        );
+        assert_eq!(rt.lock_state(crate::sync::LockId::MmuLock), Default::default());
     }
 }

@@ -122,12 +122,7 @@ pub const INVARIANTS: &[InvariantSpec] = &[
 ];
 
 fn finding(rule: &'static str, message: String) -> Finding {
-    Finding {
-        rule,
-        kind: FindingKind::Invariant,
-        tid: u16::MAX,
-        message,
-    }
+    Finding { rule, kind: FindingKind::Invariant, tid: u16::MAX, message }
 }
 
 /// Check the state invariants whose condition holds under `mmu_lock`'s current state.
@@ -141,28 +136,17 @@ pub fn check_state(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
     for &(gfn, level) in &leaves {
         // I8, I9: always.
         if level > PG_LEVEL_4K && tdx.td_state != super::config::TdState::Runnable {
-            out.push(finding(
-                "I8",
-                format!("{level} leaf at {gfn:#x} while the TD is not runnable"),
-            ));
+            out.push(finding("I8", format!("{level} leaf at {gfn:#x} while the TD is not runnable")));
         }
         let folio = kvm_max_level_for_order(vm.folio_order(gfn));
         if level > folio {
-            out.push(finding(
-                "I9",
-                format!("{level} leaf at {gfn:#x} exceeds its folio ({folio})"),
-            ));
+            out.push(finding("I9", format!("{level} leaf at {gfn:#x} exceeds its folio ({folio})")));
         }
         // I1: an inhibited level has no leaf at or above it.
         if !writer && let Some(slot) = vm.memslot(gfn) {
             for l in [PG_LEVEL_2M, PG_LEVEL_1G] {
-                if level >= l
-                    && slot.lpage_info_slot(gfn, l).load(SeqCst) & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0
-                {
-                    out.push(finding(
-                        "I1",
-                        format!("{level} leaf at {gfn:#x} survives GUEST_INHIBIT at {l}"),
-                    ));
+                if level >= l && slot.lpage_info_slot(gfn, l).load(SeqCst) & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0 {
+                    out.push(finding("I1", format!("{level} leaf at {gfn:#x} survives GUEST_INHIBIT at {l}")));
                 }
             }
         }
@@ -181,10 +165,7 @@ pub fn check_state(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
                         e.state.name()
                     ),
                 )),
-                None => out.push(finding(
-                    "I4",
-                    format!("mirror {level} leaf at {gfn:#x} but the S-EPT entry is FREE"),
-                )),
+                None => out.push(finding("I4", format!("mirror {level} leaf at {gfn:#x} but the S-EPT entry is FREE"))),
             }
         }
         for (&(level, gfn), e) in tdx.sept.iter().filter(|(_, e)| e.leaf) {
@@ -192,7 +173,11 @@ pub fn check_state(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
             if mlevel != level || !is_shadow_present_pte(spte) {
                 out.push(finding(
                     "I4",
-                    format!("S-EPT {level} leaf at {gfn:#x} ({}) has no mirror leaf (mirror: {} at {mlevel})", e.state.name(), super::spte::describe(spte, mlevel)),
+                    format!(
+                        "S-EPT {level} leaf at {gfn:#x} ({}) has no mirror leaf (mirror: {} at {mlevel})",
+                        e.state.name(),
+                        super::spte::describe(spte, mlevel)
+                    ),
                 ));
             }
         }
@@ -235,65 +220,36 @@ mod tests {
     #[test]
     fn a_clean_vm_holds_everything() {
         let vm = vm();
-        ok(&vm, async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
-        })
-        .unwrap();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
         assert!(check_state(&vm, LockState::default()).is_empty());
     }
 
     #[test]
     fn i4_sees_a_missing_sept_entry_but_not_under_the_write_lock() {
         let vm = vm();
-        ok(&vm, async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
-        })
-        .unwrap();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
         vm.tdx.lock().sept.remove(&(PG_LEVEL_2M, 0x200));
         assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I4"]);
-        let writer = LockState {
-            readers: 0,
-            writer: Some(0),
-        };
-        assert!(
-            check_state(&vm, writer).is_empty(),
-            "I4 need not hold while a writer is inside"
-        );
+        let writer = LockState { readers: 0, writer: Some(0) };
+        assert!(check_state(&vm, writer).is_empty(), "I4 need not hold while a writer is inside");
     }
 
     #[test]
     fn i1_and_stats() {
         let vm = vm();
-        ok(&vm, async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
-        })
-        .unwrap();
-        vm.slots[0]
-            .lpage_info_slot(0x200, PG_LEVEL_2M)
-            .store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
+        vm.slots[0].lpage_info_slot(0x200, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
         vm.mmu.stats[2].store(7, SeqCst);
-        assert_eq!(
-            rules(&check_state(&vm, LockState::default())),
-            vec!["I1", "S1"]
-        );
+        assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I1", "S1"]);
     }
 
     #[test]
     fn the_folio_order_caps_the_mapping_so_i9_holds() {
-        let cfg = crate::model::config::VmConfig {
-            folio_order: 0,
-            ..Default::default()
-        };
+        let cfg = crate::model::config::VmConfig { folio_order: 0, ..Default::default() };
         let vm = Vm::new(&cfg).unwrap();
-        let ok2m = ok(&vm, async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
-        });
+        let ok2m = ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await);
         assert_eq!(ok2m, Ok(crate::model::fault::PfResult::Fixed));
-        assert_eq!(
-            vm.mmu.lookup(0x200).0,
-            PG_LEVEL_4K,
-            "the folio caps the level"
-        );
+        assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_4K, "the folio caps the level");
         assert!(check_state(&vm, LockState::default()).is_empty());
     }
 }

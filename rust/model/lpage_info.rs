@@ -15,30 +15,18 @@ pub const KVM_LPAGE_GUEST_INHIBIT_FLAG: u32 = 1 << 30;
 
 /// The object name of the lpage_info entry of `gfn` at `level`.
 pub fn lpage_obj(gfn: Gfn, level: Level) -> Obj {
-    Obj::LpageInfo {
-        level,
-        gfn: level.round(gfn),
-    }
+    Obj::LpageInfo { level, gfn: level.round(gfn) }
 }
 
 /// A plain load of lpage_info_slot(gfn, slot, level)->disallow_lpage.
 pub async fn lpage_load<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level) -> u32 {
-    cx.load32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level))
-        .await
+    cx.load32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level)).await
 }
 
 /// A plain store to disallow_lpage. Checks I2 (GUEST_INHIBIT never clears) as a consequence,
 /// and reports as a design rule a GUEST_INHIBIT set without the write lock held.
-pub async fn lpage_store<R: Runtime>(
-    cx: &Cx<'_, R>,
-    slot: &Memslot,
-    gfn: Gfn,
-    level: Level,
-    new: u32,
-) {
-    let old = cx
-        .store32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level), new)
-        .await;
+pub async fn lpage_store<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level, new: u32) {
+    let old = cx.store32(slot.lpage_info_slot(gfn, level), lpage_obj(gfn, level), new).await;
     if old & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0 && new & KVM_LPAGE_GUEST_INHIBIT_FLAG == 0 {
         cx.finding(
             "I2",
@@ -66,39 +54,19 @@ pub async fn lpage_store<R: Runtime>(
 }
 
 /// hugepage_test_guest_inhibit(): one plain load. `level` is the huge level (2M or 1G).
-pub async fn hugepage_test_guest_inhibit<R: Runtime>(
-    cx: &Cx<'_, R>,
-    slot: &Memslot,
-    gfn: Gfn,
-    level: Level,
-) -> bool {
+pub async fn hugepage_test_guest_inhibit<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level) -> bool {
     lpage_load(cx, slot, gfn, level).await & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0
 }
 
 /// hugepage_set_guest_inhibit(): `disallow_lpage |= FLAG`, a plain load then a plain store.
-pub async fn hugepage_set_guest_inhibit<R: Runtime>(
-    cx: &Cx<'_, R>,
-    slot: &Memslot,
-    gfn: Gfn,
-    level: Level,
-) {
+pub async fn hugepage_set_guest_inhibit<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level) {
     let v = lpage_load(cx, slot, gfn, level).await;
     lpage_store(cx, slot, gfn, level, v | KVM_LPAGE_GUEST_INHIBIT_FLAG).await;
 }
 
-async fn hugepage_set_mixed_to<R: Runtime>(
-    cx: &Cx<'_, R>,
-    slot: &Memslot,
-    gfn: Gfn,
-    level: Level,
-    mixed: bool,
-) {
+async fn hugepage_set_mixed_to<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, level: Level, mixed: bool) {
     let v = lpage_load(cx, slot, gfn, level).await;
-    let new = if mixed {
-        v | KVM_LPAGE_MIXED_FLAG
-    } else {
-        v & !KVM_LPAGE_MIXED_FLAG
-    };
+    let new = if mixed { v | KVM_LPAGE_MIXED_FLAG } else { v & !KVM_LPAGE_MIXED_FLAG };
     lpage_store(cx, slot, gfn, level, new).await;
 }
 
@@ -122,27 +90,15 @@ pub async fn kvm_lpage_info_max_mapping_level<R: Runtime>(
 /// The huge-page regions of `slot` at `level` that [start, end) touches and that the slot
 /// covers whole (kvm_arch_post_set_memory_attributes() skips the others: their count already
 /// disallows them).
-fn touched_regions(
-    slot: &Memslot,
-    start: Gfn,
-    end: Gfn,
-    level: Level,
-) -> impl Iterator<Item = Gfn> + '_ {
+fn touched_regions(slot: &Memslot, start: Gfn, end: Gfn, level: Level) -> impl Iterator<Item = Gfn> + '_ {
     let first = level.round(start.max(slot.base_gfn));
     let last = end.min(slot.end());
-    (first..last)
-        .step_by(level.pages() as usize)
-        .filter(move |&g| slot.covers_region(g, level))
+    (first..last).step_by(level.pages() as usize).filter(move |&g| slot.covers_region(g, level))
 }
 
 /// kvm_arch_post_set_memory_attributes(): recompute MIXED for the huge pages [start, end)
 /// touches, 2M first, then 1G (which consumes the 2M result). Needs the write mmu_lock.
-pub async fn kvm_arch_post_set_memory_attributes<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-    attrs: u8,
-) {
+pub async fn kvm_arch_post_set_memory_attributes<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn, attrs: u8) {
     cx.lockdep_assert_held_write("kvm_arch_post_set_memory_attributes");
     for slot in &cx.vm.slots {
         for level in [PG_LEVEL_2M, PG_LEVEL_1G] {
@@ -168,18 +124,11 @@ async fn any_mixed_2m<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, g1g: Gfn) -> b
 
 /// hugepage_has_attrs(): every gfn of the region has exactly `attrs`; at 1G also no 2M
 /// sub-region is MIXED.
-async fn hugepage_has_attrs<R: Runtime>(
-    cx: &Cx<'_, R>,
-    slot: &Memslot,
-    g: Gfn,
-    level: Level,
-    attrs: u8,
-) -> bool {
+async fn hugepage_has_attrs<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, g: Gfn, level: Level, attrs: u8) -> bool {
     if level == PG_LEVEL_2M {
         return kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await;
     }
-    !any_mixed_2m(cx, slot, g).await
-        && kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await
+    !any_mixed_2m(cx, slot, g).await && kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await
 }
 
 /// kvm_mmu_init_memslot_memory_attributes(): MIXED for every huge page the slot covers whole,
@@ -189,13 +138,12 @@ pub fn kvm_mmu_init_memslot_memory_attributes(slot: &Memslot) {
         for g in touched_regions(slot, slot.base_gfn, slot.end(), level).collect::<Vec<_>>() {
             let mut uniform = hugepage_has_attrs_now(slot, g, level);
             if level == PG_LEVEL_1G {
-                uniform &= (g..g + level.pages()).step_by(512).all(|s| {
-                    slot.lpage_info_slot(s, PG_LEVEL_2M).load(SeqCst) & KVM_LPAGE_MIXED_FLAG == 0
-                });
+                uniform &= (g..g + level.pages())
+                    .step_by(512)
+                    .all(|s| slot.lpage_info_slot(s, PG_LEVEL_2M).load(SeqCst) & KVM_LPAGE_MIXED_FLAG == 0);
             }
             if !uniform {
-                slot.lpage_info_slot(g, level)
-                    .fetch_or(KVM_LPAGE_MIXED_FLAG, SeqCst);
+                slot.lpage_info_slot(g, level).fetch_or(KVM_LPAGE_MIXED_FLAG, SeqCst);
             }
         }
     }
@@ -218,22 +166,10 @@ mod tests {
         let kinds: Vec<OpKind> = rt
             .take_trace()
             .into_iter()
-            .filter_map(|l| {
-                if let TraceLine::Step(e) = l {
-                    Some(e.op.kind)
-                } else {
-                    None
-                }
-            })
+            .filter_map(|l| if let TraceLine::Step(e) = l { Some(e.op.kind) } else { None })
             .collect();
         assert_eq!(kinds, vec![OpKind::Load, OpKind::Store]);
-        assert!(ok(&vm, async |cx| hugepage_test_guest_inhibit(
-            cx,
-            slot,
-            0x3ff,
-            PG_LEVEL_2M
-        )
-        .await));
+        assert!(ok(&vm, async |cx| hugepage_test_guest_inhibit(cx, slot, 0x3ff, PG_LEVEL_2M).await));
         // Set without the write lock: a design-rule finding, not an invariant.
         let f = rt.take_findings();
         assert_eq!(f.len(), 1);
@@ -246,35 +182,16 @@ mod tests {
         let slot = &vm.slots[0];
         // The 1G entry is 1 (the slot does not cover 1G), the 2M entry 0.
         assert_eq!(
-            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
-                cx,
-                slot,
-                0x10,
-                PG_LEVEL_1G
-            )
-            .await),
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(cx, slot, 0x10, PG_LEVEL_1G).await),
             PG_LEVEL_2M
         );
-        slot.lpage_info_slot(0x10, PG_LEVEL_2M)
-            .store(KVM_LPAGE_MIXED_FLAG, SeqCst);
+        slot.lpage_info_slot(0x10, PG_LEVEL_2M).store(KVM_LPAGE_MIXED_FLAG, SeqCst);
         assert_eq!(
-            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
-                cx,
-                slot,
-                0x10,
-                PG_LEVEL_1G
-            )
-            .await),
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(cx, slot, 0x10, PG_LEVEL_1G).await),
             PG_LEVEL_4K
         );
         assert_eq!(
-            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(
-                cx,
-                slot,
-                0x210,
-                PG_LEVEL_2M
-            )
-            .await),
+            ok(&vm, async |cx| kvm_lpage_info_max_mapping_level(cx, slot, 0x210, PG_LEVEL_2M).await),
             PG_LEVEL_2M
         );
     }
@@ -283,11 +200,8 @@ mod tests {
     fn clearing_guest_inhibit_breaks_i2() {
         let vm = vm();
         let slot = &vm.slots[0];
-        slot.lpage_info_slot(0, PG_LEVEL_2M)
-            .store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
-        let (_, rt) = run(&vm, 0, FaultPlan::default(), async |cx| {
-            lpage_store(cx, slot, 0, PG_LEVEL_2M, 0).await
-        });
+        slot.lpage_info_slot(0, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        let (_, rt) = run(&vm, 0, FaultPlan::default(), async |cx| lpage_store(cx, slot, 0, PG_LEVEL_2M, 0).await);
         let f = rt.take_findings();
         assert_eq!((f[0].rule, f[0].kind), ("I2", FindingKind::Invariant));
     }

@@ -25,20 +25,11 @@ pub struct Memslot {
 impl Memslot {
     /// kvm_alloc_memslot_metadata(): the alignment rules. Attributes start private; MIXED is
     /// computed by the caller once attributes are in place.
-    pub fn new(
-        id: usize,
-        base_gfn: Gfn,
-        npages: u64,
-        ugfn: Gfn,
-        folio_order: u8,
-    ) -> CoreResult<Self> {
+    pub fn new(id: usize, base_gfn: Gfn, npages: u64, ugfn: Gfn, folio_order: u8) -> CoreResult<Self> {
         if npages == 0 {
             return config_err(format!("memslot {id}: npages must be at least 1"));
         }
-        if base_gfn
-            .checked_add(npages)
-            .is_none_or(|end| end > GFN_LIMIT)
-        {
+        if base_gfn.checked_add(npages).is_none_or(|end| end > GFN_LIMIT) {
             return config_err(format!(
                 "memslot {id}: [{base_gfn:#x}, +{npages:#x}) goes past the last gfn a 4-level EPT maps ({:#x})",
                 GFN_LIMIT - 1
@@ -70,9 +61,7 @@ impl Memslot {
             npages,
             ugfn,
             lpage_info,
-            attributes: (0..npages)
-                .map(|_| AtomicU8::new(KVM_MEMORY_ATTRIBUTE_PRIVATE))
-                .collect(),
+            attributes: (0..npages).map(|_| AtomicU8::new(KVM_MEMORY_ATTRIBUTE_PRIVATE)).collect(),
             folio_order: vec![folio_order; npages as usize],
         })
     }
@@ -127,10 +116,7 @@ mod tests {
     use super::*;
 
     fn linfo(slot: &Memslot, level: Level) -> Vec<u32> {
-        slot.lpage_info[level.0 as usize - 2]
-            .iter()
-            .map(|e| e.load(Relaxed))
-            .collect()
+        slot.lpage_info[level.0 as usize - 2].iter().map(|e| e.load(Relaxed)).collect()
     }
 
     #[test]
@@ -157,11 +143,6 @@ mod tests {
     fn overlap_is_refused() {
         let a = Memslot::new(0, 0, 512, 0, 9).unwrap();
         let b = Memslot::new(1, 511, 512, 511, 9).unwrap();
-        assert!(
-            check_no_overlap(&[a, b])
-                .unwrap_err()
-                .to_string()
-                .contains("overlap")
-        );
+        assert!(check_no_overlap(&[a, b]).unwrap_err().to_string().contains("overlap"));
     }
 }

@@ -51,13 +51,8 @@ pub enum SeptState {
 }
 
 impl SeptState {
-    pub const ALL: [SeptState; 5] = [
-        SeptState::Free,
-        SeptState::Pending,
-        SeptState::Mapped,
-        SeptState::Blocked,
-        SeptState::PendingBlocked,
-    ];
+    pub const ALL: [SeptState; 5] =
+        [SeptState::Free, SeptState::Pending, SeptState::Mapped, SeptState::Blocked, SeptState::PendingBlocked];
     pub fn name(self) -> &'static str {
         match self {
             SeptState::Free => "FREE",
@@ -117,29 +112,17 @@ pub struct TdxModule {
 
 impl TdxModule {
     pub fn new(vcpus: u16, td_state: TdState, options: ModuleOptions) -> CoreResult<Self> {
-        let mut accept_table: BTreeMap<AcceptKey, AcceptOutcome> = accept_table()
-            .into_iter()
-            .map(|c| (c.key, c.outcome))
-            .collect();
+        let mut accept_table: BTreeMap<AcceptKey, AcceptOutcome> =
+            accept_table().into_iter().map(|c| (c.key, c.outcome)).collect();
         for o in &options.accept_overrides {
-            let key = AcceptKey {
-                state: o.state,
-                leaf: o.leaf,
-                position: o.position,
-                level: o.level,
-            };
+            let key = AcceptKey { state: o.state, leaf: o.leaf, position: o.position, level: o.level };
             match accept_table.get(&key) {
                 None | Some(AcceptOutcome::Unreachable) | Some(AcceptOutcome::WalkContinues) => {
                     return config_err(format!(
                         "accept override {key:?}: that cell is unreachable or not a walk outcome; only reachable cells of accept_table() can be overridden"
                     ));
                 }
-                Some(_)
-                    if matches!(
-                        o.outcome,
-                        AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues
-                    ) =>
-                {
+                Some(_) if matches!(o.outcome, AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues) => {
                     return config_err(format!(
                         "accept override {key:?}: outcome must be one of success, already_accepted, page_size_mismatch, ept_violation"
                     ));
@@ -195,11 +178,7 @@ impl TdxModule {
     /// is_tlb_and_iotlb_tracked(): TRACK ran since the block, and no vCPU is still in the guest
     /// from an epoch at or before it.
     pub fn is_tlb_tracked(&self, e: &SeptEntry) -> bool {
-        self.epoch > e.block_epoch
-            && self
-                .vcpus
-                .iter()
-                .all(|v| v.in_guest_epoch.is_none_or(|ep| ep > e.block_epoch))
+        self.epoch > e.block_epoch && self.vcpus.iter().all(|v| v.in_guest_epoch.is_none_or(|ep| ep > e.block_epoch))
     }
 
     /// TDH.MEM.SEPT.ADD: add the S-EPT page under the entry at `level`.
@@ -213,15 +192,7 @@ impl TdxModule {
         if self.entry(gfn, level).is_some() {
             return TDX_EPT_ENTRY_STATE_INCORRECT;
         }
-        self.set(
-            gfn,
-            level,
-            Some(SeptEntry {
-                leaf: false,
-                state: SeptState::Mapped,
-                block_epoch: 0,
-            }),
-        );
+        self.set(gfn, level, Some(SeptEntry { leaf: false, state: SeptState::Mapped, block_epoch: 0 }));
         TDX_SUCCESS
     }
 
@@ -239,15 +210,7 @@ impl TdxModule {
         if self.entry(gfn, level).is_some() {
             return TDX_EPT_ENTRY_STATE_INCORRECT;
         }
-        self.set(
-            gfn,
-            level,
-            Some(SeptEntry {
-                leaf: true,
-                state: SeptState::Pending,
-                block_epoch: 0,
-            }),
-        );
+        self.set(gfn, level, Some(SeptEntry { leaf: true, state: SeptState::Pending, block_epoch: 0 }));
         TDX_SUCCESS
     }
 
@@ -262,15 +225,7 @@ impl TdxModule {
         if self.entry(gfn, PG_LEVEL_4K).is_some() {
             return TDX_EPT_ENTRY_STATE_INCORRECT;
         }
-        self.set(
-            gfn,
-            PG_LEVEL_4K,
-            Some(SeptEntry {
-                leaf: true,
-                state: SeptState::Mapped,
-                block_epoch: 0,
-            }),
-        );
+        self.set(gfn, PG_LEVEL_4K, Some(SeptEntry { leaf: true, state: SeptState::Mapped, block_epoch: 0 }));
         TDX_SUCCESS
     }
 
@@ -281,11 +236,7 @@ impl TdxModule {
         }
         match self.entry(gfn, level) {
             Some(e) if e.leaf && !e.state.is_blocked() => {
-                let blocked = SeptEntry {
-                    state: e.state.blocked(),
-                    block_epoch: self.epoch,
-                    ..e
-                };
+                let blocked = SeptEntry { state: e.state.blocked(), block_epoch: self.epoch, ..e };
                 self.set(gfn, level, Some(blocked));
                 TDX_SUCCESS
             }
@@ -300,14 +251,7 @@ impl TdxModule {
         }
         match self.entry(gfn, level) {
             Some(e) if e.leaf && e.state.is_blocked() => {
-                self.set(
-                    gfn,
-                    level,
-                    Some(SeptEntry {
-                        state: e.state.unblocked(),
-                        ..e
-                    }),
-                );
+                self.set(gfn, level, Some(SeptEntry { state: e.state.unblocked(), ..e }));
                 TDX_SUCCESS
             }
             _ => TDX_EPT_ENTRY_STATE_INCORRECT,
@@ -329,10 +273,7 @@ impl TdxModule {
         if busy {
             return TDX_OPERAND_BUSY;
         }
-        let Some(e) = self
-            .entry(gfn, level)
-            .filter(|e| e.leaf && level > PG_LEVEL_4K)
-        else {
+        let Some(e) = self.entry(gfn, level).filter(|e| e.leaf && level > PG_LEVEL_4K) else {
             return TDX_EPT_ENTRY_STATE_INCORRECT;
         };
         if !self.options.atomic_demote {
@@ -346,26 +287,10 @@ impl TdxModule {
         let child_state = e.state.unblocked();
         let base = level.round(gfn);
         let child = level.down();
-        self.set(
-            base,
-            level,
-            Some(SeptEntry {
-                leaf: false,
-                state: SeptState::Mapped,
-                block_epoch: 0,
-            }),
-        );
+        self.set(base, level, Some(SeptEntry { leaf: false, state: SeptState::Mapped, block_epoch: 0 }));
         for i in 0..512 {
             let g = base + i * child.pages();
-            self.set(
-                g,
-                child,
-                Some(SeptEntry {
-                    leaf: true,
-                    state: child_state,
-                    block_epoch: 0,
-                }),
-            );
+            self.set(g, child, Some(SeptEntry { leaf: true, state: child_state, block_epoch: 0 }));
         }
         TDX_SUCCESS
     }
@@ -393,35 +318,16 @@ impl TdxModule {
         let mut l = ROOT_LEVEL;
         loop {
             let e = self.entry(gfn, l);
-            let position = if l > level {
-                Position::Above
-            } else {
-                Position::At
-            };
+            let position = if l > level { Position::Above } else { Position::At };
             match e {
                 None => {
-                    return AcceptKey {
-                        state: SeptState::Free,
-                        leaf: false,
-                        position,
-                        level,
-                    };
+                    return AcceptKey { state: SeptState::Free, leaf: false, position, level };
                 }
                 Some(e) if e.leaf => {
-                    return AcceptKey {
-                        state: e.state,
-                        leaf: true,
-                        position,
-                        level,
-                    };
+                    return AcceptKey { state: e.state, leaf: true, position, level };
                 }
                 Some(e) if l == level || e.state.is_blocked() => {
-                    return AcceptKey {
-                        state: e.state,
-                        leaf: false,
-                        position,
-                        level,
-                    };
+                    return AcceptKey { state: e.state, leaf: false, position, level };
                 }
                 Some(_) => l = l.down(),
             }
@@ -430,33 +336,17 @@ impl TdxModule {
 
     /// TDG.MEM.PAGE.ACCEPT (the guest TDCALL): the outcome from the table, and PENDING ->
     /// MAPPED on success. Returns the cell too, so callers can check I11.
-    pub fn tdg_mem_page_accept(
-        &mut self,
-        gfn: Gfn,
-        level: Level,
-        busy: bool,
-    ) -> (AcceptOutcome, AcceptKey) {
+    pub fn tdg_mem_page_accept(&mut self, gfn: Gfn, level: Level, busy: bool) -> (AcceptOutcome, AcceptKey) {
         let cell = self.accept_cell(gfn, level);
         if busy {
             return (AcceptOutcome::Busy, cell);
         }
-        let outcome = self
-            .accept_table
-            .get(&cell)
-            .copied()
-            .unwrap_or(AcceptOutcome::Unreachable);
+        let outcome = self.accept_table.get(&cell).copied().unwrap_or(AcceptOutcome::Unreachable);
         if outcome == AcceptOutcome::Success
             && let Some((l, e)) = self.leaf_for(gfn)
             && e.state == SeptState::Pending
         {
-            self.set(
-                gfn,
-                l,
-                Some(SeptEntry {
-                    state: SeptState::Mapped,
-                    ..e
-                }),
-            );
+            self.set(gfn, l, Some(SeptEntry { state: SeptState::Mapped, ..e }));
         }
         (outcome, cell)
     }
@@ -473,10 +363,7 @@ impl TdxModule {
     /// be tested too). None for a structural cell.
     pub fn with_cell(key: AcceptKey) -> Option<TdxModule> {
         let outcome = accept_rule(key.state, key.leaf, key.position, key.level).0;
-        if matches!(
-            outcome,
-            AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues
-        ) {
+        if matches!(outcome, AcceptOutcome::Unreachable | AcceptOutcome::WalkContinues) {
             return None;
         }
         let mut m = TdxModule::new(1, TdState::Runnable, ModuleOptions::default()).ok()?;
@@ -487,33 +374,15 @@ impl TdxModule {
             Position::Above => key.level.up(),
         };
         let table = |m: &mut TdxModule, l: Level| {
-            m.set(
-                gfn,
-                l,
-                Some(SeptEntry {
-                    leaf: false,
-                    state: SeptState::Mapped,
-                    block_epoch: 0,
-                }),
-            )
+            m.set(gfn, l, Some(SeptEntry { leaf: false, state: SeptState::Mapped, block_epoch: 0 }))
         };
-        let top = if key.state == SeptState::Free && key.position == Position::Above {
-            at.up().up()
-        } else {
-            at.up()
-        };
+        let top = if key.state == SeptState::Free && key.position == Position::Above { at.up().up() } else { at.up() };
         let mut l = ROOT_LEVEL;
         while l >= top && l > PG_LEVEL_4K {
             table(&mut m, l);
             l = l.down();
         }
-        let entry = |leaf, state| {
-            Some(SeptEntry {
-                leaf,
-                state,
-                block_epoch: 0,
-            })
-        };
+        let entry = |leaf, state| Some(SeptEntry { leaf, state, block_epoch: 0 });
         match (key.state, key.position) {
             (SeptState::Free, _) => {}
             (_, Position::Below) => {
@@ -617,18 +486,8 @@ pub fn accept_table() -> Vec<AcceptCell> {
             for leaf in [true, false] {
                 for position in [At, Above, Below] {
                     let (outcome, provenance, why) = accept_rule(state, leaf, position, level);
-                    let key = AcceptKey {
-                        state,
-                        leaf,
-                        position,
-                        level,
-                    };
-                    cells.push(AcceptCell {
-                        key,
-                        outcome,
-                        provenance,
-                        why,
-                    });
+                    let key = AcceptKey { state, leaf, position, level };
+                    cells.push(AcceptCell { key, outcome, provenance, why });
                 }
             }
         }
@@ -653,56 +512,26 @@ fn accept_rule(
     }
     if state == Free {
         return match (leaf, position) {
-            (false, Above) => (
-                EptViolation,
-                S,
-                "intermediate S-EPT structure missing: KVM maps, honouring the level",
-            ),
-            (false, At) => (
-                EptViolation,
-                I,
-                "nothing mapped at the requested level: KVM maps",
-            ),
+            (false, Above) => (EptViolation, S, "intermediate S-EPT structure missing: KVM maps, honouring the level"),
+            (false, At) => (EptViolation, I, "nothing mapped at the requested level: KVM maps"),
             _ => (Unreachable, X, "a FREE entry is neither a leaf nor a table"),
         };
     }
     if !leaf {
         return match (state, position, level) {
-            (_, _, l) if l == PG_LEVEL_4K && position == At => {
-                (Unreachable, X, "no table below 4K")
-            }
+            (_, _, l) if l == PG_LEVEL_4K && position == At => (Unreachable, X, "no table below 4K"),
             (Pending | PendingBlocked, _, _) => (Unreachable, X, "only leafs are PENDING"),
             (Mapped, Above, _) => (WalkContinues, X, "a present table above: the walk descends"),
-            (Mapped, At, _) => (
-                PageSizeMismatch,
-                S,
-                "a table at the requested level: KVM mapped smaller",
-            ),
+            (Mapped, At, _) => (PageSizeMismatch, S, "a table at the requested level: KVM mapped smaller"),
             (Blocked, Above, _) => (EptViolation, I, "a blocked table stops the walk"),
-            (Blocked, At, _) => (
-                PageSizeMismatch,
-                I,
-                "a (blocked) table at the requested level",
-            ),
-            (_, Below, _) => (
-                Unreachable,
-                X,
-                "a table below is described by the leafs below",
-            ),
+            (Blocked, At, _) => (PageSizeMismatch, I, "a (blocked) table at the requested level"),
+            (_, Below, _) => (Unreachable, X, "a table below is described by the leafs below"),
             _ => (Unreachable, X, "not a cell"),
         };
     }
     match (position, state) {
-        (Below, _) => (
-            PageSizeMismatch,
-            S,
-            "the walk stops at the table at the requested level: too-big ACCEPT",
-        ),
-        (Above, Pending) => (
-            EptViolation,
-            S,
-            "too-small ACCEPT against a PENDING huge leaf: KVM must split",
-        ),
+        (Below, _) => (PageSizeMismatch, S, "the walk stops at the table at the requested level: too-big ACCEPT"),
+        (Above, Pending) => (EptViolation, S, "too-small ACCEPT against a PENDING huge leaf: KVM must split"),
         (Above, Mapped) => (AlreadyAccepted, S, "the huge leaf is already accepted"),
         (Above, Blocked) => (EptViolation, S, "a blocked huge leaf: EPT-violation exit"),
         (Above, PendingBlocked) => (EptViolation, I, "blocked like BLOCKED"),
@@ -731,27 +560,14 @@ mod tests {
     fn demote_needs_block_and_track() {
         let mut m = module();
         map_2m(&mut m, 0);
-        assert_eq!(
-            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
-            TDX_GPA_RANGE_NOT_BLOCKED
-        );
+        assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, false), TDX_GPA_RANGE_NOT_BLOCKED);
         assert_eq!(m.tdh_mem_range_block(0, PG_LEVEL_2M, false), TDX_SUCCESS);
-        assert_eq!(
-            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
-            TDX_TLB_TRACKING_NOT_DONE
-        );
+        assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, false), TDX_TLB_TRACKING_NOT_DONE);
         assert_eq!(m.tdh_mem_track(false), TDX_SUCCESS);
-        assert_eq!(
-            m.tdh_mem_page_demote(0, PG_LEVEL_2M, true),
-            TDX_OPERAND_BUSY
-        );
+        assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, true), TDX_OPERAND_BUSY);
         assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, false), TDX_SUCCESS);
         let e = m.entry(5, PG_LEVEL_4K).unwrap();
-        assert_eq!(
-            (e.leaf, e.state),
-            (true, SeptState::Pending),
-            "children inherit PENDING, unblocked"
-        );
+        assert_eq!((e.leaf, e.state), (true, SeptState::Pending), "children inherit PENDING, unblocked");
     }
 
     #[test]
@@ -761,32 +577,17 @@ mod tests {
         m.vcpus[1].in_guest_epoch = Some(0);
         m.tdh_mem_range_block(0, PG_LEVEL_2M, false);
         m.tdh_mem_track(false);
-        assert_eq!(
-            m.tdh_mem_page_demote(0, PG_LEVEL_2M, false),
-            TDX_TLB_TRACKING_NOT_DONE
-        );
+        assert_eq!(m.tdh_mem_page_demote(0, PG_LEVEL_2M, false), TDX_TLB_TRACKING_NOT_DONE);
     }
 
     #[test]
     fn accept_walk_cells() {
         let mut m = module();
-        assert_eq!(
-            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
-            AcceptOutcome::EptViolation
-        );
+        assert_eq!(m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0, AcceptOutcome::EptViolation);
         map_2m(&mut m, 0);
-        assert_eq!(
-            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
-            AcceptOutcome::EptViolation
-        );
-        assert_eq!(
-            m.tdg_mem_page_accept(0, PG_LEVEL_2M, false).0,
-            AcceptOutcome::Success
-        );
-        assert_eq!(
-            m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0,
-            AcceptOutcome::AlreadyAccepted
-        );
+        assert_eq!(m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0, AcceptOutcome::EptViolation);
+        assert_eq!(m.tdg_mem_page_accept(0, PG_LEVEL_2M, false).0, AcceptOutcome::Success);
+        assert_eq!(m.tdg_mem_page_accept(3, PG_LEVEL_4K, false).0, AcceptOutcome::AlreadyAccepted);
     }
 
     #[test]
@@ -796,17 +597,9 @@ mod tests {
                 let (outcome, key) = m.tdg_mem_page_accept(0x201, cell.key.level, false);
                 let expect_key = AcceptKey {
                     // The walk stops at the table at the requested level for a Below cell.
-                    state: if cell.key.position == Position::Below {
-                        SeptState::Mapped
-                    } else {
-                        cell.key.state
-                    },
+                    state: if cell.key.position == Position::Below { SeptState::Mapped } else { cell.key.state },
                     leaf: cell.key.leaf && cell.key.position != Position::Below,
-                    position: if cell.key.position == Position::Below {
-                        Position::At
-                    } else {
-                        cell.key.position
-                    },
+                    position: if cell.key.position == Position::Below { Position::At } else { cell.key.position },
                     level: cell.key.level,
                 };
                 assert_eq!(key, expect_key, "cell {:?}", cell.key);
@@ -824,10 +617,7 @@ mod tests {
             level: PG_LEVEL_4K,
             outcome: AcceptOutcome::Success,
         };
-        let opts = ModuleOptions {
-            accept_overrides: vec![o],
-            ..Default::default()
-        };
+        let opts = ModuleOptions { accept_overrides: vec![o], ..Default::default() };
         assert!(TdxModule::new(1, TdState::Runnable, opts).is_err());
     }
 }

@@ -43,12 +43,7 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                 if crosses && is_shadow_present_pte(spte) && is_last_spte(spte, PG_LEVEL_2M) {
                     if !sp_in_hand {
                         // tdp_mmu_alloc_sp_for_split(): drop the lock to allocate.
-                        cx.note(|| {
-                            format!(
-                                "split {:#x}: drop mmu_lock to allocate a page table",
-                                iter.gfn
-                            )
-                        });
+                        cx.note(|| format!("split {:#x}: drop mmu_lock to allocate a page table", iter.gfn));
                         relock(cx, mode, false).await;
                         let r = cx.alloc_page().await;
                         relock(cx, mode, true).await;
@@ -110,23 +105,14 @@ mod tests {
     #[test]
     fn split_needs_the_lock_it_says_it_holds() {
         let vm = vm();
-        assert_eq!(
-            ok(&vm, async |cx| kvm_split_cross_boundary_leafs(
-                cx, 0, 1, false
-            )
-            .await),
-            Err(Errno::EIO)
-        );
+        assert_eq!(ok(&vm, async |cx| kvm_split_cross_boundary_leafs(cx, 0, 1, false).await), Err(Errno::EIO));
         assert!(vm.bugged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]
     fn split_under_the_read_lock_is_refused_without_atomic_demote() {
         let vm = vm();
-        ok(&vm, async |cx| {
-            kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await
-        })
-        .unwrap();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
         let r = ok(&vm, async |cx| {
             cx.read_lock().await;
             let r = kvm_split_cross_boundary_leafs(cx, 0x200, 0x201, true).await;

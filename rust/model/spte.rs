@@ -42,11 +42,7 @@ pub const fn spte_to_pfn(spte: u64) -> u64 {
 
 /// make_spte() for a private leaf mapping `gfn` at `level`.
 pub const fn make_leaf_spte(gfn: Gfn, level: Level) -> u64 {
-    let huge = if level.0 > PG_LEVEL_4K.0 {
-        PT_PAGE_SIZE_MASK
-    } else {
-        0
-    };
+    let huge = if level.0 > PG_LEVEL_4K.0 { PT_PAGE_SIZE_MASK } else { 0 };
     SPTE_MMU_PRESENT_MASK | huge | (gfn << PFN_SHIFT)
 }
 
@@ -87,9 +83,6 @@ mod tests {
         assert!(is_last_spte(huge, PG_LEVEL_2M));
         assert!(!is_last_spte(make_nonleaf_spte(3), PG_LEVEL_2M));
         assert_eq!(spte_to_pfn(make_small_spte(huge, PG_LEVEL_2M, 5)), 0x805);
-        assert!(is_last_spte(
-            make_small_spte(huge, PG_LEVEL_2M, 5),
-            PG_LEVEL_4K
-        ));
+        assert!(is_last_spte(make_small_spte(huge, PG_LEVEL_2M, 5), PG_LEVEL_4K));
     }
 }

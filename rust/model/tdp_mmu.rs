@@ -33,10 +33,7 @@ impl Default for TdpMmu {
 
 impl TdpMmu {
     pub fn new() -> Self {
-        let mmu = TdpMmu {
-            tables: boxcar::Vec::new(),
-            stats: Default::default(),
-        };
+        let mmu = TdpMmu { tables: boxcar::Vec::new(), stats: Default::default() };
         mmu.alloc_table(ROOT_LEVEL, 0, |_| SHADOW_NONPRESENT_VALUE);
         mmu
     }
@@ -117,12 +114,7 @@ impl TdpMmu {
 
     /// Whether any SPTE is FROZEN.
     pub fn any_frozen(&self) -> bool {
-        (0..self.tables.count()).any(|t| {
-            self.table(t)
-                .sptes
-                .iter()
-                .any(|s| is_frozen_spte(s.load(SeqCst)))
-        })
+        (0..self.tables.count()).any(|t| self.table(t).sptes.iter().any(|s| is_frozen_spte(s.load(SeqCst))))
     }
 }
 
@@ -132,10 +124,7 @@ pub fn spte_index(gfn: Gfn, level: Level) -> usize {
 }
 
 pub fn spte_obj(gfn: Gfn, level: Level) -> Obj {
-    Obj::Spte {
-        level,
-        gfn: level.round(gfn),
-    }
+    Obj::Spte { level, gfn: level.round(gfn) }
 }
 
 /// A position in a walk (struct tdp_iter): the SPTE at `level` covering `gfn` in `table`, and
@@ -150,12 +139,7 @@ pub struct TdpIter {
 
 impl TdpIter {
     pub fn root(gfn: Gfn) -> Self {
-        TdpIter {
-            table: 0,
-            level: ROOT_LEVEL,
-            gfn: ROOT_LEVEL.round(gfn),
-            old_spte: 0,
-        }
+        TdpIter { table: 0, level: ROOT_LEVEL, gfn: ROOT_LEVEL.round(gfn), old_spte: 0 }
     }
 
     pub fn sptep<'m>(&self, mmu: &'m TdpMmu) -> &'m AtomicU64 {
@@ -193,19 +177,14 @@ pub async fn tdp_mmu_set_spte_atomic<R: Runtime>(
         format!("tdp_mmu_set_spte_atomic with mmu_lock held {held:?}, not for read")
     });
     // Zapping through the atomic path is a KVM_BUG on mirror roots.
-    if cx.kvm_bug_on(!is_shadow_present_pte(new_spte), || {
-        "atomic zap of a mirror SPTE".into()
-    }) {
+    if cx.kvm_bug_on(!is_shadow_present_pte(new_spte), || "atomic zap of a mirror SPTE".into()) {
         return Err(Errno::EIO);
     }
     if is_frozen_spte(iter.old_spte) {
         return Err(Errno::EBUSY);
     }
     let sptep = iter.sptep(&cx.vm.mmu);
-    if let Err(cur) = cx
-        .cmpxchg64(sptep, iter.obj(), iter.old_spte, FROZEN_SPTE)
-        .await
-    {
+    if let Err(cur) = cx.cmpxchg64(sptep, iter.obj(), iter.old_spte, FROZEN_SPTE).await {
         iter.old_spte = cur;
         return Err(Errno::EBUSY);
     }
@@ -227,11 +206,7 @@ pub async fn tdp_mmu_set_spte_atomic<R: Runtime>(
 /// tdp_mmu_set_spte() on a mirror root (under the write lock). Present-to-present (a split)
 /// changes the S-EPT first; present-to-non-present writes the SPTE and then removes the S-EPT
 /// entry (remove_external_spte()), whose failure is a KVM_BUG.
-pub async fn tdp_mmu_set_spte<R: Runtime>(
-    cx: &Cx<'_, R>,
-    iter: &mut TdpIter,
-    new_spte: u64,
-) -> Result<(), Errno> {
+pub async fn tdp_mmu_set_spte<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, new_spte: u64) -> Result<(), Errno> {
     if !cx.lockdep_assert_held_write("tdp_mmu_set_spte") {
         return Err(Errno::EIO);
     }
@@ -244,8 +219,7 @@ pub async fn tdp_mmu_set_spte<R: Runtime>(
     if is_shadow_present_pte(new_spte) {
         set_external_spte_present(cx, iter, new_spte, false).await?;
     }
-    cx.store64(iter.sptep(&cx.vm.mmu), iter.obj(), new_spte)
-        .await;
+    cx.store64(iter.sptep(&cx.vm.mmu), iter.obj(), new_spte).await;
     handle_changed_spte(cx, iter.level, old, new_spte);
     iter.old_spte = new_spte;
     if is_shadow_present_pte(old) && !is_shadow_present_pte(new_spte) {
@@ -272,10 +246,7 @@ async fn set_external_spte_present<R: Runtime>(
         _ => {
             // A non-leaf becoming a leaf is promotion, which mirror roots never do (I7).
             cx.kvm_bug_on(true, || {
-                format!(
-                    "unsupported mirror transition at {:?}: {old:#x} -> {new_spte:#x}",
-                    iter.obj()
-                )
+                format!("unsupported mirror transition at {:?}: {old:#x} -> {new_spte:#x}", iter.obj())
             });
             Err(Errno::EIO)
         }
@@ -301,11 +272,7 @@ fn handle_changed_spte<R: Runtime>(cx: &Cx<'_, R>, level: Level, old: u64, new: 
 
 /// tdp_mmu_zap_leafs(): zap every mirror leaf inside [start, end) (callers split boundary-
 /// crossing leafs first). Runs under the write lock. Returns whether anything was zapped.
-pub async fn tdp_mmu_zap_leafs<R: Runtime>(
-    cx: &Cx<'_, R>,
-    start: Gfn,
-    end: Gfn,
-) -> Result<bool, Errno> {
+pub async fn tdp_mmu_zap_leafs<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<bool, Errno> {
     let mut zapped = false;
     let mut gfn = start;
     while gfn < end {
@@ -319,10 +286,7 @@ pub async fn tdp_mmu_zap_leafs<R: Runtime>(
             if is_last_spte(spte, iter.level) {
                 let inside = iter.gfn >= start && iter.gfn + iter.level.pages() <= end;
                 if cx.warn_on(!inside, || {
-                    format!(
-                        "zap of {} leaf {:#x} crossing [{start:#x}, {end:#x})",
-                        iter.level, iter.gfn
-                    )
+                    format!("zap of {} leaf {:#x} crossing [{start:#x}, {end:#x})", iter.level, iter.gfn)
                 }) {
                     break;
                 }
@@ -353,9 +317,7 @@ mod tests {
                 return iter;
             }
             if !is_shadow_present_pte(spte) {
-                crate::model::fault::tdp_mmu_link_sp(cx, &mut iter, true)
-                    .await
-                    .unwrap();
+                crate::model::fault::tdp_mmu_link_sp(cx, &mut iter, true).await.unwrap();
             }
             iter.step_down(0);
         }
@@ -384,20 +346,14 @@ mod tests {
             cx.read_lock().await;
             let mut iter = at_2m(cx).await;
             iter.sptep(&cx.vm.mmu).store(FROZEN_SPTE, SeqCst);
-            let frozen =
-                tdp_mmu_set_spte_atomic(cx, &mut iter, make_leaf_spte(0, PG_LEVEL_2M)).await;
+            let frozen = tdp_mmu_set_spte_atomic(cx, &mut iter, make_leaf_spte(0, PG_LEVEL_2M)).await;
             let mut stale = iter;
             stale.old_spte = SHADOW_NONPRESENT_VALUE;
-            let changed =
-                tdp_mmu_set_spte_atomic(cx, &mut stale, make_leaf_spte(0, PG_LEVEL_2M)).await;
+            let changed = tdp_mmu_set_spte_atomic(cx, &mut stale, make_leaf_spte(0, PG_LEVEL_2M)).await;
             cx.read_unlock().await;
             (frozen, changed, stale.old_spte)
         });
-        assert_eq!(
-            r,
-            (Err(Errno::EBUSY), Err(Errno::EBUSY), FROZEN_SPTE),
-            "a failed cmpxchg refreshes old_spte"
-        );
+        assert_eq!(r, (Err(Errno::EBUSY), Err(Errno::EBUSY), FROZEN_SPTE), "a failed cmpxchg refreshes old_spte");
     }
 
     #[test]

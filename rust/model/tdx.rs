@@ -9,10 +9,7 @@ use super::vm::Cx;
 use crate::sync::{Obj, Runtime, Seamcall};
 
 fn sept_obj(gfn: Gfn, level: Level) -> Obj {
-    Obj::Sept {
-        level,
-        gfn: level.round(gfn),
-    }
+    Obj::Sept { level, gfn: level.round(gfn) }
 }
 
 /// One SEAMCALL on the S-EPT entry at (gfn, level), with injected BUSY if the plan says so.
@@ -25,8 +22,7 @@ async fn seamcall_on<R: Runtime>(
     f: impl FnOnce(&mut TdxModule, bool) -> u64,
 ) -> u64 {
     let busy = injectable && cx.busy(call);
-    cx.seamcall(call, sept_obj(gfn, level), |m| f(m, busy))
-        .await
+    cx.seamcall(call, sept_obj(gfn, level), |m| f(m, busy)).await
 }
 
 /// tdh_do_no_vcpus(): try; on BUSY set wait_for_sept_zap, kick every vCPU out of the guest and
@@ -53,36 +49,19 @@ async fn tdh_do_no_vcpus<R: Runtime>(
 /// still in the guest at the old epoch.
 async fn tdx_track<R: Runtime>(cx: &Cx<'_, R>) -> u64 {
     let track = |m: &mut TdxModule, busy: bool| m.tdh_mem_track(busy);
-    let mut err = cx
-        .seamcall(Seamcall::MemTrack, Obj::Td, |m| {
-            track(m, cx.busy(Seamcall::MemTrack))
-        })
-        .await;
+    let mut err = cx.seamcall(Seamcall::MemTrack, Obj::Td, |m| track(m, cx.busy(Seamcall::MemTrack))).await;
     if err == TDX_OPERAND_BUSY {
         cx.kick_all_vcpus().await;
-        err = cx
-            .seamcall(Seamcall::MemTrack, Obj::Td, |m| track(m, false))
-            .await;
+        err = cx.seamcall(Seamcall::MemTrack, Obj::Td, |m| track(m, false)).await;
     }
     cx.kick_all_vcpus().await;
     err
 }
 
 /// TDX_BUG_ON(): a SEAMCALL error KVM does not expect.
-fn tdx_bug_on<R: Runtime>(
-    cx: &Cx<'_, R>,
-    err: u64,
-    call: Seamcall,
-    gfn: Gfn,
-    level: Level,
-) -> Result<(), Errno> {
+fn tdx_bug_on<R: Runtime>(cx: &Cx<'_, R>, err: u64, call: Seamcall, gfn: Gfn, level: Level) -> Result<(), Errno> {
     if cx.kvm_bug_on(err != TDX_SUCCESS, || {
-        format!(
-            "{} on {level} {:#x} returned {err:#x} ({})",
-            call.name(),
-            level.round(gfn),
-            status_name(err)
-        )
+        format!("{} on {level} {:#x} returned {err:#x} ({})", call.name(), level.round(gfn), status_name(err))
     }) {
         Err(Errno::EIO)
     } else {
@@ -91,15 +70,8 @@ fn tdx_bug_on<R: Runtime>(
 }
 
 /// tdx_sept_link_private_spt(): TDH.MEM.SEPT.ADD for a new table under the entry at `level`.
-pub async fn tdx_sept_link_private_spt<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    level: Level,
-) -> Result<(), Errno> {
-    let err = seamcall_on(cx, Seamcall::SeptAdd, gfn, level, true, |m, b| {
-        m.tdh_mem_sept_add(gfn, level, b)
-    })
-    .await;
+pub async fn tdx_sept_link_private_spt<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> Result<(), Errno> {
+    let err = seamcall_on(cx, Seamcall::SeptAdd, gfn, level, true, |m, b| m.tdh_mem_sept_add(gfn, level, b)).await;
     if err == TDX_OPERAND_BUSY {
         return Err(Errno::EBUSY);
     }
@@ -109,22 +81,12 @@ pub async fn tdx_sept_link_private_spt<R: Runtime>(
 /// tdx_sept_set_private_spte(): TDH.MEM.PAGE.AUG of a PENDING leaf; BUSY -> -EBUSY (RETRY).
 /// Before the TD is runnable the page is added instead (KVM_TDX_INIT_MEM_REGION ->
 /// TDH.MEM.PAGE.ADD, 4K only).
-pub async fn tdx_sept_set_private_spte<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    level: Level,
-) -> Result<(), Errno> {
+pub async fn tdx_sept_set_private_spte<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> Result<(), Errno> {
     if !cx.vm.td_runnable() {
-        let err = seamcall_on(cx, Seamcall::PageAdd, gfn, level, false, |m, _| {
-            m.tdh_mem_page_add(gfn)
-        })
-        .await;
+        let err = seamcall_on(cx, Seamcall::PageAdd, gfn, level, false, |m, _| m.tdh_mem_page_add(gfn)).await;
         return tdx_bug_on(cx, err, Seamcall::PageAdd, gfn, level);
     }
-    let err = seamcall_on(cx, Seamcall::PageAug, gfn, level, true, |m, b| {
-        m.tdh_mem_page_aug(gfn, level, b)
-    })
-    .await;
+    let err = seamcall_on(cx, Seamcall::PageAug, gfn, level, true, |m, b| m.tdh_mem_page_aug(gfn, level, b)).await;
     if err == TDX_OPERAND_BUSY {
         return Err(Errno::EBUSY);
     }
@@ -163,10 +125,8 @@ pub async fn tdx_sept_split_private_spte<R: Runtime>(
         return Err(Errno::EIO);
     }
     if !atomic {
-        let err = tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, |m, b| {
-            m.tdh_mem_range_block(gfn, level, b)
-        })
-        .await;
+        let err =
+            tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, |m, b| m.tdh_mem_range_block(gfn, level, b)).await;
         tdx_bug_on(cx, err, Seamcall::RangeBlock, gfn, level)?;
         let err = tdx_track(cx).await;
         tdx_bug_on(cx, err, Seamcall::MemTrack, gfn, level)?;
@@ -177,25 +137,15 @@ pub async fn tdx_sept_split_private_spte<R: Runtime>(
 
 /// tdx_sept_remove_private_spte(): BLOCK, tdx_track(), REMOVE, each BUSY retried once with
 /// vCPUs kicked; a failure is a KVM_BUG (the VM is dead).
-pub async fn tdx_sept_remove_private_spte<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    level: Level,
-) -> Result<(), Errno> {
+pub async fn tdx_sept_remove_private_spte<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> Result<(), Errno> {
     if !cx.lockdep_assert_held_write("tdx_sept_remove_private_spte") {
         return Err(Errno::EIO);
     }
-    let err = tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, |m, b| {
-        m.tdh_mem_range_block(gfn, level, b)
-    })
-    .await;
+    let err = tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, |m, b| m.tdh_mem_range_block(gfn, level, b)).await;
     tdx_bug_on(cx, err, Seamcall::RangeBlock, gfn, level)?;
     let err = tdx_track(cx).await;
     tdx_bug_on(cx, err, Seamcall::MemTrack, gfn, level)?;
-    let err = tdh_do_no_vcpus(cx, Seamcall::PageRemove, gfn, level, |m, b| {
-        m.tdh_mem_page_remove(gfn, level, b)
-    })
-    .await;
+    let err = tdh_do_no_vcpus(cx, Seamcall::PageRemove, gfn, level, |m, b| m.tdh_mem_page_remove(gfn, level, b)).await;
     tdx_bug_on(cx, err, Seamcall::PageRemove, gfn, level)
 }
 
@@ -217,11 +167,7 @@ pub enum ExitOutcome {
 
 /// tdx_handle_ept_violation() for a private gfn: the honour path once per exit, then KVM's
 /// local retry loop, which re-runs the fault on RET_PF_RETRY until the vCPU has a pending event.
-pub async fn tdx_handle_ept_violation<R: Runtime>(
-    cx: &Cx<'_, R>,
-    gfn: Gfn,
-    eeq: Eeq,
-) -> ExitOutcome {
+pub async fn tdx_handle_ept_violation<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, eeq: Eeq) -> ExitOutcome {
     if let Some(level) = eeq.accept_level
         && let Err(e) = tdx_honor_guest_accept_level(cx, gfn, level).await
     {

@@ -56,9 +56,7 @@ impl Level {
             "4K" => Ok(PG_LEVEL_4K),
             "2M" => Ok(PG_LEVEL_2M),
             "1G" => Ok(PG_LEVEL_1G),
-            _ => Err(format!(
-                "unknown level {s:?}: allowed levels are \"4K\", \"2M\", \"1G\""
-            )),
+            _ => Err(format!("unknown level {s:?}: allowed levels are \"4K\", \"2M\", \"1G\"")),
         }
     }
 }

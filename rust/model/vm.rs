@@ -13,9 +13,7 @@ use super::sept::TdxModule;
 use super::tdp_mmu::TdpMmu;
 use super::types::{Errno, Gfn};
 use crate::error::{CoreResult, config_err};
-use crate::sync::{
-    Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Seamcall, Tid, TraceLine,
-};
+use crate::sync::{Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Seamcall, Tid, WaitCond};
 
 /// kvm->mmu_invalidate_{seq,in_progress,range_start,range_end}.
 #[derive(Default)]
@@ -51,11 +49,7 @@ impl Vm {
             return config_err("a VM needs at least one memslot");
         }
         check_folio_order(cfg.folio_order)?;
-        let total: u64 = cfg
-            .memslots
-            .iter()
-            .map(|m| m.npages)
-            .fold(0, u64::saturating_add);
+        let total: u64 = cfg.memslots.iter().map(|m| m.npages).fold(0, u64::saturating_add);
         if total > MAX_GUEST_PAGES {
             return config_err(format!(
                 "the memslots hold {total:#x} pages; the model supports at most {MAX_GUEST_PAGES:#x} (256 GiB) in all"
@@ -64,13 +58,7 @@ impl Vm {
         let mut slots = Vec::new();
         for (i, m) in cfg.memslots.iter().enumerate() {
             let ugfn = m.ugfn.unwrap_or(m.base_gfn);
-            slots.push(Memslot::new(
-                i,
-                m.base_gfn,
-                m.npages,
-                ugfn,
-                cfg.folio_order,
-            )?);
+            slots.push(Memslot::new(i, m.base_gfn, m.npages, ugfn, cfg.folio_order)?);
         }
         check_no_overlap(&slots)?;
         let mut vm = Vm {
@@ -111,19 +99,14 @@ impl Vm {
     /// Check that [start, end) is non-empty and every gfn of it is in some memslot.
     pub fn check_range(&self, start: Gfn, end: Gfn, what: &str) -> CoreResult<()> {
         if start >= end {
-            return config_err(format!(
-                "{what} [{start:#x}, {end:#x}) is empty: start must be below end"
-            ));
+            return config_err(format!("{what} [{start:#x}, {end:#x}) is empty: start must be below end"));
         }
         let mut gfn = start;
         while gfn < end {
             match self.memslot(gfn) {
                 Some(s) => gfn = s.end(),
                 None => {
-                    return config_err(format!(
-                        "{what} [{start:#x}, {end:#x}): {}",
-                        self.outside_msg(gfn)
-                    ));
+                    return config_err(format!("{what} [{start:#x}, {end:#x}): {}", self.outside_msg(gfn)));
                 }
             }
         }
@@ -131,15 +114,8 @@ impl Vm {
     }
 
     pub fn outside_msg(&self, gfn: Gfn) -> String {
-        let slots: Vec<String> = self
-            .slots
-            .iter()
-            .map(|s| format!("[{:#x}, {:#x})", s.base_gfn, s.end()))
-            .collect();
-        format!(
-            "gfn {gfn:#x} is outside every memslot (memslots: {})",
-            slots.join(", ")
-        )
+        let slots: Vec<String> = self.slots.iter().map(|s| format!("[{:#x}, {:#x})", s.base_gfn, s.end())).collect();
+        format!("gfn {gfn:#x} is outside every memslot (memslots: {})", slots.join(", "))
     }
 
     /// gfn_to_memslot()
@@ -148,23 +124,32 @@ impl Vm {
     }
 
     pub fn attributes_cell(&self, gfn: Gfn) -> Option<&AtomicU8> {
-        self.memslot(gfn)
-            .map(|s| &s.attributes[(gfn - s.base_gfn) as usize])
+        self.memslot(gfn).map(|s| &s.attributes[(gfn - s.base_gfn) as usize])
     }
 
     /// A look at the attributes for inspection and invariant checks (not a model access).
     pub fn is_private(&self, gfn: Gfn) -> bool {
-        self.attributes_cell(gfn)
-            .is_some_and(|a| a.load(SeqCst) & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0)
+        self.attributes_cell(gfn).is_some_and(|a| a.load(SeqCst) & KVM_MEMORY_ATTRIBUTE_PRIVATE != 0)
     }
 
     pub fn folio_order(&self, gfn: Gfn) -> u8 {
-        self.memslot(gfn)
-            .map_or(0, |s| s.folio_order[(gfn - s.base_gfn) as usize])
+        self.memslot(gfn).map_or(0, |s| s.folio_order[(gfn - s.base_gfn) as usize])
     }
 
     pub fn td_runnable(&self) -> bool {
         self.tdx.lock().td_state == TdState::Runnable
+    }
+
+    pub fn no_vcpu_in_guest(&self) -> bool {
+        self.tdx.lock().vcpus.iter().all(|v| v.in_guest_epoch.is_none())
+    }
+
+    /// Whether a thread waiting for `cond` may go on.
+    pub fn wait_cond_holds(&self, cond: WaitCond) -> bool {
+        match cond {
+            WaitCond::NoVcpuInGuest => self.no_vcpu_in_guest(),
+            WaitCond::VcpuEntryAllowed => self.tdx.lock().can_enter(),
+        }
     }
 }
 
@@ -172,9 +157,7 @@ fn check_folio_order(order: u8) -> CoreResult<()> {
     if matches!(order, 0 | 9 | 18) {
         Ok(())
     } else {
-        config_err(format!(
-            "folio order {order} is not supported: allowed orders are 0 (4K), 9 (2M), 18 (1G)"
-        ))
+        config_err(format!("folio order {order} is not supported: allowed orders are 0 (4K), 9 (2M), 18 (1G)"))
     }
 }
 
@@ -188,33 +171,18 @@ pub struct Cx<'a, R: Runtime> {
 
 impl<R: Runtime> Cx<'_, R> {
     fn step(&self, kind: OpKind, obj: Obj, before: u64, after: u64) {
-        if self.rt.tracing() {
-            self.rt.record(TraceLine::Step(Event {
-                tid: self.tid,
-                op: Op { kind, obj },
-                before,
-                after,
-            }));
-        }
+        self.rt.step(Event { tid: self.tid, op: Op { kind, obj }, before, after });
     }
 
     /// A note in the trace: which kernel function ran and what it returned.
     pub fn note(&self, text: impl FnOnce() -> String) {
         if self.rt.tracing() {
-            self.rt.record(TraceLine::Note {
-                tid: self.tid,
-                text: text(),
-            });
+            self.rt.note(self.tid, text());
         }
     }
 
     pub fn finding(&self, rule: &'static str, kind: FindingKind, message: String) {
-        self.rt.finding(Finding {
-            rule,
-            kind,
-            tid: self.tid,
-            message,
-        });
+        self.rt.finding(Finding { rule, kind, tid: self.tid, message });
     }
 
     /// KVM_BUG_ON() / TDX_BUG_ON(): mark the VM bugged and report it.
@@ -241,52 +209,22 @@ impl<R: Runtime> Cx<'_, R> {
     }
 
     pub async fn load64(&self, cell: &AtomicU64, obj: Obj) -> u64 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Load,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
         let v = cell.load(SeqCst);
         self.step(OpKind::Load, obj, v, v);
         v
     }
 
     pub async fn store64(&self, cell: &AtomicU64, obj: Obj, new: u64) -> u64 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Store,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
         self.step(OpKind::Store, obj, old, new);
         old
     }
 
     /// try_cmpxchg64(): Ok on success, Err(current value) on failure.
-    pub async fn cmpxchg64(
-        &self,
-        cell: &AtomicU64,
-        obj: Obj,
-        old: u64,
-        new: u64,
-    ) -> Result<(), u64> {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Cmpxchg,
-                    obj,
-                },
-            )
-            .await;
+    pub async fn cmpxchg64(&self, cell: &AtomicU64, obj: Obj, old: u64, new: u64) -> Result<(), u64> {
+        self.rt.point(self.tid, Op { kind: OpKind::Cmpxchg, obj }).await;
         let r = cell.compare_exchange(old, new, SeqCst, SeqCst);
         let cur = r.unwrap_or_else(|v| v);
         self.step(OpKind::Cmpxchg, obj, cur, if r.is_ok() { new } else { cur });
@@ -294,15 +232,7 @@ impl<R: Runtime> Cx<'_, R> {
     }
 
     pub async fn load32(&self, cell: &AtomicU32, obj: Obj) -> u32 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Load,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
         let v = cell.load(SeqCst);
         self.step(OpKind::Load, obj, v as u64, v as u64);
         v
@@ -310,75 +240,35 @@ impl<R: Runtime> Cx<'_, R> {
 
     /// A plain store; returns the value it replaced (for checks, not for the model's logic).
     pub async fn store32(&self, cell: &AtomicU32, obj: Obj, new: u32) -> u32 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Store,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
         self.step(OpKind::Store, obj, old as u64, new as u64);
         old
     }
 
     pub async fn load8(&self, cell: &AtomicU8, obj: Obj) -> u8 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Load,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
         let v = cell.load(SeqCst);
         self.step(OpKind::Load, obj, v as u64, v as u64);
         v
     }
 
     pub async fn store8(&self, cell: &AtomicU8, obj: Obj, new: u8) {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Store,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
         self.step(OpKind::Store, obj, old as u64, new as u64);
     }
 
     async fn lock(&self, lock: LockId, mode: Mode) {
         let obj = Obj::Lock { lock };
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Lock(mode),
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Lock(mode), obj }).await;
         self.rt.lock(self.tid, lock, mode).await;
         self.step(OpKind::Lock(mode), obj, 0, 0);
     }
 
     async fn unlock(&self, lock: LockId, mode: Mode) {
         let obj = Obj::Lock { lock };
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Unlock(mode),
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Unlock(mode), obj }).await;
         self.rt.unlock(self.tid, lock, mode).await;
         self.step(OpKind::Unlock(mode), obj, 0, 0);
     }
@@ -411,28 +301,13 @@ impl<R: Runtime> Cx<'_, R> {
     /// model continues with an unprotected update.
     pub fn lockdep_assert_held_write(&self, who: &str) -> bool {
         let ok = self.mmu_lock_held() == Some(Mode::Write);
-        !self.kvm_bug_on(!ok, || {
-            format!(
-                "{who} needs mmu_lock held for write (held: {:?})",
-                self.mmu_lock_held()
-            )
-        })
+        !self.kvm_bug_on(!ok, || format!("{who} needs mmu_lock held for write (held: {:?})", self.mmu_lock_held()))
     }
 
     /// cond_resched_rwlock_write(): the runtime may drop and re-take the lock here.
     pub async fn cond_resched_rwlock_write(&self) -> bool {
-        let obj = Obj::Lock {
-            lock: LockId::MmuLock,
-        };
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::CondResched,
-                    obj,
-                },
-            )
-            .await;
+        let obj = Obj::Lock { lock: LockId::MmuLock };
+        self.rt.point(self.tid, Op { kind: OpKind::CondResched, obj }).await;
         let yielded = self.rt.resched(self.tid).await;
         if yielded {
             self.write_unlock().await;
@@ -442,21 +317,8 @@ impl<R: Runtime> Cx<'_, R> {
     }
 
     /// One SEAMCALL (or TDCALL): an atomic step on the TDX module. `f` returns the status code.
-    pub async fn seamcall(
-        &self,
-        call: Seamcall,
-        obj: Obj,
-        f: impl FnOnce(&mut TdxModule) -> u64,
-    ) -> u64 {
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Seamcall(call),
-                    obj,
-                },
-            )
-            .await;
+    pub async fn seamcall(&self, call: Seamcall, obj: Obj, f: impl FnOnce(&mut TdxModule) -> u64) -> u64 {
+        self.rt.point(self.tid, Op { kind: OpKind::Seamcall(call), obj }).await;
         let code = f(&mut self.vm.tdx.lock());
         self.step(OpKind::Seamcall(call), obj, 0, code);
         code
@@ -470,15 +332,7 @@ impl<R: Runtime> Cx<'_, R> {
     /// Allocate a page (a page-table page or a cache top-up); fails only by injection.
     pub async fn alloc_page(&self) -> Result<(), Errno> {
         let obj = Obj::Page;
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Alloc,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::Alloc, obj }).await;
         let fails = self.rt.alloc_fails(self.tid).await;
         self.step(OpKind::Alloc, obj, 0, fails as u64);
         if fails { Err(Errno::ENOMEM) } else { Ok(()) }
@@ -487,15 +341,9 @@ impl<R: Runtime> Cx<'_, R> {
     /// TDH.VP.ENTER / the TD exit: the module tracks which epoch each vCPU entered at.
     pub async fn vcpu_enter(&self) {
         let obj = Obj::Vcpu { vcpu: self.tid };
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::VcpuEnter,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::VcpuEnter, obj }).await;
+        let allowed = self.vm.tdx.lock().can_enter();
+        self.rt.block_until(self.tid, WaitCond::VcpuEntryAllowed, allowed).await;
         let epoch = {
             let mut tdx = self.vm.tdx.lock();
             let e = tdx.epoch;
@@ -507,35 +355,18 @@ impl<R: Runtime> Cx<'_, R> {
 
     pub async fn vcpu_exit(&self) {
         let obj = Obj::Vcpu { vcpu: self.tid };
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::VcpuExit,
-                    obj,
-                },
-            )
-            .await;
+        self.rt.point(self.tid, Op { kind: OpKind::VcpuExit, obj }).await;
         self.vm.tdx.lock().vcpus[self.tid as usize].in_guest_epoch = None;
         self.step(OpKind::VcpuExit, obj, 0, 0);
     }
 
-    /// kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE): every vCPU leaves the guest.
-    /// (The explorer makes the kicker wait for each vCPU to pass an exit point.)
+    /// kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE): waits until every vCPU has left
+    /// the guest (each passes an exit point).
     pub async fn kick_all_vcpus(&self) {
         let obj = Obj::Td;
-        self.rt
-            .point(
-                self.tid,
-                Op {
-                    kind: OpKind::Kick,
-                    obj,
-                },
-            )
-            .await;
-        for v in self.vm.tdx.lock().vcpus.iter_mut() {
-            v.in_guest_epoch = None;
-        }
+        self.rt.point(self.tid, Op { kind: OpKind::Kick, obj }).await;
+        let outside = self.vm.no_vcpu_in_guest();
+        self.rt.block_until(self.tid, WaitCond::NoVcpuInGuest, outside).await;
         self.step(OpKind::Kick, obj, 0, 0);
     }
 }
@@ -558,21 +389,11 @@ pub(crate) mod testing {
         op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T,
     ) -> (T, Sequential) {
         let rt = Sequential::new(plan, true);
-        let value = run_to_completion(op(&Cx { vm, rt: &rt, tid }))
-            .expect("a sequential operation never suspends");
+        let value = run_to_completion(op(&Cx { vm, rt: &rt, tid })).expect("a sequential operation never suspends");
         (value, rt)
     }
 
     pub fn ok<T>(vm: &Vm, op: impl AsyncFnOnce(&Cx<'_, Sequential>) -> T) -> T {
-        run(
-            vm,
-            0,
-            FaultPlan {
-                event_after_retries: 2,
-                ..Default::default()
-            },
-            op,
-        )
-        .0
+        run(vm, 0, FaultPlan { event_after_retries: 2, ..Default::default() }, op).0
     }
 }

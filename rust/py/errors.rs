@@ -29,9 +29,7 @@ pub fn guarded<T>(f: impl FnOnce() -> Result<T, CoreError>) -> Result<T, PyErr> 
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(InternalError::new_err(format!(
-                "tdxcore internal error (please report): {msg}"
-            )))
+            Err(InternalError::new_err(format!("tdxcore internal error (please report): {msg}")))
         }
     }
 }

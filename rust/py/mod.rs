@@ -38,10 +38,8 @@ mod core_module {
             TDX_EPT_WALK_FAILED,
             ACCEPT_EXIT,
         ];
-        let map: std::collections::BTreeMap<String, &str> = codes
-            .iter()
-            .map(|&c| (c.to_string(), status_name(c)))
-            .collect();
+        let map: std::collections::BTreeMap<String, &str> =
+            codes.iter().map(|&c| (c.to_string(), status_name(c))).collect();
         serde_json::to_string(&map).unwrap_or_default()
     }
 
@@ -62,13 +60,9 @@ mod core_module {
                 position: parse("position", position)?,
                 level: parse("level", level)?,
             };
-            let mut m = TdxModule::with_cell(key).ok_or_else(|| {
-                CoreError::Config(format!("cell {key:?} is structural: it cannot occur"))
-            })?;
-            Ok(m.tdg_mem_page_accept(0x201, key.level, false)
-                .0
-                .name()
-                .to_string())
+            let mut m = TdxModule::with_cell(key)
+                .ok_or_else(|| CoreError::Config(format!("cell {key:?} is structural: it cannot occur")))?;
+            Ok(m.tdg_mem_page_accept(0x201, key.level, false).0.name().to_string())
         })
     }
 

@@ -37,17 +37,12 @@ struct PlanJson {
 }
 
 fn parse_plan(text: &str, event_after_retries: u32) -> CoreResult<FaultPlan> {
-    let p: PlanJson =
-        serde_json::from_str(text).map_err(|e| CoreError::Config(format!("fault plan: {e}")))?;
+    let p: PlanJson = serde_json::from_str(text).map_err(|e| CoreError::Config(format!("fault plan: {e}")))?;
     let mut busy = BTreeMap::new();
     for (k, n) in p.busy {
         busy.insert(Seamcall::parse_key(&k).map_err(CoreError::Config)?, n);
     }
-    Ok(FaultPlan {
-        alloc_failures: p.alloc_failures,
-        busy,
-        event_after_retries,
-    })
+    Ok(FaultPlan { alloc_failures: p.alloc_failures, busy, event_after_retries })
 }
 
 fn pf_name(r: &Result<PfResult, Errno>) -> String {
@@ -84,38 +79,19 @@ impl Session {
     #[new]
     fn new(config_json: &str, plan_json: &str) -> PyResult<Self> {
         guarded(|| {
-            let cfg: VmConfig = serde_json::from_str(config_json)
-                .map_err(|e| CoreError::Config(format!("VM configuration: {e}")))?;
+            let cfg: VmConfig =
+                serde_json::from_str(config_json).map_err(|e| CoreError::Config(format!("VM configuration: {e}")))?;
             let plan = parse_plan(plan_json, cfg.retry.event_after_retries)?;
-            Ok(Session {
-                inner: Mutex::new(session::Session::new(&cfg, plan)?),
-            })
+            Ok(Session { inner: Mutex::new(session::Session::new(&cfg, plan)?) })
         })
     }
 
-    fn guest_accept(
-        &self,
-        py: Python<'_>,
-        vcpu: u16,
-        gfn: Gfn,
-        level_name: &str,
-    ) -> PyResult<String> {
+    fn guest_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
         py.detach(|| {
             guarded(|| {
-                let r = self
-                    .inner
-                    .lock()
-                    .guest_accept(vcpu, gfn, level(level_name)?)?;
-                let (res, exits, ue) = (
-                    r.value.result.name(),
-                    r.value.exits,
-                    r.value.userspace_exits,
-                );
-                report(
-                    r,
-                    res,
-                    serde_json::json!({"exits": exits, "userspace_exits": ue}),
-                )
+                let r = self.inner.lock().guest_accept(vcpu, gfn, level(level_name)?)?;
+                let (res, exits, ue) = (r.value.result.name(), r.value.exits, r.value.userspace_exits);
+                report(r, res, serde_json::json!({"exits": exits, "userspace_exits": ue}))
             })
         })
     }
@@ -124,33 +100,16 @@ impl Session {
         py.detach(|| {
             guarded(|| {
                 let r = self.inner.lock().guest_access(vcpu, gfn)?;
-                let (res, exits, ue) = (
-                    r.value.result.name(),
-                    r.value.exits,
-                    r.value.userspace_exits,
-                );
-                report(
-                    r,
-                    res,
-                    serde_json::json!({"exits": exits, "userspace_exits": ue}),
-                )
+                let (res, exits, ue) = (r.value.result.name(), r.value.exits, r.value.userspace_exits);
+                report(r, res, serde_json::json!({"exits": exits, "userspace_exits": ue}))
             })
         })
     }
 
-    fn tdcall_accept(
-        &self,
-        py: Python<'_>,
-        vcpu: u16,
-        gfn: Gfn,
-        level_name: &str,
-    ) -> PyResult<String> {
+    fn tdcall_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
         py.detach(|| {
             guarded(|| {
-                let r = self
-                    .inner
-                    .lock()
-                    .tdcall_accept(vcpu, gfn, level(level_name)?)?;
+                let r = self.inner.lock().tdcall_accept(vcpu, gfn, level(level_name)?)?;
                 let res = r.value.name().to_string();
                 report(r, res, serde_json::Value::Null)
             })
@@ -178,19 +137,10 @@ impl Session {
         })
     }
 
-    fn honor_guest_accept_level(
-        &self,
-        py: Python<'_>,
-        vcpu: u16,
-        gfn: Gfn,
-        level_name: &str,
-    ) -> PyResult<String> {
+    fn honor_guest_accept_level(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
         py.detach(|| {
             guarded(|| {
-                let r =
-                    self.inner
-                        .lock()
-                        .honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
+                let r = self.inner.lock().honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
                 let res = unit_name(&r.value);
                 report(r, res, serde_json::Value::Null)
             })
@@ -221,19 +171,10 @@ impl Session {
         guarded(|| self.inner.lock().finalize())
     }
 
-    fn set_memory_attributes(
-        &self,
-        py: Python<'_>,
-        start: Gfn,
-        end: Gfn,
-        private: bool,
-    ) -> PyResult<String> {
+    fn set_memory_attributes(&self, py: Python<'_>, start: Gfn, end: Gfn, private: bool) -> PyResult<String> {
         py.detach(|| {
             guarded(|| {
-                let r = self
-                    .inner
-                    .lock()
-                    .set_memory_attributes(start, end, private)?;
+                let r = self.inner.lock().set_memory_attributes(start, end, private)?;
                 let res = unit_name(&r.value);
                 report(r, res, serde_json::Value::Null)
             })
@@ -321,13 +262,9 @@ impl Session {
             check_gfn(&s, gfn)?;
             let l = level(level_name)?;
             if l < PG_LEVEL_2M {
-                return Err(CoreError::Config(format!(
-                    "lpage_info exists for the huge levels 2M and 1G, not {l}"
-                )));
+                return Err(CoreError::Config(format!("lpage_info exists for the huge levels 2M and 1G, not {l}")));
             }
-            Ok(s.vm
-                .memslot(gfn)
-                .map_or(0, |slot| slot.lpage_info_slot(gfn, l).load(SeqCst)))
+            Ok(s.vm.memslot(gfn).map_or(0, |slot| slot.lpage_info_slot(gfn, l).load(SeqCst)))
         })
     }
 
@@ -363,14 +300,7 @@ impl Session {
 
     /// Every present mirror leaf as [(first gfn, level)].
     fn leaves(&self) -> Vec<(Gfn, String)> {
-        self.inner
-            .lock()
-            .vm
-            .mmu
-            .leaves()
-            .into_iter()
-            .map(|(g, l)| (g, l.name().to_string()))
-            .collect()
+        self.inner.lock().vm.mmu.leaves().into_iter().map(|(g, l)| (g, l.name().to_string())).collect()
     }
 
     /// Every S-EPT leaf as [(first gfn, level, state)].

@@ -144,13 +144,10 @@ impl Seamcall {
         }
     }
     pub fn parse_key(s: &str) -> Result<Seamcall, String> {
-        Seamcall::ALL
-            .into_iter()
-            .find(|c| c.key() == s)
-            .ok_or_else(|| {
-                let keys: Vec<_> = Seamcall::ALL.iter().map(|c| c.key()).collect();
-                format!("unknown SEAMCALL {s:?}: allowed are {}", keys.join(", "))
-            })
+        Seamcall::ALL.into_iter().find(|c| c.key() == s).ok_or_else(|| {
+            let keys: Vec<_> = Seamcall::ALL.iter().map(|c| c.key()).collect();
+            format!("unknown SEAMCALL {s:?}: allowed are {}", keys.join(", "))
+        })
     }
 }
 
@@ -221,6 +218,16 @@ pub struct Finding {
     pub message: String,
 }
 
+/// A condition a thread may wait for that is not a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitCond {
+    /// A kick waits until no vCPU is in the guest (kvm_make_all_cpus_request() waits for the IPIs).
+    NoVcpuInGuest,
+    /// TDH.VP.ENTER is held off while KVM zaps with wait_for_sept_zap set.
+    VcpuEntryAllowed,
+}
+
 /// The lock state an invariant's condition may look at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LockState {
@@ -248,9 +255,14 @@ pub trait Runtime {
     /// Whether the vCPU has a pending event, ending KVM's local RET_PF_RETRY loop after
     /// `local_retries` retries (kvm_vcpu_has_events()).
     fn event_pending(&self, tid: Tid, local_retries: u32) -> bool;
-    /// Whether trace lines are wanted (building them costs formatting).
+    /// Wait until `cond` holds; `holds_now` is its value at the call.
+    fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) -> impl Future<Output = ()>;
+    /// Every step, after it happened (always called: explorers hash and order steps).
+    fn step(&self, event: Event);
+    /// Whether notes are wanted (building them costs formatting).
     fn tracing(&self) -> bool;
-    fn record(&self, line: TraceLine);
+    /// A note for the trace; only called when `tracing()`.
+    fn note(&self, tid: Tid, text: String);
     fn finding(&self, finding: Finding);
 }
 

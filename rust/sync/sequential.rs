@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::{Future, pending, ready};
 
-use super::{Finding, LockId, LockState, Mode, Op, Runtime, Seamcall, Tid, TraceLine};
+use super::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Seamcall, Tid, TraceLine, WaitCond};
 
 /// Fault injection as data, for a sequential run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,10 +46,7 @@ fn slot(lock: LockId) -> usize {
 
 impl Sequential {
     pub fn new(plan: FaultPlan, tracing: bool) -> Self {
-        let s = Sequential {
-            plan: RefCell::new(plan),
-            ..Default::default()
-        };
+        let s = Sequential { plan: RefCell::new(plan), ..Default::default() };
         s.tracing.set(tracing);
         s
     }
@@ -64,16 +61,24 @@ impl Sequential {
         let mut trace = std::mem::take(&mut *self.trace.borrow_mut());
         let dropped = self.dropped.replace(0);
         if dropped > 0 {
-            trace.push(TraceLine::Note {
-                tid: 0,
-                text: format!("... {dropped} more trace lines not recorded"),
-            });
+            trace.push(TraceLine::Note { tid: 0, text: format!("... {dropped} more trace lines not recorded") });
         }
         trace
     }
     pub fn take_findings(&self) -> Vec<Finding> {
         std::mem::take(&mut *self.findings.borrow_mut())
     }
+    fn record(&self, line: TraceLine) {
+        if self.tracing.get() {
+            let mut trace = self.trace.borrow_mut();
+            if trace.len() < MAX_TRACE_LINES {
+                trace.push(line);
+            } else {
+                self.dropped.set(self.dropped.get() + 1);
+            }
+        }
+    }
+
     pub fn take_blocked(&self) -> Option<String> {
         self.blocked.borrow_mut().take()
     }
@@ -112,10 +117,7 @@ impl Runtime for Sequential {
                 holders.push((tid, mode));
                 None
             } else {
-                Some(format!(
-                    "thread {tid} waits for {lock:?} ({mode:?}) held by {:?}, and nothing else runs",
-                    holders
-                ))
+                Some(format!("thread {tid} waits for {lock:?} ({mode:?}) held by {:?}, and nothing else runs", holders))
             }
         };
         if let Some(why) = grant {
@@ -145,11 +147,7 @@ impl Runtime for Sequential {
     }
 
     fn held(&self, tid: Tid, lock: LockId) -> Option<Mode> {
-        self.locks.borrow()[slot(lock)]
-            .1
-            .iter()
-            .find(|h| h.0 == tid)
-            .map(|h| h.1)
+        self.locks.borrow()[slot(lock)].1.iter().find(|h| h.0 == tid).map(|h| h.1)
     }
 
     fn lock_state(&self, lock: LockId) -> LockState {
@@ -188,15 +186,19 @@ impl Runtime for Sequential {
         self.tracing.get()
     }
 
-    fn record(&self, line: TraceLine) {
-        if self.tracing.get() {
-            let mut trace = self.trace.borrow_mut();
-            if trace.len() < MAX_TRACE_LINES {
-                trace.push(line);
-            } else {
-                self.dropped.set(self.dropped.get() + 1);
-            }
+    async fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) {
+        if !holds_now {
+            *self.blocked.borrow_mut() = Some(format!("thread {tid} waits for {cond:?}, and nothing else runs"));
+            pending::<()>().await;
         }
+    }
+
+    fn step(&self, event: Event) {
+        self.record(TraceLine::Step(event));
+    }
+
+    fn note(&self, tid: Tid, text: String) {
+        self.record(TraceLine::Note { tid, text });
     }
 
     fn finding(&self, finding: Finding) {
