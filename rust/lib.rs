@@ -5,6 +5,7 @@
 //! operations) -> `sync` (the facade every shared access goes through).
 
 pub mod error;
+pub mod explore;
 pub mod model;
 pub mod session;
 pub mod sync;

@@ -17,14 +17,22 @@ import tdxcore
 from tdxcore import Vm
 from tdxcore.spec import SpecVm
 
-# Slot 0 covers the 2M regions 0x000, 0x200, 0x400; slot 1 starts mid-region (0x600 is a
-# misaligned head) and covers 0x800 whole. [0x600, 0x700) is outside every memslot.
-SLOTS = [(0x0, 0x600), (0x700, 0x300)]
-SLOT_END = {0: 0x600, 1: 0xA00}
+# Memslot layouts. Slot 0 covers the 2M regions 0x000, 0x200, 0x400. In the first layout slot 1
+# starts mid-region (0x600 is a misaligned head) and covers 0x800 whole, and [0x600, 0x700) is
+# outside every memslot; the second adds a slot there, so ranges can cross memslots; the third
+# gives slot 1 a userspace address aligned differently from its gfns (no huge page at all); the
+# fourth adds a memslot covering the 1G region at 0x40000 whole, where MIXED is tracked at 1G too.
+BIG = 0x40000
+LAYOUTS = [
+    [(0x0, 0x600), (0x700, 0x300)],
+    [(0x0, 0x600), (0x600, 0x100), (0x700, 0x300)],
+    [(0x0, 0x600), (0x700, 0x300, 0x710)],
+    [(0x0, 0x600), (0x700, 0x300), (BIG, BIG)],
+]
 # Most gfns fall in regions 0x200 and 0x400 so that ACCEPTs, faults and conversions collide.
 HOT = [0x200, 0x201, 0x202, 0x2FF, 0x3FF, 0x400, 0x401, 0x40F, 0x410, 0x411, 0x5FF]
-COLD = [0x0, 0x1, 0x1FF, 0x700, 0x701, 0x7FF, 0x800, 0x801, 0x9FF]
-LPAGE_PROBES = [(g, "2M") for g in (0x0, 0x200, 0x400, 0x700, 0x800)] + [(0x0, "1G"), (0x700, "1G")]
+COLD = [0x0, 0x1, 0x1FF, 0x600, 0x6FF, 0x700, 0x701, 0x7FF, 0x800, 0x801, 0x9FF,
+        BIG, BIG + 1, BIG + 0x1FF, BIG + 0x200, 2 * BIG - 1]
 READ_LOCK_SPLIT = ["pre_check", "read_lock", "split", "set_inhibit", "read_unlock"]
 GUEST_OPS = {"guest_accept", "guest_access"}
 
@@ -37,22 +45,17 @@ gfns = st.one_of(
 )
 vcpus = st.integers(0, 2)
 accept_levels = st.sampled_from(["4K", "2M"])
-
-
-@st.composite
-def ranges(draw):
-    """[start, end) inside one memslot: small ranges, region-sized ones, and aligned regions."""
-    if draw(st.integers(0, 4)) == 0:
-        return draw(st.sampled_from([(0x0, 0x200), (0x200, 0x400), (0x400, 0x600), (0x800, 0xA00),
-                                     (0x200, 0x600), (0x700, 0xA00)]))
-    start = draw(gfns)
-    length = draw(st.one_of(st.sampled_from([1, 2, 0x10, 0x100, 0x1FF, 0x200, 0x201, 0x400]),
-                            st.integers(1, 0x600)))
-    return start, min(start + length, SLOT_END[0 if start < 0x600 else 1])
-
+# (start, length) of a range: small ranges, region-sized ones, aligned regions.
+ranges = st.one_of(
+    st.sampled_from([(0x0, 0x200), (0x200, 0x200), (0x400, 0x200), (0x800, 0x200),
+                     (0x200, 0x400), (0x700, 0x300), (0x5F0, 0x20), (0x3F0, 0x420),
+                     (BIG, BIG), (BIG, 0x200), (BIG + 0x1F0, 0x20), (BIG + 0x200, BIG - 0x200)]),
+    st.tuples(gfns, st.one_of(st.sampled_from([1, 2, 0x10, 0x100, 0x1FF, 0x200, 0x201, 0x400]),
+                              st.integers(1, 0x600))),
+)
 
 configs = st.fixed_dictionaries({
-    "memslots": st.just(SLOTS),
+    "memslots": st.sampled_from(LAYOUTS),
     "vcpus": st.just(3),
     "shared": st.sampled_from([[], [(0x400, 0x410)], [(0x3F0, 0x410), (0x900, 0x980)]]),
     "folio_orders": st.sampled_from([[], [(0x800, 0xA00, 0)], [(0x200, 0x400, 0)]]),
@@ -68,13 +71,32 @@ configs = st.fixed_dictionaries({
 class Differential(RuleBasedStateMachine):
     @initialize(cfg=configs)
     def setup(self, cfg):
-        self.cfg = cfg
         self.vm = Vm(**cfg)
         self.spec = SpecVm(**cfg)
-        self.touched = {0x0, 0x200, 0x3F0, 0x400, 0x410, 0x700, 0x800, 0x900, 0x980}
+        self.slots = [(m[0], m[0] + m[1]) for m in cfg["memslots"]]
+        # lpage_info of every huge region, read through the first gfn of it in each memslot
+        # (in the 1G memslot, only the 2M regions the gfns above reach).
+        self.probes = sorted({(max(base, g), level) for base, end in self.slots
+                              for level, size in (("2M", 0x200), ("1G", BIG))
+                              for g in range(base & ~(size - 1), end, size)
+                              if level == "1G" or g < 0x1000 or g in (BIG, BIG + 0x200, 2 * BIG - 0x200)})
+        self.counters_exact = True
+        self.touched = set()
+        self.touch(0x0, 0x200, 0x3F0, 0x400, 0x410, 0x600, 0x700, 0x800, 0x900, 0x980)
+
+    def in_slots(self, g):
+        return any(base <= g < end for base, end in self.slots)
 
     def touch(self, *gs):
-        self.touched.update(g for g in gs if 0 <= g < 0x600 or 0x700 <= g < 0xA00)
+        self.touched.update(g for g in gs if self.in_slots(g))
+
+    def clip(self, r):
+        """[start, start + length) cut at the end of the run of adjacent memslots holding start
+        (a start outside every memslot is kept: both sides must refuse it alike)."""
+        start, run_end = r[0], r[0]
+        while self.in_slots(run_end):
+            run_end = next(e for base, e in self.slots if base <= run_end < e)
+        return start, min(start + r[1], max(run_end, start + 1))
 
     def both(self, op, *args):
         """Run `op` on both; they must raise the same tdxcore exception or return the same."""
@@ -90,6 +112,14 @@ class Differential(RuleBasedStateMachine):
             assert rust is spec, f"{where}: Vm gave {rust!r}, SpecVm gave {spec!r}"
             return
         assert rust.result == spec.result, f"{where}: Vm {rust.result!r}, SpecVm {spec.result!r}"
+        # DISCREPANCY: Session derives stats()["counters"] from the operation's trace, which
+        # sync/sequential.rs caps at MAX_TRACE_LINES (100_000); past the cap, lock acquisitions
+        # and SEAMCALLs go uncounted. Reproducer: Vm(memslots=[(0, 0x600), (0x40000, 0x40000)])
+        # .set_memory_attributes(0x40200, 0x80000, False) -> write_lock_acquisitions 1, not 2
+        # (the attribute store writes one trace line per gfn). Counters are no longer compared
+        # once an operation's trace was cut.
+        if rust.trace and "not recorded" in str(rust.trace[-1].get("text", "")):
+            self.counters_exact = False
         if op in GUEST_OPS:
             assert (rust.exits, rust.userspace_exits) == (spec.exits, spec.userspace_exits), where
         bad = [f for f in rust.findings if f.kind != "design_rule"]
@@ -128,15 +158,16 @@ class Differential(RuleBasedStateMachine):
     def to_private_would_split(self, start, end):
         """A conversion to private that changes something while a private 2M leaf crosses the
         range boundary."""
-        if all(self.spec.is_private(g) for g in range(start, end)):
+        attrs = [self.spec.private.get(g) for g in range(start, end)]
+        if None in attrs or all(attrs):  # refused (outside the memslots) or a no-op
             return False
         return any(kind == "leaf" and level == 2 and not (start <= g and g + 512 <= end)
                    and g < end and start < g + 512
                    for (level, g), kind in self.spec.mirror.items())
 
-    @rule(r=ranges(), private=st.booleans())
+    @rule(r=ranges, private=st.booleans())
     def set_memory_attributes(self, r, private):
-        start, end = r
+        start, end = self.clip(r)
         # DISCREPANCY: the Rust model (convert.rs, invalidate_split_unmap) also splits the
         # boundary-crossing private leafs on a conversion to *private*; SEMANTICS.md 1.1(a)/1.4
         # (and upstream's attr_filter) split only for private-to-shared. Reproducer on Vm():
@@ -148,17 +179,19 @@ class Differential(RuleBasedStateMachine):
         self.touch(start - 1, start, end - 1, end)
         self.both("set_memory_attributes", start, end, private)
 
-    @rule(r=ranges())
+    @rule(r=ranges)
     def punch_hole(self, r):
+        r = self.clip(r)
         self.touch(r[0] - 1, r[0], r[1] - 1, r[1])
         self.both("punch_hole", *r)
 
-    @rule(r=ranges())
+    @rule(r=ranges)
     def split_cross_boundary_leafs(self, r):
+        r = self.clip(r)
         self.touch(r[0], r[1] - 1)
         self.both("split_cross_boundary_leafs", *r)
 
-    @rule(alloc_failures=st.integers(0, 2),
+    @rule(alloc_failures=st.sampled_from([0, 0, 0, 1, 2]),
           busy=st.dictionaries(st.sampled_from(["page_aug", "sept_add", "range_block", "mem_track",
                                                 "page_demote", "page_remove", "accept"]),
                                st.integers(1, 3), max_size=2))
@@ -171,7 +204,7 @@ class Differential(RuleBasedStateMachine):
         vm, spec = self.vm, self.spec
         assert vm.leaves() == spec.leaves()
         assert vm.sept_leaves() == spec.sept_leaves()
-        for g, level in LPAGE_PROBES:
+        for g, level in self.probes:
             assert vm.lpage_info(g, level) == spec.lpage_info(g, level), (hex(g), level)
         for g in sorted(self.touched):
             assert vm.is_private(g) == spec.is_private(g), hex(g)
@@ -179,7 +212,8 @@ class Differential(RuleBasedStateMachine):
             assert vm.sept_entry(g) == spec.sept_entry(g), hex(g)
         rs, ss = vm.stats(), spec.stats()
         assert (rs["pages_4k"], rs["pages_2m"]) == (ss["pages_4k"], ss["pages_2m"])
-        assert rs["counters"] == ss["counters"]
+        if self.counters_exact:
+            assert rs["counters"] == ss["counters"]
 
     @invariant()
     def rust_invariants_hold(self):

@@ -14,8 +14,9 @@ Sources: /work/shared/design/SEMANTICS.md sections 2-5 and 7. Nothing here inter
 operation runs alone, so an invalidation never makes a fault stale, no vCPU is in the guest while
 the host splits or zaps (TRACK always completes tracking), and no SPTE is ever seen FROZEN.
 
-One deliberate difference from the Rust model (see `set_memory_attributes`): only a conversion to
-*shared* splits the boundary-crossing private leafs, as SEMANTICS.md sections 1.1(a) and 1.4 say.
+Deliberate differences from the Rust model, where it departs from SEMANTICS.md (see
+`set_memory_attributes`): only a conversion to *shared* splits the boundary-crossing private
+leafs (sections 1.1(a), 1.4), and a conversion splits and zaps memslot by memslot (R7).
 """
 
 from __future__ import annotations
@@ -607,24 +608,29 @@ class SpecVm:
 
     def set_memory_attributes(self, start: int, end: int, private: bool) -> Result:
         """kvm_vm_set_mem_attributes(): a no-op if [start, end) already has the attributes.
-        Else, under the write lock: invalidate begin; for a conversion to shared, split the
-        private leafs crossing the boundary (whose -ENOMEM fails the ioctl before anything is
-        zapped or stored) and zap the private leafs inside; then store the attributes; then,
-        under the write lock again, recompute MIXED and end the invalidation.
+        Else, under the write lock: invalidate begin; for a conversion to shared, memslot by
+        memslot (kvm_handle_gfn_range() -> kvm_arch_pre_set_memory_attributes()), split the
+        private leafs crossing the boundary and zap the private leafs inside; a split's -ENOMEM
+        fails the ioctl with the earlier memslots' parts already split and zapped, and no
+        attribute stored. Then store the attributes; then, under the write lock again,
+        recompute MIXED and end the invalidation.
 
-        SEMANTICS.md 1.1(a) and 1.4 name private-to-shared conversion (not shared-to-private)
-        as a source of splits (upstream splits with attr_filter = KVM_FILTER_PRIVATE, which a
-        conversion to private does not use): this differs from the Rust model, which splits
-        for both directions."""
+        Two differences from the Rust model, which follow SEMANTICS.md: only a conversion to
+        *shared* splits (1.1(a), 1.4: upstream splits with attr_filter = KVM_FILTER_PRIVATE),
+        and the split and zap go memslot by memslot (R7: "an OOM part-way through a multi-range
+        conversion can leave earlier ranges split and zapped"); the Rust model splits both ways
+        and splits the whole range before zapping any of it."""
         self._check_range(start, end)
         if all(self.private[g] == private for g in range(start, end)):
             return Result("ok")
         self._lock("write")
         result = "ok"
         try:
-            if not private:
-                self._split_cross_boundary_leafs(start, end, shared=False)
-                self._zap_leafs(start, end)
+            for s in sorted(self.slots, key=lambda s: s.base):
+                lo, hi = max(start, s.base), min(end, s.end)
+                if lo < hi and not private:
+                    self._split_cross_boundary_leafs(lo, hi, shared=False)
+                    self._zap_leafs(lo, hi)
         except Errno as e:
             result = str(e)
         if result == "ok":

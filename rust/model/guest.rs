@@ -7,7 +7,7 @@ use super::sept::{AcceptOutcome, SeptState};
 use super::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use super::types::{Errno, Gfn, Level};
 use super::vm::Cx;
-use crate::sync::{FindingKind, Obj, OpKind, Runtime, Seamcall};
+use crate::sync::{FindingKind, Obj, OpKind, Runtime, Seamcall, loop_head};
 
 /// What the guest sees at the end of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -136,6 +136,7 @@ where
         if let ExitOutcome::ToUserspace(e) = tdx_handle_ept_violation(cx, gfn, Eeq { accept_level }).await {
             cx.note(|| format!("EPT-violation exit for {gfn:#x} goes to the VMM with {}", e.name()));
             out.userspace_exits += 1;
+            cx.rt.yield_now(cx.tid, loop_head(("vmm_rerun", gfn, accept_level)));
             if cx.vm.retry.end_vcpu_on_error {
                 out.result = GuestResult::Error(e);
                 return out;

@@ -57,7 +57,10 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                     match tdp_mmu_split_huge_page(cx, &mut iter, shared).await {
                         Ok(()) => sp_in_hand = false,
                         // Under the read lock a lost race or BUSY retries the same SPTE.
-                        Err(Errno::EBUSY) if shared => continue,
+                        Err(Errno::EBUSY) if shared => {
+                            cx.rt.yield_now(cx.tid, None);
+                            continue;
+                        }
                         Err(e) => return Err(e),
                     }
                     cx.note(|| format!("split 2M leaf {:#x} into 512 4K leafs", iter.gfn));

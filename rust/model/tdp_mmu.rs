@@ -112,6 +112,30 @@ impl TdpMmu {
         out
     }
 
+    /// Hash the reachable page tables in a canonical form: table ids (which depend on the order
+    /// of allocation) are replaced by the structure they point to.
+    pub fn canonical_hash(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        let mut stack = vec![0usize];
+        while let Some(t) = stack.pop() {
+            let table = self.table(t);
+            (table.level, table.base_gfn).hash(h);
+            for (i, s) in table.sptes.iter().enumerate() {
+                let spte = s.load(SeqCst);
+                if spte == SHADOW_NONPRESENT_VALUE {
+                    continue;
+                }
+                if is_shadow_present_pte(spte) && !is_last_spte(spte, table.level) {
+                    (i, 1u8).hash(h);
+                    stack.push(spte_to_pfn(spte) as usize);
+                } else {
+                    (i, spte).hash(h);
+                }
+            }
+            u16::MAX.hash(h);
+        }
+    }
+
     /// Whether any SPTE is FROZEN.
     pub fn any_frozen(&self) -> bool {
         (0..self.tables.count()).any(|t| self.table(t).sptes.iter().any(|s| is_frozen_spte(s.load(SeqCst))))

@@ -6,7 +6,7 @@ use super::honor::tdx_honor_guest_accept_level;
 use super::sept::{TDX_OPERAND_BUSY, TDX_SUCCESS, TdxModule, status_name};
 use super::types::{Errno, Gfn, Level, PG_LEVEL_2M};
 use super::vm::Cx;
-use crate::sync::{Obj, Runtime, Seamcall};
+use crate::sync::{Obj, Runtime, Seamcall, loop_head};
 
 fn sept_obj(gfn: Gfn, level: Level) -> Obj {
     Obj::Sept { level, gfn: level.round(gfn) }
@@ -178,6 +178,8 @@ pub async fn tdx_handle_ept_violation<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, eeq:
         match kvm_tdp_mmu_page_fault(cx, gfn, PG_LEVEL_2M).await {
             Err(e) => return ExitOutcome::ToUserspace(e),
             Ok(PfResult::Retry) => {
+                let max = cx.vm.retry.event_after_retries;
+                cx.rt.yield_now(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, retries.min(max))));
                 if cx.vm.retry.reenter_on_retry || cx.rt.event_pending(cx.tid, retries) {
                     return ExitOutcome::Reenter(PfResult::Retry);
                 }

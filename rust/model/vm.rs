@@ -171,7 +171,7 @@ pub struct Cx<'a, R: Runtime> {
 
 impl<R: Runtime> Cx<'_, R> {
     fn step(&self, kind: OpKind, obj: Obj, before: u64, after: u64) {
-        self.rt.step(Event { tid: self.tid, op: Op { kind, obj }, before, after });
+        self.rt.step(Event { tid: self.tid, op: Op { kind, obj }, before, after, preemption: false });
     }
 
     /// A note in the trace: which kernel function ran and what it returned.
@@ -310,6 +310,7 @@ impl<R: Runtime> Cx<'_, R> {
         self.rt.point(self.tid, Op { kind: OpKind::CondResched, obj }).await;
         let yielded = self.rt.resched(self.tid).await;
         if yielded {
+            self.rt.yield_now(self.tid, None);
             self.write_unlock().await;
             self.write_lock().await;
         }

@@ -19,7 +19,7 @@ use crate::model::types::{Gfn, Level};
 /// A simulated thread: vCPU n has tid n; host threads (ioctls) come after the vCPUs.
 pub type Tid = u16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Read,
@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 /// The locks the model takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockId {
     /// kvm->mmu_lock, an rwlock_t (qrwlock).
@@ -37,7 +37,7 @@ pub enum LockId {
 }
 
 /// The shared object an access touches. Names follow the kernel's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "obj", rename_all = "snake_case")]
 pub enum Obj {
     /// The mirror SPTE at `level` whose range starts at `gfn`.
@@ -152,7 +152,7 @@ impl Seamcall {
 }
 
 /// What a thread does at a scheduling point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OpKind {
     Load,
@@ -170,7 +170,7 @@ pub enum OpKind {
     Alloc,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Op {
     pub kind: OpKind,
     #[serde(flatten)]
@@ -186,6 +186,9 @@ pub struct Event {
     pub op: Op,
     pub before: u64,
     pub after: u64,
+    /// This step follows a scheduling decision that preempted a thread that could have gone on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub preemption: bool,
 }
 
 /// A line in a trace that is not a step: which model function a thread entered and what it
@@ -199,7 +202,7 @@ pub enum TraceLine {
 
 /// What kind of rule a finding breaks. Only `Invariant`, `Bug` and `Warn` are consequences;
 /// a `DesignRule` restates one design's choice and must never decide a verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     Invariant,
@@ -255,6 +258,11 @@ pub trait Runtime {
     /// Whether the vCPU has a pending event, ending KVM's local RET_PF_RETRY loop after
     /// `local_retries` retries (kvm_vcpu_has_events()).
     fn event_pending(&self, tid: Tid, local_retries: u32) -> bool;
+    /// The thread is spinning (a RET_PF_RETRY, a retried SEAMCALL, a VMM re-run): it waits for
+    /// another thread to make progress. A fair explorer runs the others first. `at` names the
+    /// loop head and the locals that decide what the thread does next (not its retry
+    /// counters), so an explorer can recognise the thread's state when it comes round again.
+    fn yield_now(&self, tid: Tid, at: Option<u64>);
     /// Wait until `cond` holds; `holds_now` is its value at the call.
     fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) -> impl Future<Output = ()>;
     /// Every step, after it happened (always called: explorers hash and order steps).
@@ -264,6 +272,14 @@ pub trait Runtime {
     /// A note for the trace; only called when `tracing()`.
     fn note(&self, tid: Tid, text: String);
     fn finding(&self, finding: Finding);
+}
+
+/// A key for `Runtime::yield_now`: a loop head's name and the locals that matter there.
+pub fn loop_head(x: impl std::hash::Hash) -> Option<u64> {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    x.hash(&mut h);
+    Some(h.finish())
 }
 
 /// Run a future that a non-switching backend drives to completion on its first poll.

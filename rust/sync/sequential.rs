@@ -186,6 +186,8 @@ impl Runtime for Sequential {
         self.tracing.get()
     }
 
+    fn yield_now(&self, _tid: Tid, _at: Option<u64>) {}
+
     async fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) {
         if !holds_now {
             *self.blocked.borrow_mut() = Some(format!("thread {tid} waits for {cond:?}, and nothing else runs"));

@@ -1,0 +1,386 @@
+//! One execution of a scenario: build the VM, start one simulated thread per program, and let
+//! the chooser pick who steps next until every thread is done, a consequence is found, or the
+//! run is cut. Verdicts come only from consequences: invariants broken where their condition
+//! holds, KVM_BUG_ON / WARN, deadlock, and programs that cannot finish within their budget.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
+use std::task::{Context, Poll, Waker};
+
+use super::scenario::{Fairness, ProgramOp, Scenario};
+use super::sim::{Chooser, Decision, Sim, Status};
+use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
+use crate::model::guest::{GuestResult, guest_accept, guest_access};
+use crate::model::invariants::check_state;
+use crate::model::vm::{Cx, Vm};
+use crate::sync::{Finding, FindingKind, LockId, Mode, Seamcall, Tid, TraceLine, WaitCond};
+
+/// What one program operation returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpResult {
+    pub op: usize,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Violation {
+    /// An invariant broken where its condition holds. `stable`: still broken when every
+    /// thread had stopped; otherwise repaired later in the run (transient).
+    Invariant { rule: String, message: String, tid: Option<Tid>, step: u32, stable: bool },
+    /// KVM_BUG_ON / TDX_BUG_ON / WARN_ON.
+    Bug { rule: String, message: String, tid: Tid, step: u32 },
+    /// A wait-for cycle or a thread that waits for ever: every blocked thread with what it waits for.
+    Deadlock { blocked: Vec<String> },
+    /// A program that did not finish within its budget (steps, or EPT-violation exits).
+    NoProgress { tid: Tid, message: String },
+    /// A reachable cycle of states in which no thread completes an operation; `fairness` is
+    /// what the verdict assumes of the scheduler.
+    Livelock { threads: Vec<Tid>, cycle_steps: u32, fairness: Fairness, message: String },
+}
+
+impl Violation {
+    pub fn summary(&self) -> String {
+        match self {
+            Violation::Invariant { rule, message, stable, .. } => {
+                format!("{rule} ({}): {message}", if *stable { "stable" } else { "transient" })
+            }
+            Violation::Bug { rule, message, .. } => format!("{rule}: {message}"),
+            Violation::Deadlock { blocked } => format!("deadlock: {}", blocked.join("; ")),
+            Violation::NoProgress { message, .. } => format!("no progress: {message}"),
+            Violation::Livelock { message, .. } => format!("livelock: {message}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// Every thread finished.
+    Finished,
+    /// A consequence was found.
+    Violated,
+    /// State caching found a state already explored.
+    Pruned,
+}
+
+pub struct Execution {
+    pub end: RunEnd,
+    pub violation: Option<Violation>,
+    pub decisions: Vec<Decision>,
+    pub steps: u32,
+    pub preemptions: u32,
+    pub trace: Vec<TraceLine>,
+    pub results: BTreeMap<Tid, Vec<OpResult>>,
+    /// Design-rule findings: reported beside a verdict, never as one.
+    pub design_rules: Vec<Finding>,
+}
+
+/// Hashes of states already explored (with the preemptions used, when bounded).
+pub type StateCache = std::collections::HashSet<u64>;
+
+pub struct RunOptions<'a> {
+    pub tracing: bool,
+    /// Check the state invariants after every step (else only when the run ends).
+    pub check_every_step: bool,
+    /// State caching: prune at a Schedule decision whose state is in the cache.
+    pub cache: Option<&'a mut StateCache>,
+    /// Key cached states with the preemptions used (a bounded search must).
+    pub key_preemptions: bool,
+}
+
+type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
+
+async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
+    let mut out = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        cx.rt.begin_op(cx.tid, i);
+        let result = match *op {
+            ProgramOp::Accept { gfn, level } => guest_accept(&cx, gfn, level).await.result.name(),
+            ProgramOp::Access { gfn } => guest_access(&cx, gfn).await.result.name(),
+            ProgramOp::SetMemoryAttributes { start, end, private } => {
+                errno_name(kvm_vm_set_mem_attributes(&cx, start, end, private).await)
+            }
+            ProgramOp::PunchHole { start, end } => errno_name(kvm_gmem_punch_hole(&cx, start, end).await),
+        };
+        out.push(OpResult { op: i, result });
+    }
+    out
+}
+
+fn errno_name(r: Result<(), crate::model::types::Errno>) -> String {
+    r.map_or_else(|e| e.name().to_string(), |()| "ok".into())
+}
+
+/// Run `scenario` once with choices from `chooser`.
+pub fn run_once(
+    scenario: &Scenario,
+    busy: &BTreeMap<Seamcall, u32>,
+    chooser: &mut dyn Chooser,
+    mut opts: RunOptions<'_>,
+) -> Execution {
+    let vm = Vm::new(&scenario.vm).expect("scenario validated before running");
+    let n = scenario.threads.len();
+    let tids: Vec<Tid> = (0..n).map(|i| scenario.tid(i)).collect();
+    let nslots = tids.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let sim = Sim::new(
+        nslots,
+        scenario.rwlock,
+        scenario.faults.alloc_failures,
+        busy.clone(),
+        scenario.vm.retry.event_after_retries,
+        scenario.fairness == Fairness::Weak,
+        chooser,
+        opts.tracing,
+    );
+    {
+        // Slots of thread ids nobody runs are done from the start.
+        let mut st = sim.st.borrow_mut();
+        for (t, s) in st.status.iter_mut().enumerate() {
+            if !tids.contains(&(t as Tid)) {
+                *s = Status::Done;
+            }
+        }
+    }
+    let mut threads: Vec<Option<ThreadFuture<'_>>> = (0..nslots).map(|_| None).collect();
+    for (i, p) in scenario.threads.iter().enumerate() {
+        let cx = Cx { vm: &vm, rt: &sim, tid: tids[i] };
+        threads[tids[i] as usize] = Some(Box::pin(run_program(cx, &p.ops)));
+    }
+    let mut results = BTreeMap::new();
+    let mut waker_cx = Context::from_waker(Waker::noop());
+    let mut poll =
+        |t: usize, threads: &mut Vec<Option<ThreadFuture<'_>>>, results: &mut BTreeMap<Tid, Vec<OpResult>>| {
+            if let Some(f) = threads[t].as_mut()
+                && let Poll::Ready(r) = f.as_mut().poll(&mut waker_cx)
+            {
+                results.insert(t as Tid, r);
+                threads[t] = None;
+                sim.st.borrow_mut().status[t] = Status::Done;
+            }
+        };
+    // Start every thread: it runs to its first scheduling point.
+    for &t in &tids {
+        poll(t as usize, &mut threads, &mut results);
+    }
+    let mut violation: Option<Violation> = None;
+    let mut transient: Option<Violation> = None;
+    let mut steps = 0u32;
+    let mut end = RunEnd::Finished;
+    // States seen at places a cycle can close (after a yield): key -> position in `path`;
+    // `path` holds, per step, the enabled threads and who stepped.
+    let mut loop_states: std::collections::HashMap<u64, usize> = Default::default();
+    let mut path: Vec<(Vec<Tid>, Tid)> = Vec::new();
+    loop {
+        let enabled: Vec<Tid> = {
+            let st = sim.st.borrow();
+            (0..nslots)
+                .filter(|&t| match st.status[t] {
+                    Status::Ready | Status::Granted => true,
+                    Status::Wait(c) => vm.wait_cond_holds(c),
+                    _ => false,
+                })
+                .map(|t| t as Tid)
+                .collect()
+        };
+        if enabled.is_empty() {
+            let blocked = sim.blocked();
+            if !blocked.is_empty() {
+                violation = Some(deadlock(&blocked));
+            }
+            break;
+        }
+        if std::mem::take(&mut sim.st.borrow_mut().spun) {
+            let key = state_key(&vm, &sim, false);
+            if let Some(&start) = loop_states.get(&key) {
+                if let Some(v) = livelock(&path[start..], scenario.fairness) {
+                    violation = Some(v);
+                    break;
+                }
+            } else {
+                loop_states.insert(key, path.len());
+            }
+        }
+        if enabled.len() > 1
+            && !sim.replaying()
+            && let Some(cache) = opts.cache.as_deref_mut()
+        {
+            let key = state_key(&vm, &sim, opts.key_preemptions);
+            if !cache.insert(key) {
+                end = RunEnd::Pruned;
+                break;
+            }
+        }
+        let t = sim.schedule(&enabled);
+        path.push((enabled, t));
+        poll(t as usize, &mut threads, &mut results);
+        steps += 1;
+        // Event-time consequences (install-time invariants, bugs, warnings).
+        let found: Vec<Finding> = std::mem::take(&mut sim.st.borrow_mut().findings);
+        let (design, consequences): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|f| f.kind == FindingKind::DesignRule);
+        sim.st.borrow_mut().findings = design;
+        if let Some(f) = consequences.into_iter().next() {
+            violation = Some(match f.kind {
+                FindingKind::Invariant => Violation::Invariant {
+                    rule: f.rule.into(),
+                    message: f.message,
+                    tid: Some(f.tid),
+                    step: steps,
+                    stable: true,
+                },
+                _ => Violation::Bug { rule: f.rule.into(), message: f.message, tid: f.tid, step: steps },
+            });
+            break;
+        }
+        if opts.check_every_step && transient.is_none() {
+            if let Some(f) = check_state(&vm, sim.lock_state_mmu()).into_iter().next() {
+                transient = Some(Violation::Invariant {
+                    rule: f.rule.into(),
+                    message: f.message,
+                    tid: None,
+                    step: steps,
+                    stable: false,
+                });
+            }
+        }
+        let over = {
+            let st = sim.st.borrow();
+            st.steps[t as usize] > scenario.max_steps
+        };
+        if over {
+            violation = Some(Violation::NoProgress {
+                tid: t,
+                message: format!("thread {t} took more than {} steps (the scenario's max_steps)", scenario.max_steps),
+            });
+            break;
+        }
+    }
+    if violation.is_none() && end == RunEnd::Finished {
+        // Programs that gave up: a guest operation that made no progress within max_exits.
+        for (&t, rs) in &results {
+            if let Some(r) = rs.iter().find(|r| r.result == GuestResult::NoProgress.name()) {
+                violation = Some(Violation::NoProgress {
+                    tid: t,
+                    message: format!(
+                        "thread {t} op {} made no progress in {} EPT-violation exits",
+                        r.op, vm.retry.max_exits
+                    ),
+                });
+                break;
+            }
+        }
+    }
+    if violation.is_none() && end == RunEnd::Finished {
+        // A breach still present when every thread has stopped is stable; else it was transient.
+        let stable = check_state(&vm, sim.lock_state_mmu()).into_iter().next();
+        violation = match (stable, transient) {
+            (Some(f), _) => Some(Violation::Invariant {
+                rule: f.rule.into(),
+                message: f.message,
+                tid: None,
+                step: steps,
+                stable: true,
+            }),
+            (None, t) => t,
+        };
+    }
+    if violation.is_some() {
+        end = RunEnd::Violated;
+    }
+    drop(threads);
+    let st = sim.st.into_inner();
+    Execution {
+        end,
+        violation,
+        decisions: st.decisions,
+        steps,
+        preemptions: st.preemptions,
+        trace: st.trace,
+        results,
+        design_rules: st.findings,
+    }
+}
+
+impl Sim<'_> {
+    fn lock_state_mmu(&self) -> crate::sync::LockState {
+        use crate::sync::Runtime;
+        self.lock_state(LockId::MmuLock)
+    }
+}
+
+/// A cycle closed: with weak fairness it is a livelock only if every thread enabled at every
+/// step of it took a step in it (else a fair scheduler would leave the cycle).
+fn livelock(cycle: &[(Vec<Tid>, Tid)], fairness: Fairness) -> Option<Violation> {
+    let stepped: std::collections::BTreeSet<Tid> = cycle.iter().map(|(_, t)| *t).collect();
+    let always: Vec<Tid> = cycle
+        .first()
+        .map(|(e, _)| e.iter().copied().filter(|t| cycle.iter().all(|(en, _)| en.contains(t))).collect())
+        .unwrap_or_default();
+    if fairness == Fairness::Weak && !always.iter().all(|t| stepped.contains(t)) {
+        return None;
+    }
+    let threads: Vec<Tid> = stepped.into_iter().collect();
+    let message = format!(
+        "threads {threads:?} can repeat a cycle of {} steps for ever without completing an operation ({})",
+        cycle.len(),
+        match fairness {
+            Fairness::Weak => "under weak fairness: every thread enabled throughout the cycle steps in it",
+            Fairness::None => "assuming no fairness",
+        }
+    );
+    Some(Violation::Livelock { threads, cycle_steps: cycle.len() as u32, fairness, message })
+}
+
+fn deadlock(blocked: &[(Tid, Status, Vec<(Tid, Mode)>)]) -> Violation {
+    let blocked = blocked
+        .iter()
+        .map(|(t, s, holders)| match s {
+            Status::LockWait(lock, mode) => format!("thread {t} waits for {lock:?} ({mode:?}) held by {holders:?}"),
+            Status::Wait(WaitCond::NoVcpuInGuest) => format!("thread {t} waits for every vCPU to leave the guest"),
+            Status::Wait(WaitCond::VcpuEntryAllowed) => format!("thread {t} waits to enter the guest"),
+            s => format!("thread {t} is {s:?}"),
+        })
+        .collect();
+    Violation::Deadlock { blocked }
+}
+
+/// The state key for caching: the VM's reachable state in a canonical form, the threads'
+/// histories and statuses, the locks and the fault budgets left.
+fn state_key(vm: &Vm, sim: &Sim<'_>, with_current: bool) -> u64 {
+    let mut h = DefaultHasher::new();
+    vm.mmu.canonical_hash(&mut h);
+    {
+        let tdx = vm.tdx.lock();
+        for (k, e) in &tdx.sept {
+            (k, e.leaf, e.state, e.block_epoch).hash(&mut h);
+        }
+        tdx.epoch.hash(&mut h);
+        tdx.wait_for_sept_zap.hash(&mut h);
+        for v in &tdx.vcpus {
+            v.in_guest_epoch.hash(&mut h);
+        }
+    }
+    for slot in &vm.slots {
+        for level in &slot.lpage_info {
+            for e in level {
+                e.load(SeqCst).hash(&mut h);
+            }
+        }
+        for a in &slot.attributes {
+            a.load(SeqCst).hash(&mut h);
+        }
+    }
+    let inv = &vm.invalidate;
+    [&inv.seq, &inv.in_progress, &inv.range_start, &inv.range_end].map(|c| c.load(SeqCst)).hash(&mut h);
+    vm.bugged.load(SeqCst).hash(&mut h);
+    sim.state_hash(&mut h, with_current);
+    if with_current {
+        sim.st.borrow().preemptions.hash(&mut h);
+    }
+    h.finish()
+}

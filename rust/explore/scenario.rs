@@ -1,0 +1,158 @@
+//! A scenario as data: the VM, the threads' programs, fault-injection budgets, the rwlock
+//! variant and the exploration bounds. The honour policy travels in `vm.honor_policy`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::error::{CoreError, CoreResult};
+use crate::model::config::VmConfig;
+use crate::model::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
+use crate::sync::Seamcall;
+
+/// One operation of a thread's program.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ProgramOp {
+    /// vCPU: TDG.MEM.PAGE.ACCEPT at a level, with exits handled until the guest sees a result.
+    Accept { gfn: Gfn, level: Level },
+    /// vCPU: touch private memory.
+    Access { gfn: Gfn },
+    /// host: KVM_SET_MEMORY_ATTRIBUTES on [start, end).
+    SetMemoryAttributes { start: Gfn, end: Gfn, private: bool },
+    /// host: guest_memfd punch hole on [start, end).
+    PunchHole { start: Gfn, end: Gfn },
+}
+
+impl ProgramOp {
+    fn is_guest(&self) -> bool {
+        matches!(self, ProgramOp::Accept { .. } | ProgramOp::Access { .. })
+    }
+}
+
+/// A thread: a vCPU running guest operations, or a host thread running ioctls.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Program {
+    /// The vCPU index, or None for a host thread.
+    #[serde(default)]
+    pub vcpu: Option<u16>,
+    pub ops: Vec<ProgramOp>,
+}
+
+/// mmu_lock's fairness.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RwlockVariant {
+    /// The kernel's qrwlock: a waiting writer blocks new readers; FIFO among waiters.
+    #[default]
+    Qrwlock,
+    /// Readers enter whenever no writer holds the lock.
+    ReaderPreferring,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultBudget {
+    /// At most this many allocations fail in a run; which ones is explored.
+    #[serde(default)]
+    pub alloc_failures: u32,
+    /// At most this many calls of each SEAMCALL ("page_aug", "page_demote", ...) return BUSY.
+    #[serde(default)]
+    pub busy: BTreeMap<String, u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub name: String,
+    pub vm: VmConfig,
+    pub threads: Vec<Program>,
+    #[serde(default)]
+    pub faults: FaultBudget,
+    #[serde(default)]
+    pub rwlock: RwlockVariant,
+    /// The fairness liveness verdicts assume.
+    #[serde(default)]
+    pub fairness: Fairness,
+    /// Steps one thread may take; a thread that needs more has not finished within its budget.
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+}
+
+/// What a liveness verdict assumes of the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fairness {
+    /// Weak fairness: a thread that spins (yields) lets every other enabled thread step before
+    /// it runs again, and a livelock is a cycle in which every thread enabled throughout steps.
+    #[default]
+    Weak,
+    /// No assumption: any cycle without progress is a livelock, starving schedules included.
+    None,
+}
+fn default_max_steps() -> u32 {
+    5000
+}
+
+impl Scenario {
+    /// The thread id of program `i`: vCPU programs use the vCPU index, host threads follow the vCPUs.
+    pub fn tid(&self, i: usize) -> u16 {
+        match self.threads[i].vcpu {
+            Some(v) => v,
+            None => self.vm.vcpus + self.threads[..i].iter().filter(|p| p.vcpu.is_none()).count() as u16,
+        }
+    }
+
+    pub fn busy_budget(&self) -> CoreResult<BTreeMap<Seamcall, u32>> {
+        let mut out = BTreeMap::new();
+        for (k, &n) in &self.faults.busy {
+            out.insert(Seamcall::parse_key(k).map_err(|e| CoreError::Config(format!("faults.busy: {e}")))?, n);
+        }
+        Ok(out)
+    }
+
+    /// Check what serde cannot: thread kinds, vCPU indices, levels, ranges inside memslots.
+    pub fn validate(&self) -> CoreResult<()> {
+        let bad = |m: String| Err(CoreError::Config(m));
+        if self.threads.is_empty() {
+            return bad("a scenario needs at least one thread".into());
+        }
+        if self.threads.len() > 32 {
+            return bad(format!("{} threads: at most 32 are supported", self.threads.len()));
+        }
+        let vm = crate::model::vm::Vm::new(&self.vm)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.threads.iter().enumerate() {
+            if let Some(v) = p.vcpu {
+                if v >= self.vm.vcpus {
+                    return bad(format!("thread {i}: vcpu {v} does not exist (the VM has {} vCPUs)", self.vm.vcpus));
+                }
+                if !seen.insert(v) {
+                    return bad(format!("thread {i}: vcpu {v} already has a program"));
+                }
+            }
+            for (j, op) in p.ops.iter().enumerate() {
+                let at = format!("thread {i} op {j}");
+                if op.is_guest() != p.vcpu.is_some() {
+                    let who = if p.vcpu.is_some() { "a vCPU" } else { "a host thread" };
+                    return bad(format!("{at}: {op:?} cannot run on {who}"));
+                }
+                match *op {
+                    ProgramOp::Accept { gfn, level } => {
+                        if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
+                            return bad(format!("{at}: accept level {level}: allowed are 4K and 2M"));
+                        }
+                        vm.check_range(gfn, gfn + 1, &at)?;
+                    }
+                    ProgramOp::Access { gfn } => vm.check_range(gfn, gfn + 1, &at)?,
+                    ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
+                        vm.check_range(start, end, &at)?
+                    }
+                }
+            }
+        }
+        self.busy_budget()?;
+        Ok(())
+    }
+}

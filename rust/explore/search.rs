@@ -1,0 +1,580 @@
+//! Search strategies over the choices of run.rs: exhaustive (iterative preemption bounding with
+//! state caching), seeded random, PCT, replay of a choice sequence, and a caller's sequence.
+//! A search runs in slices (`run_for`) so a caller can check for Ctrl-C between them.
+
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::run::{Execution, RunEnd, RunOptions, StateCache, Violation, run_once};
+use super::scenario::Scenario;
+use super::sim::{ChoiceKind, Chooser, Decision};
+use crate::error::CoreResult;
+use crate::sync::{Seamcall, Tid};
+
+/// Follows a given choice sequence, then takes option 0 ("keep going") for the rest.
+pub struct Prefix {
+    pub choices: Vec<u32>,
+    pos: usize,
+}
+
+impl Prefix {
+    pub fn new(choices: Vec<u32>) -> Self {
+        Prefix { choices, pos: 0 }
+    }
+}
+
+impl Chooser for Prefix {
+    fn choose(&mut self, _: ChoiceKind, n: u32, _: &[Tid], _: Tid) -> u32 {
+        let c = self.choices.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        c % n
+    }
+    fn replaying(&self) -> bool {
+        self.pos < self.choices.len()
+    }
+}
+
+/// Uniform random choices from a named portable generator.
+pub struct Random(Xoshiro256PlusPlus);
+
+impl Chooser for Random {
+    fn choose(&mut self, _: ChoiceKind, n: u32, _: &[Tid], _: Tid) -> u32 {
+        self.0.random_range(0..n)
+    }
+}
+
+/// PCT (Burckhardt et al., ASPLOS 2010): random distinct thread priorities, d - 1 priority
+/// change points among the first k steps; the highest-priority enabled thread runs. A thread
+/// that retries yields: its priority drops below every other.
+pub struct Pct {
+    rng: Xoshiro256PlusPlus,
+    priority: BTreeMap<Tid, i64>,
+    change_points: Vec<u64>,
+    step: u64,
+    next_low: i64,
+}
+
+impl Pct {
+    pub fn new(seed: u64, threads: &[Tid], depth: u32, k: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut prios: Vec<i64> = (0..threads.len() as i64).map(|p| p + depth as i64).collect();
+        for i in (1..prios.len()).rev() {
+            let j = rng.random_range(0..=i);
+            prios.swap(i, j);
+        }
+        let priority = threads.iter().copied().zip(prios).collect();
+        let change_points = (1..depth).map(|_| rng.random_range(1..=k.max(1))).collect();
+        Pct { rng, priority, change_points, step: 0, next_low: depth as i64 - 1 }
+    }
+
+    fn lower(&mut self, tid: Tid) {
+        self.next_low -= 1;
+        self.priority.insert(tid, self.next_low);
+    }
+}
+
+impl Chooser for Pct {
+    fn choose(&mut self, kind: ChoiceKind, n: u32, tids: &[Tid], tid: Tid) -> u32 {
+        match kind {
+            ChoiceKind::Schedule => {
+                self.step += 1;
+                let (i, &best) = tids
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, t)| self.priority.get(t).copied().unwrap_or(0))
+                    .expect("n >= 2");
+                if self.change_points.contains(&self.step) {
+                    self.lower(best);
+                    let (j, _) = tids
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, t)| self.priority.get(t).copied().unwrap_or(0))
+                        .expect("n >= 2");
+                    return j as u32;
+                }
+                i as u32
+            }
+            ChoiceKind::KeepRetrying => {
+                let c = self.rng.random_range(0..n);
+                if c == 1 {
+                    self.lower(tid);
+                }
+                c
+            }
+            _ => self.rng.random_range(0..n),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum Strategy {
+    /// All schedules up to `bound` preemptions (None: no bound), bound by bound, with state
+    /// caching unless `cache` is false.
+    Exhaustive {
+        bound: Option<u32>,
+        cache: bool,
+    },
+    Random {
+        seed: u64,
+        runs: u64,
+    },
+    Pct {
+        seed: u64,
+        depth: u32,
+        runs: u64,
+    },
+    /// Exactly these choices (a replay token's, or a caller's such as Hypothesis).
+    Choices {
+        choices: Vec<u32>,
+    },
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Certificate {
+    pub strategy: String,
+    /// The preemption bound the search completed (exhaustive only).
+    pub bound: Option<u32>,
+    /// Every schedule within the bound was covered.
+    pub complete: bool,
+    /// Which budget stopped the search early, if one did.
+    pub cut_by: Option<String>,
+    pub schedules: u64,
+    pub pruned: u64,
+    pub distinct_states: u64,
+    pub steps: u64,
+    /// Schedules run per number of preemptions.
+    pub preemption_histogram: BTreeMap<u32, u64>,
+    /// For PCT: the probability bound 1/(n k^(d-1)) of hitting a depth-d bug in one run, and the
+    /// runs needed for 99% confidence.
+    pub pct_probability: Option<f64>,
+    pub pct_runs_for_99: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Counterexample {
+    pub violation: Violation,
+    pub choices: Vec<u32>,
+    pub decisions: Vec<Decision>,
+    pub steps: u32,
+    pub preemptions: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// "holds" or "violated"
+    pub verdict: &'static str,
+    pub counterexample: Option<Counterexample>,
+    pub certificate: Certificate,
+    /// Design-rule findings across the search: rule -> (times seen, one message).
+    pub design_rules: BTreeMap<String, (u64, String)>,
+    /// For a single-run strategy: what each thread's operations returned.
+    pub results: BTreeMap<Tid, Vec<super::run::OpResult>>,
+    pub elapsed_ms: u64,
+}
+
+/// Budgets that cut a search: schedules and wall time.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    pub max_schedules: u64,
+    pub max_time: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Unbounded,
+    Bounded {
+        max: u32,
+    },
+    /// Looking for a counterexample with fewer than `below` preemptions.
+    Minimize {
+        below: u32,
+    },
+}
+
+pub struct Search {
+    scenario: Scenario,
+    busy: BTreeMap<Seamcall, u32>,
+    strategy: Strategy,
+    budget: Budget,
+    started: Instant,
+    // exhaustive
+    phase: Phase,
+    bound: u32,
+    prefix: Option<Vec<u32>>,
+    bound_hit: bool,
+    cache: StateCache,
+    // random / pct
+    run_index: u64,
+    pct_k: u64,
+    // results
+    cert: Certificate,
+    best: Option<Counterexample>,
+    design: BTreeMap<String, (u64, String)>,
+    results: BTreeMap<Tid, Vec<super::run::OpResult>>,
+    done: bool,
+}
+
+impl Search {
+    pub fn new(scenario: Scenario, strategy: Strategy, budget: Budget) -> CoreResult<Search> {
+        scenario.validate()?;
+        let busy = scenario.busy_budget()?;
+        let name = match &strategy {
+            Strategy::Exhaustive { .. } => "exhaustive",
+            Strategy::Random { .. } => "random",
+            Strategy::Pct { .. } => "pct",
+            Strategy::Choices { .. } => "choices",
+        };
+        let unbounded = matches!(strategy, Strategy::Exhaustive { bound: None, .. });
+        let mut s = Search {
+            scenario,
+            busy,
+            strategy: strategy.clone(),
+            budget,
+            started: Instant::now(),
+            phase: match strategy {
+                Strategy::Exhaustive { bound: Some(max), .. } => Phase::Bounded { max },
+                _ => Phase::Unbounded,
+            },
+            bound: 0,
+            prefix: Some(Vec::new()),
+            bound_hit: false,
+            cache: StateCache::default(),
+            run_index: 0,
+            pct_k: 0,
+            cert: Certificate { strategy: name.into(), ..Default::default() },
+            best: None,
+            design: BTreeMap::new(),
+            results: BTreeMap::new(),
+            done: false,
+        };
+        if unbounded {
+            s.bound = u32::MAX;
+        }
+        if let Strategy::Pct { depth, .. } = s.strategy {
+            // k: the steps of a run that takes the default choices.
+            let e = run_once(&s.scenario, &s.busy, &mut Prefix::new(vec![]), s.opts(false, None));
+            s.pct_k = e.steps.max(1) as u64;
+            let n = s.scenario.threads.len() as f64;
+            let p = 1.0 / (n * (s.pct_k as f64).powi(depth as i32 - 1));
+            s.cert.pct_probability = Some(p);
+            s.cert.pct_runs_for_99 = Some(((0.01f64).ln() / (1.0 - p).ln()).ceil() as u64);
+        }
+        Ok(s)
+    }
+
+    fn opts<'a>(&self, tracing: bool, cache: Option<&'a mut StateCache>) -> RunOptions<'a> {
+        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true }
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Stop now, saying why (Ctrl-C, for example).
+    pub fn cut(&mut self, why: &str) {
+        if !self.done {
+            self.cert.cut_by = Some(why.into());
+            self.done = true;
+        }
+    }
+
+    /// Run executions for about `slice`; returns whether the search has ended.
+    pub fn run_for(&mut self, slice: Duration) -> bool {
+        let until = Instant::now() + slice;
+        while !self.done && Instant::now() < until {
+            if self.cert.schedules >= self.budget.max_schedules {
+                self.cut(&format!("max_schedules ({})", self.budget.max_schedules));
+                break;
+            }
+            if let Some(t) = self.budget.max_time
+                && self.started.elapsed() >= t
+            {
+                self.cut(&format!("max_time ({:.1}s)", t.as_secs_f64()));
+                break;
+            }
+            self.step();
+        }
+        self.done
+    }
+
+    fn record(&mut self, e: Execution) {
+        self.cert.schedules += 1;
+        self.cert.steps += e.steps as u64;
+        *self.cert.preemption_histogram.entry(e.preemptions).or_default() += 1;
+        if e.end == RunEnd::Pruned {
+            self.cert.pruned += 1;
+        }
+        for f in e.design_rules {
+            let entry = self.design.entry(f.rule.to_string()).or_insert((0, f.message.clone()));
+            entry.0 += 1;
+        }
+        if let Some(v) = e.violation {
+            let cx = Counterexample {
+                violation: v,
+                choices: e.decisions.iter().map(|d| d.chosen).collect(),
+                decisions: e.decisions,
+                steps: e.steps,
+                preemptions: e.preemptions,
+            };
+            let better = self.best.as_ref().is_none_or(|b| (cx.preemptions, cx.steps) < (b.preemptions, b.steps));
+            if better {
+                self.best = Some(cx);
+            }
+        }
+        if matches!(self.strategy, Strategy::Choices { .. }) {
+            self.results = e.results;
+        }
+    }
+
+    fn step(&mut self) {
+        match self.strategy.clone() {
+            Strategy::Exhaustive { cache, .. } => self.step_exhaustive(cache),
+            Strategy::Random { seed, runs } => {
+                if self.run_index >= runs || self.best.is_some() {
+                    self.finish(self.best.is_none());
+                    return;
+                }
+                let mut c = Random(Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(self.run_index)));
+                self.run_index += 1;
+                let e = run_once(&self.scenario, &self.busy, &mut c, self.opts(false, None));
+                self.record(e);
+            }
+            Strategy::Pct { seed, depth, runs } => {
+                if self.run_index >= runs || self.best.is_some() {
+                    self.finish(self.best.is_none());
+                    return;
+                }
+                let tids: Vec<Tid> = (0..self.scenario.threads.len()).map(|i| self.scenario.tid(i)).collect();
+                let mut c = Pct::new(seed.wrapping_add(self.run_index), &tids, depth, self.pct_k);
+                self.run_index += 1;
+                let e = run_once(&self.scenario, &self.busy, &mut c, self.opts(false, None));
+                self.record(e);
+            }
+            Strategy::Choices { choices } => {
+                let e = run_once(&self.scenario, &self.busy, &mut Prefix::new(choices), self.opts(false, None));
+                self.record(e);
+                self.finish(false);
+            }
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        self.cert.complete = complete && self.cert.cut_by.is_none();
+        self.cert.distinct_states = self.cache.len() as u64;
+        self.done = true;
+    }
+
+    /// One execution of the exhaustive search. Unbounded: one DFS with state caching; a
+    /// violation then starts a bounded search below its preemption count, to find a
+    /// counterexample with fewer preemptions. Bounded: iterative preemption bounding 0..=max; a
+    /// bound whose DFS never had to skip a preemption is complete for every bound.
+    fn step_exhaustive(&mut self, use_cache: bool) {
+        let Some(prefix) = self.prefix.take() else {
+            self.end_of_dfs();
+            return;
+        };
+        if self.phase == Phase::Unbounded && self.best.is_some() {
+            self.end_of_dfs();
+            return;
+        }
+        let mut chooser = Prefix::new(prefix);
+        let bound = self.bound;
+        let mut cache = std::mem::take(&mut self.cache);
+        let mut opts = self.opts(false, use_cache.then_some(&mut cache));
+        opts.key_preemptions = self.phase != Phase::Unbounded;
+        let e = run_once(&self.scenario, &self.busy, &mut chooser, opts);
+        self.cache = cache;
+        self.prefix = next_prefix(&e.decisions, bound, &mut self.bound_hit);
+        self.record(e);
+    }
+
+    fn restart_dfs(&mut self, bound: u32) {
+        self.bound = bound;
+        self.bound_hit = false;
+        self.cache.clear();
+        self.prefix = Some(Vec::new());
+    }
+
+    fn end_of_dfs(&mut self) {
+        let found = self.best.as_ref().map(|b| b.preemptions);
+        match self.phase {
+            Phase::Unbounded => {
+                self.cert.distinct_states = self.cache.len() as u64;
+                match found {
+                    Some(p) if p > 0 => {
+                        self.phase = Phase::Minimize { below: p };
+                        self.restart_dfs(0);
+                    }
+                    _ => self.finish(found.is_none()),
+                }
+            }
+            Phase::Bounded { max } => {
+                if found.is_some() || !self.bound_hit || self.bound >= max {
+                    self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
+                    self.cert.distinct_states = self.cache.len() as u64;
+                    self.finish(found.is_none());
+                } else {
+                    self.restart_dfs(self.bound + 1);
+                }
+            }
+            Phase::Minimize { below } => {
+                if found.is_some_and(|p| p <= self.bound) || self.bound + 1 >= below {
+                    self.finish(false);
+                } else {
+                    self.restart_dfs(self.bound + 1);
+                }
+            }
+        }
+    }
+
+    pub fn report(&self) -> Report {
+        let mut cert = self.cert.clone();
+        cert.distinct_states = cert.distinct_states.max(self.cache.len() as u64);
+        Report {
+            verdict: if self.best.is_some() { "violated" } else { "holds" },
+            counterexample: self.best.clone(),
+            certificate: cert,
+            design_rules: self.design.clone(),
+            results: self.results.clone(),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+}
+
+/// The DFS successor of a run: change the deepest decision that has an untried option allowed
+/// by the preemption bound. Sets `bound_hit` when the bound forbade an option.
+fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Option<Vec<u32>> {
+    let mut before = Vec::with_capacity(decisions.len());
+    let mut p = 0;
+    for d in decisions {
+        before.push(p);
+        p += d.preemption as u32;
+    }
+    for i in (0..decisions.len()).rev() {
+        let d = decisions[i];
+        if d.chosen + 1 >= d.n {
+            continue;
+        }
+        let preempts = d.kind == ChoiceKind::Schedule && d.current_enabled;
+        if preempts && before[i] + 1 > bound {
+            *bound_hit = true;
+            continue;
+        }
+        let mut prefix: Vec<u32> = decisions[..i].iter().map(|d| d.chosen).collect();
+        prefix.push(d.chosen + 1);
+        return Some(prefix);
+    }
+    None
+}
+
+/// Run `choices` once with tracing on: the counterexample's trace, and what the threads got.
+pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
+    scenario.validate()?;
+    let busy = scenario.busy_budget()?;
+    let opts = RunOptions { tracing: true, check_every_step: true, cache: None, key_preemptions: false };
+    Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::explore::scenario::{FaultBudget, Program, ProgramOp};
+    use crate::model::config::VmConfig;
+    use crate::model::honor::HonorStep::{self, *};
+    use crate::model::types::PG_LEVEL_4K;
+
+    pub fn seed_scenario(policy: &[HonorStep], alloc_failures: u32) -> Scenario {
+        Scenario {
+            name: "accept-vs-fault".into(),
+            vm: VmConfig {
+                honor_policy: policy.to_vec(),
+                retry: crate::model::config::RetryOptions {
+                    event_after_retries: 1,
+                    max_exits: 64,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            threads: vec![
+                Program { vcpu: Some(0), ops: vec![ProgramOp::Accept { gfn: 0x201, level: PG_LEVEL_4K }] },
+                Program { vcpu: Some(1), ops: vec![ProgramOp::Access { gfn: 0x3ff }] },
+            ],
+            faults: FaultBudget { alloc_failures, ..Default::default() },
+            rwlock: Default::default(),
+            fairness: Default::default(),
+            max_steps: 5000,
+        }
+    }
+
+    fn check(s: Scenario, strategy: Strategy) -> Report {
+        let mut search = Search::new(s, strategy, Budget { max_schedules: 2_000_000, max_time: None }).unwrap();
+        while !search.run_for(Duration::from_secs(60)) {}
+        search.report()
+    }
+
+    #[test]
+    fn final_algorithm_holds_on_the_seed_scenario() {
+        let r = check(seed_scenario(&HonorStep::FINAL, 1), Strategy::Exhaustive { bound: None, cache: true });
+        eprintln!("{}", serde_json::to_string(&r.certificate).unwrap());
+        assert_eq!(r.verdict, "holds", "{:?}", r.counterexample.map(|c| c.violation));
+        assert!(r.certificate.complete);
+    }
+
+    #[test]
+    fn inhibit_without_split_is_violated() {
+        let r = check(
+            seed_scenario(&[PreCheck, ReadLock, SetInhibit, ReadUnlock], 0),
+            Strategy::Exhaustive { bound: None, cache: true },
+        );
+        let cx = r.counterexample.expect("a counterexample");
+        eprintln!("{:?} preemptions {} steps {}", cx.violation, cx.preemptions, cx.steps);
+        assert_eq!(r.verdict, "violated");
+    }
+}
+
+#[cfg(test)]
+mod debug {
+    use super::tests::seed_scenario;
+    use super::*;
+    use crate::model::honor::HonorStep;
+    use crate::sync::TraceLine;
+
+    #[test]
+    #[ignore]
+    fn dump_v3_counterexample() {
+        let s = seed_scenario(&HonorStep::FINAL, 1);
+        let mut search = Search::new(
+            s.clone(),
+            Strategy::Exhaustive { bound: None, cache: true },
+            Budget { max_schedules: 2_000_000, max_time: None },
+        )
+        .unwrap();
+        while !search.run_for(Duration::from_secs(60)) {}
+        let r = search.report();
+        let cx = r.counterexample.unwrap();
+        let e = replay(&s, &cx.choices).unwrap();
+        for l in e.trace {
+            match l {
+                TraceLine::Step(ev) => eprintln!(
+                    "{}{} {:?} {:?} {:#x}->{:#x}",
+                    if ev.preemption { "*" } else { " " },
+                    ev.tid,
+                    ev.op.kind,
+                    ev.op.obj,
+                    ev.before,
+                    ev.after
+                ),
+                TraceLine::Note { tid, text } => eprintln!("   {tid} -- {text}"),
+            }
+        }
+        eprintln!("{:?}", e.violation);
+    }
+}

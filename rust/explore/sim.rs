@@ -1,0 +1,458 @@
+//! The deterministic runtime: simulated threads on one OS thread. Every scheduling point parks
+//! the thread; the executor (run.rs) picks which parked thread takes its next step. mmu_lock and
+//! slots_lock are modelled locks (qrwlock or reader-preferring); injected faults and the arrival
+//! of pending events are choices, like scheduling.
+
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::{Future, ready};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use super::scenario::RwlockVariant;
+use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Seamcall, Tid, TraceLine, WaitCond};
+
+/// What a decision chose between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChoiceKind {
+    /// Which thread takes the next step: 0 keeps the current thread if it can run, then the
+    /// others by thread id.
+    Schedule,
+    /// 1 makes this allocation fail (-ENOMEM).
+    AllocFail,
+    /// 1 makes this SEAMCALL return TDX_OPERAND_BUSY.
+    Busy,
+    /// 1 keeps KVM's local retry loop going (no event pending yet).
+    KeepRetrying,
+    /// 1 makes cond_resched_rwlock_write() drop and re-take the lock.
+    Resched,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub kind: ChoiceKind,
+    /// How many options there were.
+    pub n: u32,
+    pub chosen: u32,
+    /// The thread the decision was made for (the chosen thread for Schedule).
+    pub tid: Tid,
+    /// A Schedule decision that switched away from a thread that could have gone on.
+    pub preemption: bool,
+    /// For Schedule: option 0 was the current thread, so any other option is a preemption.
+    pub current_enabled: bool,
+}
+
+/// Where choices come from: a strategy, a replayed token, or a caller's sequence.
+pub trait Chooser {
+    /// Pick one of `n` options (n >= 2) for a decision of `kind`. For Schedule, `tids` lists
+    /// the threads in option order; `tid` is the thread the decision is for otherwise.
+    fn choose(&mut self, kind: ChoiceKind, n: u32, tids: &[Tid], tid: Tid) -> u32;
+    /// Whether the decisions so far were dictated (a replayed prefix): state caching must not
+    /// prune there.
+    fn replaying(&self) -> bool {
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Parked at a scheduling point, ready to take its next step.
+    Ready,
+    /// Queued for a lock.
+    LockWait(LockId, Mode),
+    /// Granted the lock it waited for; its next step completes the acquire.
+    Granted,
+    /// Waiting for a condition.
+    Wait(WaitCond),
+    Done,
+}
+
+#[derive(Default, Clone, Hash)]
+struct ModelLock {
+    readers: u16,
+    writer: Option<Tid>,
+    holders: Vec<(Tid, Mode)>,
+    queue: VecDeque<(Tid, Mode)>,
+}
+
+pub struct SimState<'c> {
+    pub status: Vec<Status>,
+    /// The operation each parked thread will perform next.
+    pub next_op: Vec<Option<Op>>,
+    /// A hash of everything each thread has observed: its local state is a function of it.
+    pub history: Vec<u64>,
+    pub steps: Vec<u32>,
+    pub current: Option<Tid>,
+    locks: [ModelLock; 2],
+    variant: RwlockVariant,
+    pub alloc_budget: u32,
+    pub busy_budget: BTreeMap<Seamcall, u32>,
+    max_local_retries: u32,
+    chooser: &'c mut dyn Chooser,
+    pub decisions: Vec<Decision>,
+    pub preemptions: u32,
+    /// Set by a preempting Schedule decision, consumed by the next step's event.
+    preempted: bool,
+    /// Threads that yielded and must let these threads step first (fair scheduling).
+    waiting_for: Vec<Vec<Tid>>,
+    yielded: Vec<bool>,
+    /// Fair scheduling (weak fairness for yielding threads) is on.
+    fair: bool,
+    /// Some thread yielded since the executor last looked (a place a cycle can close).
+    pub spun: bool,
+    /// Which program operation each thread is in.
+    op_index: Vec<usize>,
+    pub tracing: bool,
+    pub trace: Vec<TraceLine>,
+    pub findings: Vec<Finding>,
+}
+
+pub struct Sim<'c> {
+    pub st: RefCell<SimState<'c>>,
+}
+
+fn slot(lock: LockId) -> usize {
+    match lock {
+        LockId::MmuLock => 0,
+        LockId::SlotsLock => 1,
+    }
+}
+
+fn mix(h: u64, x: impl Hash) -> u64 {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    x.hash(&mut s);
+    s.finish()
+}
+
+impl<'c> Sim<'c> {
+    pub fn new(
+        nthreads: usize,
+        variant: RwlockVariant,
+        alloc_budget: u32,
+        busy_budget: BTreeMap<Seamcall, u32>,
+        max_local_retries: u32,
+        fair: bool,
+        chooser: &'c mut dyn Chooser,
+        tracing: bool,
+    ) -> Self {
+        Sim {
+            st: RefCell::new(SimState {
+                status: vec![Status::Ready; nthreads],
+                next_op: vec![None; nthreads],
+                history: vec![0; nthreads],
+                steps: vec![0; nthreads],
+                current: None,
+                locks: Default::default(),
+                variant,
+                alloc_budget,
+                busy_budget,
+                max_local_retries,
+                chooser,
+                decisions: Vec::new(),
+                preemptions: 0,
+                preempted: false,
+                waiting_for: vec![Vec::new(); nthreads],
+                yielded: vec![false; nthreads],
+                fair,
+                spun: false,
+                op_index: vec![0; nthreads],
+                tracing,
+                trace: Vec::new(),
+                findings: Vec::new(),
+            }),
+        }
+    }
+
+    /// A decision for thread `tid` (not Schedule), logged and mixed into its history.
+    fn decide(&self, kind: ChoiceKind, n: u32, tid: Tid) -> u32 {
+        let mut st = self.st.borrow_mut();
+        let chosen = st.chooser.choose(kind, n, &[], tid).min(n - 1);
+        st.decisions.push(Decision { kind, n, chosen, tid, preemption: false, current_enabled: false });
+        let i = tid as usize;
+        st.history[i] = mix(st.history[i], (kind, chosen));
+        chosen
+    }
+
+    /// The executor's Schedule decision among `enabled` (sorted by tid). Returns the thread.
+    pub fn schedule(&self, enabled: &[Tid]) -> Tid {
+        let mut st = self.st.borrow_mut();
+        // Fairness: a thread that yielded waits until the threads enabled at its yield have
+        // stepped (or stopped being enabled).
+        for t in 0..st.yielded.len() {
+            if std::mem::take(&mut st.yielded[t]) {
+                st.waiting_for[t] = enabled.iter().copied().filter(|&u| u as usize != t).collect();
+            }
+        }
+        let eligible: Vec<Tid> = enabled
+            .iter()
+            .copied()
+            .filter(|&t| !st.waiting_for[t as usize].iter().any(|u| enabled.contains(u)))
+            .collect();
+        let enabled: &[Tid] = if eligible.is_empty() { enabled } else { &eligible };
+        let current = st.current.filter(|c| enabled.contains(c));
+        // Option 0 is the current thread when it can run, then the others in tid order.
+        let mut order: Vec<Tid> = current.into_iter().collect();
+        order.extend(enabled.iter().copied().filter(|&t| Some(t) != current));
+        let n = order.len() as u32;
+        let chosen = if n == 1 { 0 } else { st.chooser.choose(ChoiceKind::Schedule, n, &order, 0).min(n - 1) };
+        let tid = order[chosen as usize];
+        let preemption = current.is_some() && chosen != 0;
+        if n > 1 {
+            let current_enabled = current.is_some();
+            st.decisions.push(Decision { kind: ChoiceKind::Schedule, n, chosen, tid, preemption, current_enabled });
+        }
+        if preemption {
+            st.preemptions += 1;
+            st.preempted = true;
+        }
+        for w in st.waiting_for.iter_mut() {
+            w.retain(|&u| u != tid);
+        }
+        st.current = Some(tid);
+        tid
+    }
+
+    /// A thread starts program operation `i`: its local state is just that.
+    pub fn begin_op(&self, tid: Tid, i: usize) {
+        let mut st = self.st.borrow_mut();
+        st.op_index[tid as usize] = i;
+        st.history[tid as usize] = mix(0, ("op", i));
+    }
+
+    pub fn replaying(&self) -> bool {
+        self.st.borrow().chooser.replaying()
+    }
+
+    fn try_acquire(&self, tid: Tid, lock: LockId, mode: Mode) -> bool {
+        let mut st = self.st.borrow_mut();
+        let variant = st.variant;
+        let l = &mut st.locks[slot(lock)];
+        let compatible = match mode {
+            Mode::Read => l.writer.is_none(),
+            Mode::Write => l.writer.is_none() && l.readers == 0,
+        };
+        // qrwlock: anyone queued (a waiting writer in particular) blocks newcomers.
+        let queue_ok = match (variant, mode) {
+            (RwlockVariant::ReaderPreferring, Mode::Read) => true,
+            _ => l.queue.is_empty(),
+        };
+        if compatible && queue_ok {
+            grant(l, tid, mode);
+            true
+        } else {
+            l.queue.push_back((tid, mode));
+            st.status[tid as usize] = Status::LockWait(lock, mode);
+            false
+        }
+    }
+
+    fn release(&self, tid: Tid, lock: LockId, mode: Mode) -> bool {
+        let mut st = self.st.borrow_mut();
+        let variant = st.variant;
+        let st = &mut *st;
+        let l = &mut st.locks[slot(lock)];
+        let Some(i) = l.holders.iter().position(|&h| h == (tid, mode)) else {
+            return false;
+        };
+        l.holders.remove(i);
+        match mode {
+            Mode::Read => l.readers -= 1,
+            Mode::Write => l.writer = None,
+        }
+        // Hand the lock to waiters: FIFO; consecutive readers enter together (a reader-preferring
+        // lock lets every queued reader in).
+        loop {
+            let Some(&(t, m)) = l.queue.front() else { break };
+            let ok = match m {
+                Mode::Read => l.writer.is_none(),
+                Mode::Write => l.writer.is_none() && l.readers == 0,
+            };
+            if !ok {
+                if variant == RwlockVariant::ReaderPreferring && l.writer.is_none() {
+                    // Let later readers pass a writer that cannot enter yet.
+                    if let Some(j) = l.queue.iter().position(|&(_, m)| m == Mode::Read) {
+                        let (t, m) = l.queue.remove(j).expect("index from position");
+                        grant(l, t, m);
+                        st.status[t as usize] = Status::Granted;
+                        continue;
+                    }
+                }
+                break;
+            }
+            l.queue.pop_front();
+            grant(l, t, m);
+            st.status[t as usize] = Status::Granted;
+        }
+        true
+    }
+
+    /// The threads blocked on locks or conditions, for a deadlock report.
+    pub fn blocked(&self) -> Vec<(Tid, Status, Vec<(Tid, Mode)>)> {
+        let st = self.st.borrow();
+        st.status
+            .iter()
+            .enumerate()
+            .filter_map(|(t, s)| match *s {
+                Status::LockWait(lock, _) => Some((t as Tid, *s, st.locks[slot(lock)].holders.clone())),
+                Status::Wait(_) => Some((t as Tid, *s, vec![])),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Hash of the runtime's part of the state (threads and locks), for state caching.
+    pub fn state_hash(&self, h: &mut impl Hasher, with_current: bool) {
+        let st = self.st.borrow();
+        st.status.hash(h);
+        st.next_op.hash(h);
+        st.history.hash(h);
+        st.locks.hash(h);
+        st.waiting_for.hash(h);
+        st.yielded.hash(h);
+        st.alloc_budget.hash(h);
+        st.busy_budget.hash(h);
+        if with_current {
+            st.current.hash(h);
+        }
+    }
+}
+
+fn grant(l: &mut ModelLock, tid: Tid, mode: Mode) {
+    match mode {
+        Mode::Read => l.readers += 1,
+        Mode::Write => l.writer = Some(tid),
+    }
+    l.holders.push((tid, mode));
+}
+
+/// Parks the thread once: the first poll records its status and yields to the executor; the
+/// executor polls again only when the thread may go on.
+struct Park<'a, 'c> {
+    sim: &'a Sim<'c>,
+    tid: Tid,
+    set: Option<(Status, Option<Op>)>,
+    parked: bool,
+}
+
+impl Future for Park<'_, '_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.parked {
+            return Poll::Ready(());
+        }
+        self.parked = true;
+        if let Some((status, op)) = self.set.take() {
+            let mut st = self.sim.st.borrow_mut();
+            st.status[self.tid as usize] = status;
+            st.next_op[self.tid as usize] = op;
+        }
+        Poll::Pending
+    }
+}
+
+impl Runtime for Sim<'_> {
+    fn point(&self, tid: Tid, op: Op) -> impl Future<Output = ()> {
+        Park { sim: self, tid, set: Some((Status::Ready, Some(op))), parked: false }
+    }
+
+    async fn lock(&self, tid: Tid, lock: LockId, mode: Mode) {
+        if !self.try_acquire(tid, lock, mode) {
+            Park { sim: self, tid, set: None, parked: false }.await;
+        }
+    }
+
+    fn unlock(&self, tid: Tid, lock: LockId, mode: Mode) -> impl Future<Output = ()> {
+        if !self.release(tid, lock, mode) {
+            self.finding(Finding {
+                rule: "lock",
+                kind: crate::sync::FindingKind::Bug,
+                tid,
+                message: format!("thread {tid} releases {lock:?} ({mode:?}) it does not hold"),
+            });
+        }
+        ready(())
+    }
+
+    fn held(&self, tid: Tid, lock: LockId) -> Option<Mode> {
+        self.st.borrow().locks[slot(lock)].holders.iter().find(|h| h.0 == tid).map(|h| h.1)
+    }
+
+    fn lock_state(&self, lock: LockId) -> LockState {
+        let st = self.st.borrow();
+        let l = &st.locks[slot(lock)];
+        LockState { readers: l.readers, writer: l.writer }
+    }
+
+    fn resched(&self, tid: Tid) -> impl Future<Output = bool> {
+        // cond_resched_rwlock_write() yields only when someone waits for the lock.
+        let contended = !self.st.borrow().locks[slot(LockId::MmuLock)].queue.is_empty();
+        ready(contended && self.decide(ChoiceKind::Resched, 2, tid) == 1)
+    }
+
+    fn alloc_fails(&self, tid: Tid) -> impl Future<Output = bool> {
+        let budget = self.st.borrow().alloc_budget;
+        let fail = budget > 0 && self.decide(ChoiceKind::AllocFail, 2, tid) == 1;
+        if fail {
+            self.st.borrow_mut().alloc_budget -= 1;
+        }
+        ready(fail)
+    }
+
+    fn seamcall_busy(&self, tid: Tid, call: Seamcall) -> bool {
+        let budget = self.st.borrow().busy_budget.get(&call).copied().unwrap_or(0);
+        let busy = budget > 0 && self.decide(ChoiceKind::Busy, 2, tid) == 1;
+        if busy {
+            *self.st.borrow_mut().busy_budget.get_mut(&call).expect("budget checked") -= 1;
+        }
+        busy
+    }
+
+    fn event_pending(&self, tid: Tid, local_retries: u32) -> bool {
+        let max = self.st.borrow().max_local_retries;
+        local_retries >= max || self.decide(ChoiceKind::KeepRetrying, 2, tid) == 0
+    }
+
+    fn yield_now(&self, tid: Tid, at: Option<u64>) {
+        let mut st = self.st.borrow_mut();
+        let i = tid as usize;
+        if st.fair {
+            st.yielded[i] = true;
+        }
+        st.spun = true;
+        if let Some(key) = at {
+            // The thread's local state at a loop head is the head and the locals it names.
+            st.history[i] = mix(0, ("loop", st.op_index[i], key));
+        }
+    }
+
+    fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) -> impl Future<Output = ()> {
+        Park { sim: self, tid, set: (!holds_now).then_some((Status::Wait(cond), None)), parked: holds_now }
+    }
+
+    fn step(&self, mut event: Event) {
+        let mut st = self.st.borrow_mut();
+        let i = event.tid as usize;
+        st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, event.before, event.after));
+        st.steps[i] += 1;
+        if st.tracing {
+            event.preemption = std::mem::take(&mut st.preempted);
+            st.trace.push(TraceLine::Step(event));
+        }
+    }
+
+    fn tracing(&self) -> bool {
+        self.st.borrow().tracing
+    }
+
+    fn note(&self, tid: Tid, text: String) {
+        self.st.borrow_mut().trace.push(TraceLine::Note { tid, text });
+    }
+
+    fn finding(&self, finding: Finding) {
+        self.st.borrow_mut().findings.push(finding);
+    }
+}
