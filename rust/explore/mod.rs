@@ -5,3 +5,4 @@ pub mod run;
 pub mod scenario;
 pub mod search;
 pub mod sim;
+pub mod token;

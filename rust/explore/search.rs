@@ -4,7 +4,7 @@
 
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -109,13 +109,15 @@ impl Chooser for Pct {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "name", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Strategy {
     /// All schedules up to `bound` preemptions (None: no bound), bound by bound, with state
     /// caching unless `cache` is false.
     Exhaustive {
+        #[serde(default)]
         bound: Option<u32>,
+        #[serde(default = "yes")]
         cache: bool,
     },
     Random {
@@ -131,6 +133,10 @@ pub enum Strategy {
     Choices {
         choices: Vec<u32>,
     },
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

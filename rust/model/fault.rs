@@ -7,7 +7,8 @@ use super::attributes::kvm_mem_is_private;
 use super::lpage_info::kvm_lpage_info_max_mapping_level;
 use super::memslot::Memslot;
 use super::spte::*;
-use super::tdp_mmu::{TdpIter, tdp_mmu_set_spte, tdp_mmu_set_spte_atomic};
+use super::tdp_mmu::{TdpIter, tdp_mmu_set_spte, tdp_mmu_set_spte_atomic, tdp_mmu_set_spte_atomic_split};
+use super::tdx::SplitMode;
 use super::types::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
 use crate::sync::{FindingKind, Obj, Runtime};
@@ -136,7 +137,7 @@ async fn kvm_tdp_mmu_map<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_
         // A missing table, or a huge leaf above the goal that must be split first. The page
         // comes from the cache topped up before the lock, so this cannot fail.
         let r = if is_shadow_present_pte(spte) {
-            tdp_mmu_split_huge_page(cx, &mut iter, true).await
+            tdp_mmu_split_huge_page(cx, &mut iter, SplitMode::FaultPath).await
         } else {
             tdp_mmu_link_sp(cx, &mut iter, true).await
         };
@@ -160,13 +161,16 @@ pub async fn tdp_mmu_link_sp<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, sha
 pub async fn tdp_mmu_split_huge_page<R: Runtime>(
     cx: &Cx<'_, R>,
     iter: &mut TdpIter,
-    shared: bool,
+    split: SplitMode,
 ) -> Result<(), Errno> {
     let huge = iter.old_spte;
     let level = iter.level;
     let sp = cx.vm.mmu.alloc_table(level.down(), iter.gfn, |i| make_small_spte(huge, level, i));
     let new = make_nonleaf_spte(sp);
-    if shared { tdp_mmu_set_spte_atomic(cx, iter, new).await } else { tdp_mmu_set_spte(cx, iter, new).await }
+    match split {
+        SplitMode::Exclusive => tdp_mmu_set_spte(cx, iter, new).await,
+        shared => tdp_mmu_set_spte_atomic_split(cx, iter, new, shared).await,
+    }
 }
 
 /// tdp_mmu_map_handle_target_level(): SPURIOUS if a leaf is already there, else install the

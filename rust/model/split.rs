@@ -3,6 +3,7 @@
 use super::fault::tdp_mmu_split_huge_page;
 use super::spte::*;
 use super::tdp_mmu::TdpIter;
+use super::tdx::SplitMode;
 use super::types::{Errno, Gfn, PG_LEVEL_2M};
 use super::vm::Cx;
 use crate::sync::{FindingKind, Mode, Runtime};
@@ -54,7 +55,8 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                         sp_in_hand = true;
                         continue 'restart;
                     }
-                    match tdp_mmu_split_huge_page(cx, &mut iter, shared).await {
+                    let how = if shared { SplitMode::PolicyShared } else { SplitMode::Exclusive };
+                    match tdp_mmu_split_huge_page(cx, &mut iter, how).await {
                         Ok(()) => sp_in_hand = false,
                         // Under the read lock a lost race or BUSY retries the same SPTE.
                         Err(Errno::EBUSY) if shared => {
@@ -103,7 +105,9 @@ async fn walk_to_2m<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> Option<TdpIter> {
 mod tests {
     use super::*;
     use crate::model::fault::kvm_tdp_mmu_page_fault;
-    use crate::model::vm::testing::{ok, vm};
+    use crate::model::vm::testing::{ok, run, vm};
+    use crate::sync::Seamcall;
+    use crate::sync::sequential::FaultPlan;
 
     #[test]
     fn split_needs_the_lock_it_says_it_holds() {
@@ -112,17 +116,32 @@ mod tests {
         assert!(vm.bugged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
-    #[test]
-    fn split_under_the_read_lock_is_refused_without_atomic_demote() {
+    fn split_under_read_lock(plan: FaultPlan) -> (Result<(), Errno>, bool) {
         let vm = vm();
         ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
-        let r = ok(&vm, async |cx| {
+        let (r, _) = run(&vm, 0, plan, async |cx| {
             cx.read_lock().await;
             let r = kvm_split_cross_boundary_leafs(cx, 0x200, 0x201, true).await;
             cx.read_unlock().await;
             r
         });
-        assert_eq!(r, Err(Errno::EOPNOTSUPP));
-        assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_2M);
+        (r, vm.bugged.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    #[test]
+    fn split_under_the_read_lock_blocks_tracks_and_demotes() {
+        assert_eq!(split_under_read_lock(FaultPlan::default()), (Ok(()), false));
+    }
+
+    #[test]
+    fn a_busy_demote_under_the_read_lock_is_rolled_back_and_retried() {
+        let busy = [(Seamcall::PageDemote, 1)].into_iter().collect();
+        assert_eq!(split_under_read_lock(FaultPlan { busy, ..Default::default() }), (Ok(()), false));
+    }
+
+    #[test]
+    fn a_busy_unblock_is_the_rollback_problem() {
+        let busy = [(Seamcall::PageDemote, 1), (Seamcall::RangeUnblock, 1)].into_iter().collect();
+        assert_eq!(split_under_read_lock(FaultPlan { busy, ..Default::default() }), (Err(Errno::EIO), true));
     }
 }

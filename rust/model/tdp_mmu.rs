@@ -196,6 +196,16 @@ pub async fn tdp_mmu_set_spte_atomic<R: Runtime>(
     iter: &mut TdpIter,
     new_spte: u64,
 ) -> Result<(), Errno> {
+    tdp_mmu_set_spte_atomic_split(cx, iter, new_spte, tdx::SplitMode::FaultPath).await
+}
+
+/// tdp_mmu_set_spte_atomic() where a leaf -> non-leaf change is a split asked for by `split`.
+pub async fn tdp_mmu_set_spte_atomic_split<R: Runtime>(
+    cx: &Cx<'_, R>,
+    iter: &mut TdpIter,
+    new_spte: u64,
+    split: tdx::SplitMode,
+) -> Result<(), Errno> {
     let held = cx.mmu_lock_held();
     cx.kvm_bug_on(held != Some(Mode::Read), || {
         format!("tdp_mmu_set_spte_atomic with mmu_lock held {held:?}, not for read")
@@ -212,7 +222,7 @@ pub async fn tdp_mmu_set_spte_atomic<R: Runtime>(
         iter.old_spte = cur;
         return Err(Errno::EBUSY);
     }
-    let ret = set_external_spte_present(cx, iter, new_spte, true).await;
+    let ret = set_external_spte_present(cx, iter, new_spte, split).await;
     match ret {
         Ok(()) => {
             cx.store64(sptep, iter.obj(), new_spte).await;
@@ -241,7 +251,7 @@ pub async fn tdp_mmu_set_spte<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, ne
         return Err(Errno::EIO);
     }
     if is_shadow_present_pte(new_spte) {
-        set_external_spte_present(cx, iter, new_spte, false).await?;
+        set_external_spte_present(cx, iter, new_spte, tdx::SplitMode::Exclusive).await?;
     }
     cx.store64(iter.sptep(&cx.vm.mmu), iter.obj(), new_spte).await;
     handle_changed_spte(cx, iter.level, old, new_spte);
@@ -258,7 +268,7 @@ async fn set_external_spte_present<R: Runtime>(
     cx: &Cx<'_, R>,
     iter: &TdpIter,
     new_spte: u64,
-    shared: bool,
+    split: tdx::SplitMode,
 ) -> Result<(), Errno> {
     let (old, level) = (iter.old_spte, iter.level);
     let was_leaf = is_shadow_present_pte(old) && is_last_spte(old, level);
@@ -266,7 +276,7 @@ async fn set_external_spte_present<R: Runtime>(
     match (is_shadow_present_pte(old), was_leaf, now_leaf) {
         (false, _, true) => tdx::tdx_sept_set_private_spte(cx, iter.gfn, level).await,
         (false, _, false) => tdx::tdx_sept_link_private_spt(cx, iter.gfn, level).await,
-        (true, true, false) => tdx::tdx_sept_split_private_spte(cx, iter.gfn, level, shared).await,
+        (true, true, false) => tdx::tdx_sept_split_private_spte(cx, iter.gfn, level, split).await,
         _ => {
             // A non-leaf becoming a leaf is promotion, which mirror roots never do (I7).
             cx.kvm_bug_on(true, || {

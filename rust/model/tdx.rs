@@ -93,46 +93,86 @@ pub async fn tdx_sept_set_private_spte<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, lev
     tdx_bug_on(cx, err, Seamcall::PageAug, gfn, level)
 }
 
+/// Who asks for a split, which decides how TDX may do it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitMode {
+    /// Under the write lock (kvm_split_cross_boundary_leafs(shared=false)).
+    Exclusive,
+    /// The fault path under the read lock (set_external_spte_present() leaf -> non-leaf).
+    FaultPath,
+    /// A policy that splits under the read lock (a hypothetical honour path).
+    PolicyShared,
+}
+
 /// tdx_sept_split_private_spte(): demote the huge leaf at (gfn, level).
-/// Under the write lock: BLOCK (tdh_do_no_vcpus), tdx_track(), DEMOTE (tdh_do_no_vcpus); any
-/// error left is a TDX_BUG_ON. Under the read lock TDX refuses (-EOPNOTSUPP) unless the module
-/// has the atomic demote, which then runs once and commits nothing on BUSY (-EBUSY).
+/// - Exclusive: BLOCK (tdh_do_no_vcpus), tdx_track(), DEMOTE (tdh_do_no_vcpus); any error
+///   left is a TDX_BUG_ON.
+/// - FaultPath: TDX refuses (-EOPNOTSUPP) unless the module has the atomic demote.
+/// - PolicyShared: today's BLOCK, TRACK, DEMOTE without the write lock, so BUSY is not retried
+///   with vCPUs kicked; a DEMOTE that fails after BLOCK is rolled back with UNBLOCK, and an
+///   UNBLOCK that is itself BUSY leaves the leaf BLOCKED: the rollback problem, a KVM_BUG_ON.
+/// - With the atomic demote, a shared split is one DEMOTE that commits nothing on BUSY (-EBUSY).
 pub async fn tdx_sept_split_private_spte<R: Runtime>(
     cx: &Cx<'_, R>,
     gfn: Gfn,
     level: Level,
-    shared: bool,
+    mode: SplitMode,
 ) -> Result<(), Errno> {
     let atomic = cx.vm.module.atomic_demote;
     let demote = |m: &mut TdxModule, b: bool| m.tdh_mem_page_demote(gfn, level, b);
-    if shared {
-        if !atomic {
+    let block = |m: &mut TdxModule, b: bool| m.tdh_mem_range_block(gfn, level, b);
+    match mode {
+        SplitMode::FaultPath | SplitMode::PolicyShared if atomic => {
+            let err = seamcall_on(cx, Seamcall::PageDemote, gfn, level, true, demote).await;
+            if err == TDX_OPERAND_BUSY {
+                return Err(Errno::EBUSY);
+            }
+            tdx_bug_on(cx, err, Seamcall::PageDemote, gfn, level)
+        }
+        SplitMode::FaultPath => {
             cx.note(|| {
                 format!(
                     "tdx_sept_split_private_spte({level} {:#x}) under the read lock -> -EOPNOTSUPP",
                     level.round(gfn)
                 )
             });
-            return Err(Errno::EOPNOTSUPP);
+            Err(Errno::EOPNOTSUPP)
         }
-        let err = seamcall_on(cx, Seamcall::PageDemote, gfn, level, true, demote).await;
-        if err == TDX_OPERAND_BUSY {
-            return Err(Errno::EBUSY);
+        SplitMode::PolicyShared => {
+            let err = seamcall_on(cx, Seamcall::RangeBlock, gfn, level, true, block).await;
+            if err == TDX_OPERAND_BUSY {
+                return Err(Errno::EBUSY);
+            }
+            tdx_bug_on(cx, err, Seamcall::RangeBlock, gfn, level)?;
+            let err = tdx_track(cx).await;
+            tdx_bug_on(cx, err, Seamcall::MemTrack, gfn, level)?;
+            let err = seamcall_on(cx, Seamcall::PageDemote, gfn, level, true, demote).await;
+            if err != TDX_OPERAND_BUSY {
+                return tdx_bug_on(cx, err, Seamcall::PageDemote, gfn, level);
+            }
+            let unblock = |m: &mut TdxModule, b: bool| m.tdh_mem_range_unblock(gfn, level, b);
+            let err = seamcall_on(cx, Seamcall::RangeUnblock, gfn, level, true, unblock).await;
+            if cx.kvm_bug_on(err != TDX_SUCCESS, || {
+                format!("rollback failed: TDH.MEM.RANGE.UNBLOCK of {level} {:#x} returned {} after a BUSY DEMOTE; the leaf stays BLOCKED", level.round(gfn), status_name(err))
+            }) {
+                return Err(Errno::EIO);
+            }
+            Err(Errno::EBUSY)
         }
-        return tdx_bug_on(cx, err, Seamcall::PageDemote, gfn, level);
+        SplitMode::Exclusive => {
+            if !cx.lockdep_assert_held_write("tdx_sept_split_private_spte") {
+                return Err(Errno::EIO);
+            }
+            if !atomic {
+                let err = tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, block).await;
+                tdx_bug_on(cx, err, Seamcall::RangeBlock, gfn, level)?;
+                let err = tdx_track(cx).await;
+                tdx_bug_on(cx, err, Seamcall::MemTrack, gfn, level)?;
+            }
+            let err = tdh_do_no_vcpus(cx, Seamcall::PageDemote, gfn, level, demote).await;
+            tdx_bug_on(cx, err, Seamcall::PageDemote, gfn, level)
+        }
     }
-    if !cx.lockdep_assert_held_write("tdx_sept_split_private_spte") {
-        return Err(Errno::EIO);
-    }
-    if !atomic {
-        let err =
-            tdh_do_no_vcpus(cx, Seamcall::RangeBlock, gfn, level, |m, b| m.tdh_mem_range_block(gfn, level, b)).await;
-        tdx_bug_on(cx, err, Seamcall::RangeBlock, gfn, level)?;
-        let err = tdx_track(cx).await;
-        tdx_bug_on(cx, err, Seamcall::MemTrack, gfn, level)?;
-    }
-    let err = tdh_do_no_vcpus(cx, Seamcall::PageDemote, gfn, level, demote).await;
-    tdx_bug_on(cx, err, Seamcall::PageDemote, gfn, level)
 }
 
 /// tdx_sept_remove_private_spte(): BLOCK, tdx_track(), REMOVE, each BUSY retried once with

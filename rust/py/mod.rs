@@ -1,5 +1,6 @@
 //! PyO3 bindings: argument conversion, error mapping and the `_core` module. No model logic.
 
+mod check;
 mod errors;
 mod session;
 
@@ -9,6 +10,9 @@ mod core_module {
 
     #[pymodule_export]
     use super::session::Session;
+
+    #[pymodule_export]
+    use super::check::{canonical_scenario, check, read_token, replay_choices};
 
     /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
     #[pyfunction]
