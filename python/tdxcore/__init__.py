@@ -13,9 +13,25 @@ from tdxcore.errors import (
     InvalidOperation,
     TdxError,
 )
+from tdxcore.check import CheckResult, Counterexample, Replay, check, replay
+from tdxcore.policy import Policy
+from tdxcore.scenario import Scenario, accept, access, host, punch_hole, set_memory_attributes, vcpu
 from tdxcore.vm import Finding, Outcome, Vm, accept_table, invariants
 
 __all__ = [
+    "CheckResult",
+    "Counterexample",
+    "Policy",
+    "Replay",
+    "Scenario",
+    "accept",
+    "access",
+    "check",
+    "host",
+    "punch_hole",
+    "replay",
+    "set_memory_attributes",
+    "vcpu",
     "MODEL_VERSION",
     "__version__",
     "ArgumentTypeError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional, Sequence
 
 from tdxcore import _core
 
@@ -91,33 +91,138 @@ def _change(step: dict[str, Any]) -> str:
     return ""
 
 
-def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool = True) -> str:
-    """Numbered steps, one line each: thread, the locks it holds after the step (R/W for
-    mmu_lock, S for slots_lock), the operation, the object and what changed."""
+def _steps(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> Iterable[tuple[int, dict[str, Any], str]]:
+    """(step number or 0 for a note, line, locks the thread holds after it: R/W for mmu_lock, S
+    for slots_lock)."""
     held: dict[int, dict[str, str]] = {}
-    lines = [f"{'#':>4}  {'thread':<6} {'locks':<5} {'operation':<22} {'object':<24} change"]
     n = 0
     for line in trace:
         tid = line["tid"]
-        who = thread_name(tid, nr_vcpus)
         if line["type"] == "note":
-            if notes:
-                lines.append(f"{'':>4}  {who:<6} {'':<5} -- {line['text']}")
+            yield 0, line, ""
             continue
         n += 1
         kind = line["kind"]
         if isinstance(kind, dict) and ("lock" in kind or "unlock" in kind):
-            name = line["lock"]
-            mode = kind.get("lock")
             locks = held.setdefault(tid, {})
-            if mode:
-                locks[name] = "W" if mode == "write" else "R"
+            if kind.get("lock"):
+                locks[line["lock"]] = "W" if kind["lock"] == "write" else "R"
             else:
-                locks.pop(name, None)
+                locks.pop(line["lock"], None)
         locks = held.get(tid, {})
-        lock_col = locks.get("mmu_lock", "-") + ("S" if "slots_lock" in locks else "")
-        lines.append(f"{n:>4}  {who:<6} {lock_col:<5} {_operation(kind):<22} {_object(line):<24} {_change(line)}".rstrip())
+        yield n, line, locks.get("mmu_lock", "-") + ("S" if "slots_lock" in locks else "")
+
+
+def _cell(line: dict[str, Any], locks: str) -> str:
+    return f"{locks:<3}{_operation(line['kind'])} {_object(line)} {_change(line)}".rstrip()
+
+
+def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool = True) -> str:
+    """Numbered steps, one line each: thread, the locks it holds after the step (R/W for
+    mmu_lock, S for slots_lock), the operation, the object and what changed. A '*' marks a
+    step that preempted another thread."""
+    lines = [f"{'#':>5}  {'thread':<6} {'locks':<5} {'operation':<22} {'object':<24} change"]
+    for n, line, locks in _steps(trace, nr_vcpus):
+        who = thread_name(line["tid"], nr_vcpus)
+        if n == 0:
+            if notes:
+                lines.append(f"{'':>5}  {who:<6} {'':<5} -- {line['text']}")
+            continue
+        mark = "*" if line.get("preemption") else " "
+        lines.append(f"{n:>4}{mark}  {who:<6} {locks:<5} {_operation(line['kind']):<22} {_object(line):<24} {_change(line)}".rstrip())
     return "\n".join(lines)
+
+
+def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 100) -> Optional[str]:
+    """One column per thread, one row per step; None if the threads do not fit in `width`."""
+    tids = sorted({line["tid"] for line in trace})
+    if not tids:
+        return ""
+    col = (width - 6) // len(tids)
+    if col < 30:
+        return None
+    index = {t: i for i, t in enumerate(tids)}
+    header = "      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)
+    rows = [header.rstrip(), "      " + "".join(("-" * (col - 2)).ljust(col) for _ in tids)]
+    for n, line, locks in _steps(trace, nr_vcpus):
+        if n == 0:
+            continue
+        cells = [""] * len(tids)
+        cells[index[line["tid"]]] = _cell(line, locks)[: col - 1]
+        mark = "*" if line.get("preemption") else " "
+        rows.append((f"{n:>4}{mark} " + "".join(c.ljust(col) for c in cells)).rstrip())
+    return "\n".join(rows)
+
+
+def render_schedule(trace: Sequence[dict[str, Any]], nr_vcpus: int, columns: Optional[bool] = None) -> str:
+    """Columns per thread where they fit in 100 ASCII columns (or when asked), else one line per step."""
+    if columns is not False:
+        text = render_columns(trace, nr_vcpus)
+        if text is not None:
+            return text
+    return render_trace(trace, nr_vcpus, notes=False)
+
+
+def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:
+    """One JSON object per step, the same schema for every strategy."""
+    out = []
+    for n, line, locks in _steps(trace, nr_vcpus):
+        if n == 0:
+            continue
+        out.append(json.dumps({
+            "step": n, "tid": line["tid"], "thread": thread_name(line["tid"], nr_vcpus),
+            "op": _operation(line["kind"]), "object": _object(line), "before": line["before"],
+            "after": line["after"], "change": _change(line), "locks": locks,
+            "preemption": bool(line.get("preemption")),
+        }, sort_keys=True))
+    return "\n".join(out)
+
+
+def render_check(result: Any) -> str:
+    c = result.certificate
+    head = f"scenario {result.scenario}, policy {result.policy}: {result.verdict.upper()}"
+    if c["strategy"] == "exhaustive":
+        if c["bound"] is None:
+            scope = "no preemption bound"
+        else:
+            scope = f"up to {c['bound']} preemptions"
+        how = f"exhaustive, {'complete' if c['complete'] else 'not complete'} ({scope})"
+    elif c["strategy"] == "pct":
+        how = f"PCT, {c['schedules']} runs; one run finds a depth-d bug with p >= {c['pct_probability']:.3g}, {c['pct_runs_for_99']} runs give 99%"
+    else:
+        how = f"{c['strategy']}, {c['schedules']} runs"
+    lines = [head, f"  search: {how}; {c['schedules']:,} schedules, {c['distinct_states']:,} distinct states, "
+             f"{c['steps']:,} steps, {result.elapsed_ms / 1000:.2f} s"]
+    if c.get("cut_by"):
+        lines.append(f"  cut by: {c['cut_by']}")
+    if result.design_rules:
+        for rule, (count, message) in result.design_rules.items():
+            lines.append(f"  design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")
+    else:
+        lines.append("  design rules: none broken")
+    lines.append(f"  memory model: {result.memory_model}")
+    cx = result.counterexample
+    if cx is not None:
+        v = cx.violation
+        lines.append(f"  violation: {_violation(v)}")
+        lines.append(f"  counterexample: {cx.preemptions} preemption(s), {cx.steps} steps; replay with:")
+        lines.append(f"    tdxcore replay {cx.token}")
+        lines.append("")
+        lines.append(cx.render())
+    return "\n".join(lines)
+
+
+def _violation(v: dict[str, Any]) -> str:
+    kind = v["kind"]
+    if kind == "invariant":
+        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'transient'}): {v['message']}"
+    if kind == "bug":
+        return f"{v['rule']}: {v['message']}"
+    if kind == "deadlock":
+        return "deadlock: " + "; ".join(v["blocked"])
+    if kind == "livelock":
+        return f"livelock: {v['message']}"
+    return f"no progress: {v['message']}"
 
 
 def render_findings(findings: Iterable[Any]) -> str:

@@ -7,6 +7,7 @@ look.
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -110,68 +111,79 @@ def _ranges(ranges: Iterable[Any], name: str) -> list[tuple[int, int]]:
     return out
 
 
+def vm_config(
+    *,
+    memslots: Iterable[Any] = ((0, 1024),),
+    vcpus: int = 2,
+    td_state: str = "runnable",
+    shared: Iterable[Any] = (),
+    folio_order: int = 9,
+    folio_orders: Iterable[Any] = (),
+    atomic_demote: bool = False,
+    accept_overrides: Iterable[Mapping[str, Any]] = (),
+    honor_policy: Optional[Sequence[str]] = None,
+    reenter_on_retry: bool = False,
+    end_vcpu_on_error: bool = False,
+    event_after_retries: int = 4,
+    max_exits: int = 8,
+) -> dict[str, Any]:
+    config = {
+        "memslots": _memslots(memslots),
+        "vcpus": _int(vcpus, "vcpus", 1, 64),
+        "td_state": _choice(td_state, "td_state", ("build", "runnable")).lower(),
+        "shared": _ranges(shared, "shared"),
+        "folio_order": _int(folio_order, "folio_order", 0, 255),
+        "folio_orders": [
+            {"start": s, "end": e, "order": _int(o, "folio order", 0, 255)}
+            for s, e, o in (_triple(f) for f in _seq(folio_orders, "folio_orders"))
+        ],
+        "module": {
+            "atomic_demote": _bool(atomic_demote, "atomic_demote"),
+            "accept_overrides": [_override(o) for o in _seq(accept_overrides, "accept_overrides")],
+        },
+        "retry": {
+            "reenter_on_retry": _bool(reenter_on_retry, "reenter_on_retry"),
+            "end_vcpu_on_error": _bool(end_vcpu_on_error, "end_vcpu_on_error"),
+            "event_after_retries": _int(event_after_retries, "event_after_retries", 0, 2**32 - 1),
+            "max_exits": _int(max_exits, "max_exits", 1, 2**32 - 1),
+        },
+    }
+    if honor_policy is not None:
+        config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in _seq(honor_policy, "honor_policy")]
+    return config
+
+
+VM_OPTIONS = tuple(inspect.signature(vm_config).parameters)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(VM_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown VM option(s) {', '.join(unknown)}: allowed are {', '.join(VM_OPTIONS)}")
+
+
+def _triple(f: Any) -> tuple[int, int, int]:
+    if not isinstance(f, (tuple, list)) or len(f) != 3:
+        raise ArgumentTypeError(f"folio_orders entries must be (start, end, order), not {f!r}")
+    return _int(f[0], "folio range start"), _int(f[1], "folio range end"), f[2]
+
+
+def _override(o: Any) -> dict[str, Any]:
+    if not isinstance(o, Mapping):
+        raise ArgumentTypeError(f"accept_overrides entries must be dicts, not {type(o).__name__}")
+    return dict(o)
+
+
 class Vm:
     """A TD's VM in the Rust model. The defaults are the seed thread's situation: one 4 MiB
     memslot (two 2M regions), two vCPUs, a runnable TD backed by 2M folios, the final honour
     algorithm."""
 
-    def __init__(
-        self,
-        *,
-        memslots: Iterable[Any] = ((0, 1024),),
-        vcpus: int = 2,
-        td_state: str = "runnable",
-        shared: Iterable[Any] = (),
-        folio_order: int = 9,
-        folio_orders: Iterable[Any] = (),
-        atomic_demote: bool = False,
-        accept_overrides: Iterable[Mapping[str, Any]] = (),
-        honor_policy: Optional[Sequence[str]] = None,
-        reenter_on_retry: bool = False,
-        end_vcpu_on_error: bool = False,
-        event_after_retries: int = 4,
-        max_exits: int = 8,
-        alloc_failures: int = 0,
-        busy: Optional[Mapping[str, int]] = None,
-    ) -> None:
-        config = {
-            "memslots": _memslots(memslots),
-            "vcpus": _int(vcpus, "vcpus", 1, 64),
-            "td_state": _choice(td_state, "td_state", ("build", "runnable")).lower(),
-            "shared": _ranges(shared, "shared"),
-            "folio_order": _int(folio_order, "folio_order", 0, 255),
-            "folio_orders": [
-                {"start": s, "end": e, "order": _int(o, "folio order", 0, 255)}
-                for s, e, o in (self._triple(f) for f in _seq(folio_orders, "folio_orders"))
-            ],
-            "module": {
-                "atomic_demote": _bool(atomic_demote, "atomic_demote"),
-                "accept_overrides": [self._override(o) for o in _seq(accept_overrides, "accept_overrides")],
-            },
-            "retry": {
-                "reenter_on_retry": _bool(reenter_on_retry, "reenter_on_retry"),
-                "end_vcpu_on_error": _bool(end_vcpu_on_error, "end_vcpu_on_error"),
-                "event_after_retries": _int(event_after_retries, "event_after_retries", 0, 2**32 - 1),
-                "max_exits": _int(max_exits, "max_exits", 1, 2**32 - 1),
-            },
-        }
-        if honor_policy is not None:
-            config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in _seq(honor_policy, "honor_policy")]
-        self.config = config
-        self._session = _core.Session(json.dumps(config), json.dumps(self._plan(alloc_failures, busy)))
-        self.nr_vcpus: int = config["vcpus"]
-
-    @staticmethod
-    def _triple(f: Any) -> tuple[int, int, int]:
-        if not isinstance(f, (tuple, list)) or len(f) != 3:
-            raise ArgumentTypeError(f"folio_orders entries must be (start, end, order), not {f!r}")
-        return _int(f[0], "folio range start"), _int(f[1], "folio range end"), f[2]
-
-    @staticmethod
-    def _override(o: Any) -> dict[str, Any]:
-        if not isinstance(o, Mapping):
-            raise ArgumentTypeError(f"accept_overrides entries must be dicts, not {type(o).__name__}")
-        return dict(o)
+    def __init__(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None, **config: Any) -> None:
+        check_options(config)
+        self.config = vm_config(**config)
+        self._session = _core.Session(json.dumps(self.config), json.dumps(self._plan(alloc_failures, busy)))
+        self.nr_vcpus: int = self.config["vcpus"]
 
     @staticmethod
     def _plan(alloc_failures: int, busy: Optional[Mapping[str, int]]) -> dict[str, Any]:

@@ -1,0 +1,85 @@
+"""Honour-path policies as data: a list of steps, validated, with the presets the seed thread
+discussed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+from tdxcore.errors import ArgumentTypeError, ConfigError
+
+STEPS = ("pre_check", "read_lock", "read_unlock", "write_lock", "write_unlock", "split", "set_inhibit")
+
+# Each preset with where it comes from (SEMANTICS.md section 1.2, lore ids of the thread).
+PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "v3": (("pre_check", "write_lock", "split", "set_inhibit", "write_unlock"),
+           "the final algorithm (Yan, 2 Jul 2025, lore aGSoDnODoG2/pbYn; v3 patch 13, v5 patch 41)"),
+    "v3-no-precheck": (("write_lock", "split", "set_inhibit", "write_unlock"),
+                       "the final algorithm without the lockless pre-check (17,626 write-lock takings instead of 11)"),
+    "read-inhibit": (("pre_check", "read_lock", "set_inhibit", "read_unlock", "write_lock", "split", "write_unlock"),
+                     "Rick's alternative of 1 Jul 2025: set lpage_info under the read lock, then take the write lock to demote"),
+    "set-then-split": (("pre_check", "write_lock", "set_inhibit", "split", "write_unlock"),
+                       "the write lock held for both, but the flag set before the split (v5's changelog requires after)"),
+    "read-demote": (("pre_check", "read_lock", "set_inhibit", "split", "read_unlock"),
+                    "demote under the read lock, the 'future optimization' (needs a single-SEAMCALL demote)"),
+    "inhibit-only": (("pre_check", "read_lock", "set_inhibit", "read_unlock"),
+                     "set the flag and never split (what v1's ignored fault-path splits amount to)"),
+}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The honour path as steps, checked for lock discipline (not for safety: that is what
+    `check` is for)."""
+
+    steps: tuple[str, ...]
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, str) or not isinstance(self.steps, (list, tuple)):
+            raise ArgumentTypeError(f"policy steps must be a list of step names, not {type(self.steps).__name__}")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        validate(self.steps)
+
+    @classmethod
+    def preset(cls, name: str) -> "Policy":
+        if name not in PRESETS:
+            raise ConfigError(f"unknown policy preset {name!r}: allowed are {', '.join(PRESETS)}")
+        return cls(PRESETS[name][0], name)
+
+
+def validate(steps: Sequence[str]) -> None:
+    """Lock discipline: no unlock of a lock not held, no lock taken twice (rwlock_t has no
+    upgrade), nothing held at the end, no split without a lock."""
+    held = None
+    for i, step in enumerate(steps, 1):
+        if not isinstance(step, str):
+            raise ArgumentTypeError(f"step {i}: a step is a str, not {type(step).__name__}")
+        if step not in STEPS:
+            raise ConfigError(f"step {i}: unknown step {step!r}; allowed are {', '.join(STEPS)}")
+        mode = step.split("_")[0]
+        if step.endswith("_lock"):
+            if held:
+                raise ConfigError(f"step {i}: {step} while the {held} lock is held (rwlock_t has no upgrade: unlock first)")
+            held = mode
+        elif step.endswith("_unlock"):
+            if held != mode:
+                raise ConfigError(f"step {i}: {step} without the {mode} lock held")
+            held = None
+        elif step == "split" and held is None:
+            raise ConfigError(f"step {i}: split needs mmu_lock held (read or write)")
+        elif step == "pre_check" and held:
+            raise ConfigError(f"step {i}: pre_check is the lockless check; it comes before any lock")
+    if held:
+        raise ConfigError(f"the policy ends with the {held} lock held")
+
+
+PolicyLike = Union[Policy, str, Sequence[str]]
+
+
+def as_policy(policy: PolicyLike) -> Policy:
+    if isinstance(policy, Policy):
+        return policy
+    if isinstance(policy, str):
+        return Policy.preset(policy)
+    return Policy(tuple(policy))

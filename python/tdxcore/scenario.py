@@ -1,0 +1,101 @@
+"""Scenarios as data: the VM, what each thread does, fault-injection budgets, the rwlock
+variant and the fairness liveness verdicts assume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from tdxcore import _core
+from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.vm import _bool, _choice, _int, check_options, vm_config
+
+
+def accept(gfn: int, level: str) -> dict[str, Any]:
+    """vCPU op: TDG.MEM.PAGE.ACCEPT at "4K" or "2M", exits handled until the guest sees a result."""
+    return {"op": "accept", "gfn": _int(gfn, "gfn"), "level": _choice(level, "accept level", ("4K", "2M"))}
+
+
+def access(gfn: int) -> dict[str, Any]:
+    """vCPU op: touch private memory (an EPT violation KVM maps at up to 2M, then #VE if PENDING)."""
+    return {"op": "access", "gfn": _int(gfn, "gfn")}
+
+
+def set_memory_attributes(start: int, end: int, private: bool) -> dict[str, Any]:
+    """host op: KVM_SET_MEMORY_ATTRIBUTES on [start, end)."""
+    return {"op": "set_memory_attributes", "start": _int(start, "start"), "end": _int(end, "end"), "private": _bool(private, "private")}
+
+
+def punch_hole(start: int, end: int) -> dict[str, Any]:
+    """host op: guest_memfd FALLOC_FL_PUNCH_HOLE on [start, end)."""
+    return {"op": "punch_hole", "start": _int(start, "start"), "end": _int(end, "end")}
+
+
+def vcpu(index: int, *ops: Mapping[str, Any]) -> dict[str, Any]:
+    return {"vcpu": _int(index, "vcpu", 0, 63), "ops": [dict(o) for o in ops]}
+
+
+def host(*ops: Mapping[str, Any]) -> dict[str, Any]:
+    return {"vcpu": None, "ops": [dict(o) for o in ops]}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    threads: tuple[Mapping[str, Any], ...]
+    vm: Mapping[str, Any] = field(default_factory=dict)
+    alloc_failures: int = 0
+    busy: Mapping[str, int] = field(default_factory=dict)
+    rwlock: str = "qrwlock"
+    fairness: str = "weak"
+    max_steps: int = 5000
+    name: str = "custom"
+
+    def to_dict(self, policy_steps: Optional[Sequence[str]] = None) -> dict[str, Any]:
+        if not isinstance(self.vm, Mapping):
+            raise ArgumentTypeError("Scenario.vm must be a dict of VM options")
+        check_options(self.vm)
+        vm = vm_config(**{"event_after_retries": 1, "max_exits": 64, **self.vm})
+        if policy_steps is not None:
+            vm["honor_policy"] = list(policy_steps)
+        if not isinstance(self.threads, (list, tuple)):
+            raise ArgumentTypeError("Scenario.threads must be a list of programs (tdxcore.vcpu(...), tdxcore.host(...))")
+        return {
+            "name": str(self.name),
+            "vm": vm,
+            "threads": [dict(t) for t in self.threads],
+            "faults": {"alloc_failures": _int(self.alloc_failures, "alloc_failures", 0, 2**32 - 1),
+                       "busy": {str(k): _int(v, f"busy[{k!r}]", 0, 2**32 - 1) for k, v in dict(self.busy).items()}},
+            "rwlock": _choice(self.rwlock, "rwlock", ("qrwlock", "reader_preferring")).lower(),
+            "fairness": _choice(self.fairness, "fairness", ("weak", "none")).lower(),
+            "max_steps": _int(self.max_steps, "max_steps", 1, 2**32 - 1),
+        }
+
+    def to_json(self, policy_steps: Optional[Sequence[str]] = None) -> str:
+        """The canonical JSON the Rust core checks (validated there)."""
+        return _core.canonical_scenario(json.dumps(self.to_dict(policy_steps)))
+
+
+# The seed's situation (SEMANTICS.md section 1.2): one vCPU accepts 4K inside a 2M range that
+# another vCPU faults at 2M (by touching it).
+PRESETS: dict[str, Scenario] = {
+    "accept-vs-fault": Scenario(
+        name="accept-vs-fault",
+        threads=(vcpu(0, accept(0x201, "4K")), vcpu(1, access(0x3FF))),
+    ),
+    "two-accepts": Scenario(
+        name="two-accepts",
+        vm={"vcpus": 3},
+        threads=(vcpu(0, accept(0x201, "4K")), vcpu(1, access(0x3FF)), vcpu(2, accept(0x300, "4K"))),
+    ),
+}
+
+
+def as_scenario(s: Any) -> Scenario:
+    if isinstance(s, Scenario):
+        return s
+    if isinstance(s, str):
+        if s not in PRESETS:
+            raise ConfigError(f"unknown scenario preset {s!r}: allowed are {', '.join(PRESETS)}")
+        return PRESETS[s]
+    raise ArgumentTypeError(f"scenario must be a Scenario or a preset name, not {type(s).__name__}")
