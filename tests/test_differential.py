@@ -44,6 +44,7 @@ gfns = st.one_of(
     st.integers(0x700, 0x9FF),
 )
 vcpus = st.integers(0, 2)
+fails = st.sampled_from([0, 0, 0, 1])  # an allocation failure injected just before a range op
 accept_levels = st.sampled_from(["4K", "2M"])
 # (start, length) of a range: small ranges, region-sized ones, aligned regions.
 ranges = st.one_of(
@@ -165,8 +166,13 @@ class Differential(RuleBasedStateMachine):
                    and g < end and start < g + 512
                    for (level, g), kind in self.spec.mirror.items())
 
-    @rule(r=ranges, private=st.booleans())
-    def set_memory_attributes(self, r, private):
+    def inject_now(self, alloc_failures):
+        if alloc_failures:
+            self.inject(alloc_failures, {})
+
+    @rule(r=ranges, private=st.booleans(), fail=fails)
+    def set_memory_attributes(self, r, private, fail):
+        self.inject_now(fail)
         start, end = self.clip(r)
         # DISCREPANCY: the Rust model (convert.rs, invalidate_split_unmap) also splits the
         # boundary-crossing private leafs on a conversion to *private*; SEMANTICS.md 1.1(a)/1.4
@@ -176,17 +182,30 @@ class Differential(RuleBasedStateMachine):
         # allocation fails), SpecVm keeps the 2M leaf at 0. Avoided until the Rust is settled.
         if private and self.to_private_would_split(start, end):
             return
+        # DISCREPANCY: the Rust model splits the whole range, then zaps the whole range;
+        # SEMANTICS.md R7 (and kvm_handle_gfn_range() calling the pre-set handler per memslot)
+        # has the split and zap go memslot by memslot, so a later memslot's -ENOMEM leaves the
+        # earlier memslots' parts split and zapped. Reproducer on
+        # Vm(memslots=[(0, 0x600), (0x600, 0x100), (0x700, 0x300)]): fault(0, 0x400);
+        # fault(0, 0x800); inject(alloc_failures=1); set_memory_attributes(0x400, 0x900, False)
+        # -> both -ENOMEM, but Vm keeps the 2M leaf at 0x400 that SpecVm zapped. Avoided: a
+        # conversion to shared across memslots while an allocation failure is pending.
+        spans = sum(1 for base, slot_end in self.slots if base < end and start < slot_end)
+        if not private and spans > 1 and self.spec.alloc_failures:
+            return
         self.touch(start - 1, start, end - 1, end)
         self.both("set_memory_attributes", start, end, private)
 
-    @rule(r=ranges)
-    def punch_hole(self, r):
+    @rule(r=ranges, fail=fails)
+    def punch_hole(self, r, fail):
+        self.inject_now(fail)
         r = self.clip(r)
         self.touch(r[0] - 1, r[0], r[1] - 1, r[1])
         self.both("punch_hole", *r)
 
-    @rule(r=ranges)
-    def split_cross_boundary_leafs(self, r):
+    @rule(r=ranges, fail=fails)
+    def split_cross_boundary_leafs(self, r, fail):
+        self.inject_now(fail)
         r = self.clip(r)
         self.touch(r[0], r[1] - 1)
         self.both("split_cross_boundary_leafs", *r)

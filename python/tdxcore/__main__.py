@@ -13,6 +13,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub.add_parser("walk", help="walk the seed thread's situation step by step (the default)")
     sub.add_parser("accept-table", help="print the TDG.MEM.PAGE.ACCEPT outcome table")
     sub.add_parser("invariants", help="print I1-I11 with their conditions")
+    chk = sub.add_parser("check", help="explore a scenario's interleavings under a policy")
+    chk.add_argument("--scenario", default="accept-vs-fault", help="a scenario preset (default accept-vs-fault)")
+    chk.add_argument("--policy", default="v3", help="a policy preset, or comma-separated steps")
+    chk.add_argument("--strategy", default="exhaustive", choices=["exhaustive", "random", "pct"])
+    chk.add_argument("--bound", type=int, help="preemption bound (exhaustive; default none)")
+    chk.add_argument("--seed", type=int, default=0)
+    chk.add_argument("--runs", type=int, default=10_000, help="runs (random, pct)")
+    chk.add_argument("--depth", type=int, default=2, help="PCT depth")
+    chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
+    chk.add_argument("--max-time", type=float, help="seconds before the search is cut")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    rep = sub.add_parser("replay", help="replay a counterexample token")
+    rep.add_argument("token")
+    rep.add_argument("--json", action="store_true", help="the trace as JSON lines")
     args = parser.parse_args(argv)
 
     from tdxcore import accept_table, invariants
@@ -27,6 +41,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1 if bad else 0
         if args.command == "accept-table":
             print(render_accept_table(accept_table()))
+        elif args.command == "check":
+            return _check(args)
+        elif args.command == "replay":
+            from tdxcore import replay
+
+            r = replay(args.token)
+            print(r.jsonl() if args.json else r.render())
+            return 1 if r.violation else 0
         elif args.command == "invariants":
             for inv in invariants():
                 print(f"{inv['id']:<8} [{inv['kind']}] {inv['statement']}\n         holds when: {inv['holds_when']}\n         checked in: {inv['checked']}")
@@ -34,6 +56,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"tdxcore: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from tdxcore import check
+    from tdxcore.policy import PRESETS
+    from tdxcore.scenario import as_scenario
+
+    policy = args.policy if args.policy in PRESETS else [s.strip() for s in args.policy.split(",") if s.strip()]
+    scenario = as_scenario(args.scenario)
+    if args.alloc_failures is not None:
+        scenario = dataclasses.replace(scenario, alloc_failures=args.alloc_failures)
+    r = check(scenario, policy, strategy=args.strategy, bound=args.bound, seed=args.seed, runs=args.runs,
+              depth=args.depth, max_time=args.max_time)
+    if args.json:
+        out = {"verdict": r.verdict, "scenario": r.scenario, "policy": r.policy, "certificate": r.certificate,
+               "design_rules": r.design_rules, "memory_model": r.memory_model, "violation": r.violation,
+               "counterexample": None if r.counterexample is None else {
+                   "token": r.counterexample.token, "steps": r.counterexample.steps,
+                   "preemptions": r.counterexample.preemptions}}
+        print(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        print(r.summary())
+    return 1 if r.verdict == "violated" else 0
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class CheckResult:
     counterexample: Optional[Counterexample]
     results: dict[str, Any]
     elapsed_ms: int
+    schedule_hash: str
     memory_model: str = MEMORY_MODEL
 
     @property
@@ -130,7 +131,8 @@ def check(
     return CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],
         design_rules=out["design_rules"], counterexample=counterexample,
-        results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"])
+        results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"],
+        schedule_hash=out["schedule_hash"])
 
 
 def replay(token: str) -> Replay:

@@ -12,6 +12,9 @@ from tdxcore.errors import ArgumentTypeError, ConfigError
 from tdxcore.vm import _bool, _choice, _int, check_options, vm_config
 
 
+MUTATIONS = ("fault_ignores_guest_inhibit", "split_no_rewalk", "inhibit_read_before_lock")
+
+
 def accept(gfn: int, level: str) -> dict[str, Any]:
     """vCPU op: TDG.MEM.PAGE.ACCEPT at "4K" or "2M", exits handled until the guest sees a result."""
     return {"op": "accept", "gfn": _int(gfn, "gfn"), "level": _choice(level, "accept level", ("4K", "2M"))}
@@ -50,6 +53,10 @@ class Scenario:
     fairness: str = "weak"
     max_steps: int = 5000
     name: str = "custom"
+    setup: tuple[Mapping[str, Any], ...] = ()
+    # Test-only: bugs planted in the model ("fault_ignores_guest_inhibit", "split_no_rewalk",
+    # "inhibit_read_before_lock") to show the explorer finds them.
+    mutations: tuple[str, ...] = ()
 
     def to_dict(self, policy_steps: Optional[Sequence[str]] = None) -> dict[str, Any]:
         if not isinstance(self.vm, Mapping):
@@ -58,11 +65,13 @@ class Scenario:
         vm = vm_config(**{"event_after_retries": 1, "max_exits": 64, **self.vm})
         if policy_steps is not None:
             vm["honor_policy"] = list(policy_steps)
+        vm["mutations"] = [_choice(m, "mutation", MUTATIONS) for m in self.mutations]
         if not isinstance(self.threads, (list, tuple)):
             raise ArgumentTypeError("Scenario.threads must be a list of programs (tdxcore.vcpu(...), tdxcore.host(...))")
         return {
             "name": str(self.name),
             "vm": vm,
+            "setup": [dict(t) for t in self.setup],
             "threads": [dict(t) for t in self.threads],
             "faults": {"alloc_failures": _int(self.alloc_failures, "alloc_failures", 0, 2**32 - 1),
                        "busy": {str(k): _int(v, f"busy[{k!r}]", 0, 2**32 - 1) for k, v in dict(self.busy).items()}},

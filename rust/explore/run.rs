@@ -17,7 +17,8 @@ use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
 use crate::model::guest::{GuestResult, guest_accept, guest_access};
 use crate::model::invariants::check_state;
 use crate::model::vm::{Cx, Vm};
-use crate::sync::{Finding, FindingKind, LockId, Mode, Seamcall, Tid, TraceLine, WaitCond};
+use crate::sync::sequential::{FaultPlan, Sequential};
+use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, TraceLine, WaitCond, run_to_completion};
 
 /// What one program operation returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,17 +100,34 @@ async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
     let mut out = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         cx.rt.begin_op(cx.tid, i);
-        let result = match *op {
-            ProgramOp::Accept { gfn, level } => guest_accept(&cx, gfn, level).await.result.name(),
-            ProgramOp::Access { gfn } => guest_access(&cx, gfn).await.result.name(),
-            ProgramOp::SetMemoryAttributes { start, end, private } => {
-                errno_name(kvm_vm_set_mem_attributes(&cx, start, end, private).await)
-            }
-            ProgramOp::PunchHole { start, end } => errno_name(kvm_gmem_punch_hole(&cx, start, end).await),
-        };
-        out.push(OpResult { op: i, result });
+        out.push(OpResult { op: i, result: run_op(&cx, op).await });
     }
     out
+}
+
+/// One program operation; what the thread got, as a name.
+async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
+    match *op {
+        ProgramOp::Accept { gfn, level } => guest_accept(cx, gfn, level).await.result.name(),
+        ProgramOp::Access { gfn } => guest_access(cx, gfn).await.result.name(),
+        ProgramOp::SetMemoryAttributes { start, end, private } => {
+            errno_name(kvm_vm_set_mem_attributes(cx, start, end, private).await)
+        }
+        ProgramOp::PunchHole { start, end } => errno_name(kvm_gmem_punch_hole(cx, start, end).await),
+    }
+}
+
+/// The scenario's setup: its programs run one after the other, each operation to completion,
+/// on the sequential backend with no injected faults, before the threads start.
+fn run_setup(vm: &Vm, scenario: &Scenario) {
+    let rt = Sequential::new(FaultPlan { event_after_retries: 0, ..Default::default() }, false);
+    for p in &scenario.setup {
+        let tid = p.vcpu.unwrap_or(scenario.vm.vcpus);
+        for op in &p.ops {
+            let cx = Cx { vm, rt: &rt, tid };
+            run_to_completion(run_op(&cx, op)).expect("a sequential setup never suspends");
+        }
+    }
 }
 
 fn errno_name(r: Result<(), crate::model::types::Errno>) -> String {
@@ -124,6 +142,7 @@ pub fn run_once(
     mut opts: RunOptions<'_>,
 ) -> Execution {
     let vm = Vm::new(&scenario.vm).expect("scenario validated before running");
+    run_setup(&vm, scenario);
     let n = scenario.threads.len();
     let tids: Vec<Tid> = (0..n).map(|i| scenario.tid(i)).collect();
     let nslots = tids.iter().copied().max().map_or(0, |m| m as usize + 1);
@@ -308,7 +327,6 @@ pub fn run_once(
 
 impl Sim<'_> {
     fn lock_state_mmu(&self) -> crate::sync::LockState {
-        use crate::sync::Runtime;
         self.lock_state(LockId::MmuLock)
     }
 }

@@ -67,6 +67,10 @@ pub struct Scenario {
     #[serde(default)]
     pub name: String,
     pub vm: VmConfig,
+    /// Programs run one after the other, to completion and with no injected faults, before
+    /// the threads start (to build the state the race starts from).
+    #[serde(default)]
+    pub setup: Vec<Program>,
     pub threads: Vec<Program>,
     #[serde(default)]
     pub faults: FaultBudget,
@@ -122,37 +126,49 @@ impl Scenario {
             return bad(format!("{} threads: at most 32 are supported", self.threads.len()));
         }
         let vm = crate::model::vm::Vm::new(&self.vm)?;
+        for (i, p) in self.setup.iter().enumerate() {
+            check_program(&vm, p, &format!("setup {i}"), self.vm.vcpus)?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.threads.iter().enumerate() {
+            check_program(&vm, p, &format!("thread {i}"), self.vm.vcpus)?;
             if let Some(v) = p.vcpu {
-                if v >= self.vm.vcpus {
-                    return bad(format!("thread {i}: vcpu {v} does not exist (the VM has {} vCPUs)", self.vm.vcpus));
-                }
                 if !seen.insert(v) {
                     return bad(format!("thread {i}: vcpu {v} already has a program"));
-                }
-            }
-            for (j, op) in p.ops.iter().enumerate() {
-                let at = format!("thread {i} op {j}");
-                if op.is_guest() != p.vcpu.is_some() {
-                    let who = if p.vcpu.is_some() { "a vCPU" } else { "a host thread" };
-                    return bad(format!("{at}: {op:?} cannot run on {who}"));
-                }
-                match *op {
-                    ProgramOp::Accept { gfn, level } => {
-                        if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
-                            return bad(format!("{at}: accept level {level}: allowed are 4K and 2M"));
-                        }
-                        vm.check_range(gfn, gfn + 1, &at)?;
-                    }
-                    ProgramOp::Access { gfn } => vm.check_range(gfn, gfn + 1, &at)?,
-                    ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
-                        vm.check_range(start, end, &at)?
-                    }
                 }
             }
         }
         self.busy_budget()?;
         Ok(())
     }
+}
+
+/// A program's thread kind, vCPU index, ops, levels and ranges.
+fn check_program(vm: &crate::model::vm::Vm, p: &Program, name: &str, vcpus: u16) -> CoreResult<()> {
+    let bad = |m: String| Err(CoreError::Config(m));
+    if let Some(v) = p.vcpu
+        && v >= vcpus
+    {
+        return bad(format!("{name}: vcpu {v} does not exist (the VM has {vcpus} vCPUs)"));
+    }
+    for (j, op) in p.ops.iter().enumerate() {
+        let at = format!("{name} op {j}");
+        if op.is_guest() != p.vcpu.is_some() {
+            let who = if p.vcpu.is_some() { "a vCPU" } else { "a host thread" };
+            return bad(format!("{at}: {op:?} cannot run on {who}"));
+        }
+        match *op {
+            ProgramOp::Accept { gfn, level } => {
+                if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
+                    return bad(format!("{at}: accept level {level}: allowed are 4K and 2M"));
+                }
+                vm.check_range(gfn, gfn + 1, &at)?;
+            }
+            ProgramOp::Access { gfn } => vm.check_range(gfn, gfn + 1, &at)?,
+            ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
+                vm.check_range(start, end, &at)?
+            }
+        }
+    }
+    Ok(())
 }

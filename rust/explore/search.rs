@@ -149,6 +149,8 @@ pub struct Certificate {
     /// Which budget stopped the search early, if one did.
     pub cut_by: Option<String>,
     pub schedules: u64,
+    /// Schedules of the last pass (an iterative search re-runs lower bounds first).
+    pub schedules_last_pass: u64,
     pub pruned: u64,
     pub distinct_states: u64,
     pub steps: u64,
@@ -180,6 +182,8 @@ pub struct Report {
     /// For a single-run strategy: what each thread's operations returned.
     pub results: BTreeMap<Tid, Vec<super::run::OpResult>>,
     pub elapsed_ms: u64,
+    /// A hash of every schedule the search ran, in order: equal inputs give equal hashes.
+    pub schedule_hash: String,
 }
 
 /// Budgets that cut a search: schedules and wall time.
@@ -189,11 +193,16 @@ pub struct Budget {
     pub max_time: Option<Duration>,
 }
 
+/// An unbounded exhaustive search first tries these preemption bounds, bound by bound.
+const QUICK_BOUNDS: u32 = 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Unbounded,
+    /// Iterative preemption bounding up to `max`; then, if `then_unbounded`, one unbounded DFS.
     Bounded {
         max: u32,
+        then_unbounded: bool,
     },
     /// Looking for a counterexample with fewer than `below` preemptions.
     Minimize {
@@ -222,6 +231,16 @@ pub struct Search {
     design: BTreeMap<String, (u64, String)>,
     results: BTreeMap<Tid, Vec<super::run::OpResult>>,
     done: bool,
+    /// A hash of every schedule run, in order (determinism checks).
+    schedule_hash: u64,
+}
+
+fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut s = std::hash::DefaultHasher::new();
+    h.hash(&mut s);
+    x.hash(&mut s);
+    s.finish()
 }
 
 impl Search {
@@ -234,7 +253,6 @@ impl Search {
             Strategy::Pct { .. } => "pct",
             Strategy::Choices { .. } => "choices",
         };
-        let unbounded = matches!(strategy, Strategy::Exhaustive { bound: None, .. });
         let mut s = Search {
             scenario,
             busy,
@@ -242,8 +260,9 @@ impl Search {
             budget,
             started: Instant::now(),
             phase: match strategy {
-                Strategy::Exhaustive { bound: Some(max), .. } => Phase::Bounded { max },
-                _ => Phase::Unbounded,
+                Strategy::Exhaustive { bound: Some(max), .. } => Phase::Bounded { max, then_unbounded: false },
+                // Shallow bugs first (most are), then the complete search.
+                _ => Phase::Bounded { max: QUICK_BOUNDS, then_unbounded: true },
             },
             bound: 0,
             prefix: Some(Vec::new()),
@@ -256,10 +275,8 @@ impl Search {
             design: BTreeMap::new(),
             results: BTreeMap::new(),
             done: false,
+            schedule_hash: 0,
         };
-        if unbounded {
-            s.bound = u32::MAX;
-        }
         if let Strategy::Pct { depth, .. } = s.strategy {
             // k: the steps of a run that takes the default choices.
             let e = run_once(&s.scenario, &s.busy, &mut Prefix::new(vec![]), s.opts(false, None));
@@ -308,7 +325,10 @@ impl Search {
     }
 
     fn record(&mut self, e: Execution) {
+        let chosen: Vec<u32> = e.decisions.iter().map(|d| d.chosen).collect();
+        self.schedule_hash = mix(self.schedule_hash, (&chosen, e.steps));
         self.cert.schedules += 1;
+        self.cert.schedules_last_pass += 1;
         self.cert.steps += e.steps as u64;
         *self.cert.preemption_histogram.entry(e.preemptions).or_default() += 1;
         if e.end == RunEnd::Pruned {
@@ -383,7 +403,14 @@ impl Search {
             self.end_of_dfs();
             return;
         };
-        if self.phase == Phase::Unbounded && self.best.is_some() {
+        // Unbounded: the first violation starts the minimisation. Minimising: the first
+        // violation at the lowest bound has the fewest preemptions there is.
+        let found_here = match self.phase {
+            Phase::Unbounded => self.best.is_some(),
+            Phase::Minimize { .. } => self.best.as_ref().is_some_and(|b| b.preemptions <= self.bound),
+            Phase::Bounded { .. } => self.best.is_some(),
+        };
+        if found_here {
             self.end_of_dfs();
             return;
         }
@@ -399,6 +426,7 @@ impl Search {
     }
 
     fn restart_dfs(&mut self, bound: u32) {
+        self.cert.schedules_last_pass = 0;
         self.bound = bound;
         self.bound_hit = false;
         self.cache.clear();
@@ -410,21 +438,28 @@ impl Search {
         match self.phase {
             Phase::Unbounded => {
                 self.cert.distinct_states = self.cache.len() as u64;
+                self.cert.bound = None;
                 match found {
-                    Some(p) if p > 0 => {
+                    Some(p) if p > QUICK_BOUNDS + 1 => {
                         self.phase = Phase::Minimize { below: p };
-                        self.restart_dfs(0);
+                        self.restart_dfs(QUICK_BOUNDS + 1);
                     }
                     _ => self.finish(found.is_none()),
                 }
             }
-            Phase::Bounded { max } => {
-                if found.is_some() || !self.bound_hit || self.bound >= max {
+            Phase::Bounded { max, then_unbounded } => {
+                self.cert.distinct_states = self.cache.len() as u64;
+                if found.is_some() || !self.bound_hit {
                     self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
-                    self.cert.distinct_states = self.cache.len() as u64;
                     self.finish(found.is_none());
-                } else {
+                } else if self.bound < max {
                     self.restart_dfs(self.bound + 1);
+                } else if then_unbounded {
+                    self.phase = Phase::Unbounded;
+                    self.restart_dfs(u32::MAX);
+                } else {
+                    self.cert.bound = Some(self.bound);
+                    self.finish(true);
                 }
             }
             Phase::Minimize { below } => {
@@ -447,6 +482,7 @@ impl Search {
             design_rules: self.design.clone(),
             results: self.results.clone(),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
+            schedule_hash: format!("{:016x}", self.schedule_hash),
         }
     }
 
@@ -500,6 +536,7 @@ pub(crate) mod tests {
     pub fn seed_scenario(policy: &[HonorStep], alloc_failures: u32) -> Scenario {
         Scenario {
             name: "accept-vs-fault".into(),
+            setup: vec![],
             vm: VmConfig {
                 honor_policy: policy.to_vec(),
                 retry: crate::model::config::RetryOptions {

@@ -109,6 +109,21 @@ pub struct VmConfig {
     /// The honour path as steps; defaults to the final algorithm.
     #[serde(default = "default_honor_policy")]
     pub honor_policy: Vec<HonorStep>,
+    /// Test-only: known bugs planted in the model, to prove the explorer finds them.
+    #[serde(default)]
+    pub mutations: Vec<Mutation>,
+}
+
+/// Bugs planted on purpose (for tests of the explorer). None is part of any kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mutation {
+    /// kvm_lpage_info_max_mapping_level() ignores GUEST_INHIBIT.
+    FaultIgnoresGuestInhibit,
+    /// The split engine does not restart its walk after re-taking mmu_lock.
+    SplitNoRewalk,
+    /// The fault path reads lpage_info before taking the read lock.
+    InhibitReadBeforeLock,
 }
 
 fn default_honor_policy() -> Vec<HonorStep> {
@@ -129,6 +144,7 @@ impl Default for VmConfig {
             module: ModuleOptions::default(),
             retry: RetryOptions::default(),
             honor_policy: default_honor_policy(),
+            mutations: vec![],
         }
     }
 }

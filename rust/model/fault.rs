@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::attributes::kvm_mem_is_private;
+use super::config::Mutation;
 use super::lpage_info::kvm_lpage_info_max_mapping_level;
 use super::memslot::Memslot;
 use super::spte::*;
@@ -79,6 +80,9 @@ pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, max_le
     let max_level = max_level.min(kvm_max_level_for_order(vm.folio_order(gfn))).min(tdx_max);
     let mut fault = KvmPageFault { gfn, slot, max_level, req_level: PG_LEVEL_4K, goal_level: PG_LEVEL_4K, mmu_seq };
 
+    if vm.mutated(Mutation::InhibitReadBeforeLock) {
+        kvm_mmu_hugepage_adjust(cx, &mut fault).await;
+    }
     cx.read_lock().await;
     let r = if is_page_fault_stale(cx, &fault).await { PfResult::Retry } else { kvm_tdp_mmu_map(cx, &mut fault).await };
     cx.read_unlock().await;
@@ -111,7 +115,9 @@ async fn kvm_mmu_hugepage_adjust<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPage
 /// the goal level (mirror roots never promote), ask the split hook at a huge leaf above the
 /// goal, and install the leaf.
 async fn kvm_tdp_mmu_map<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_>) -> PfResult {
-    kvm_mmu_hugepage_adjust(cx, fault).await;
+    if !cx.vm.mutated(Mutation::InhibitReadBeforeLock) {
+        kvm_mmu_hugepage_adjust(cx, fault).await;
+    }
     let gfn = fault.gfn;
     let mut iter = TdpIter::root(gfn);
     loop {

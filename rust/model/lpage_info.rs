@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::attributes::{hugepage_has_attrs_now, kvm_range_has_memory_attributes};
+use super::config::Mutation;
 use super::memslot::Memslot;
 use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
@@ -78,8 +79,9 @@ pub async fn kvm_lpage_info_max_mapping_level<R: Runtime>(
     max_level: Level,
 ) -> Level {
     let mut level = max_level.min(PG_LEVEL_1G);
+    let ignored = if cx.vm.mutated(Mutation::FaultIgnoresGuestInhibit) { KVM_LPAGE_GUEST_INHIBIT_FLAG } else { 0 };
     while level > PG_LEVEL_4K {
-        if lpage_load(cx, slot, gfn, level).await == 0 {
+        if lpage_load(cx, slot, gfn, level).await & !ignored == 0 {
             break;
         }
         level = level.down();

@@ -1,5 +1,6 @@
 //! The split engine: kvm_split_cross_boundary_leafs() (v3 patch 11), on the mirror root.
 
+use super::config::Mutation;
 use super::fault::tdp_mmu_split_huge_page;
 use super::spte::*;
 use super::tdp_mmu::TdpIter;
@@ -53,7 +54,9 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                             return Err(e);
                         }
                         sp_in_hand = true;
-                        continue 'restart;
+                        if !cx.vm.mutated(Mutation::SplitNoRewalk) {
+                            continue 'restart;
+                        }
                     }
                     let how = if shared { SplitMode::PolicyShared } else { SplitMode::Exclusive };
                     match tdp_mmu_split_huge_page(cx, &mut iter, how).await {

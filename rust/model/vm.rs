@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use super::attributes::KVM_MEMORY_ATTRIBUTE_PRIVATE;
-use super::config::{ModuleOptions, RetryOptions, TdState, VmConfig};
+use super::config::{ModuleOptions, Mutation, RetryOptions, TdState, VmConfig};
 use super::honor::HonorStep;
 use super::lpage_info;
 use super::memslot::{Memslot, check_no_overlap};
@@ -36,6 +36,7 @@ pub struct Vm {
     pub module: ModuleOptions,
     pub retry: RetryOptions,
     pub honor_policy: Vec<HonorStep>,
+    pub mutations: Vec<Mutation>,
     /// kvm->vm_bugged: set by KVM_BUG_ON; every later operation fails with -EIO.
     pub bugged: AtomicBool,
 }
@@ -70,6 +71,7 @@ impl Vm {
             module: cfg.module.clone(),
             retry: cfg.retry.clone(),
             honor_policy: cfg.honor_policy.clone(),
+            mutations: cfg.mutations.clone(),
             bugged: AtomicBool::new(false),
         };
         for &(start, end) in &cfg.shared {
@@ -138,6 +140,11 @@ impl Vm {
 
     pub fn td_runnable(&self) -> bool {
         self.tdx.lock().td_state == TdState::Runnable
+    }
+
+    /// Whether a test planted this bug.
+    pub fn mutated(&self, m: Mutation) -> bool {
+        self.mutations.contains(&m)
     }
 
     pub fn no_vcpu_in_guest(&self) -> bool {
