@@ -1,0 +1,116 @@
+"""Hypothesis strategies for users' own tests: schedules as choice sequences, scenarios and
+valid policies, and a runner that fails with the (shrunk) counterexample's trace.
+
+    from hypothesis import given
+    import tdxcore.testing as tt
+
+    @given(schedule=tt.schedules())
+    def test_final_algorithm(schedule):
+        tt.assert_holds("accept-vs-fault", "v3", schedule)
+
+A schedule is a list of switch points (gap, option): take choice 0 at `gap` decisions, then
+`option` at the next. Choice 0 keeps running the current thread and makes no injected fault
+happen, and every choice past the last switch point is 0, so the empty schedule is the simplest
+and Hypothesis shrinks first the number of switch points (preemptions and injected faults), then
+the gaps. A flat list of ints is accepted too, as the choices themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any, Optional, Sequence
+
+from hypothesis import strategies as st
+
+from tdxcore import _core
+from tdxcore.check import replay
+from tdxcore.policy import STEPS, Policy, PolicyLike, as_policy
+from tdxcore.scenario import Scenario, accept, access, as_scenario, host, set_memory_attributes, vcpu
+
+
+def schedules(max_switches: int = 12, max_gap: int = 80, max_option: int = 3) -> st.SearchStrategy[list[tuple[int, int]]]:
+    """Switch points (gap, option); the empty list ("keep going") is the simplest."""
+    point = st.tuples(st.integers(min_value=0, max_value=max_gap), st.integers(min_value=1, max_value=max_option))
+    return st.lists(point, max_size=max_switches)
+
+
+def choices(schedule: Sequence[Any]) -> list[int]:
+    """The explorer's choice sequence for a schedule (switch points, or ints as they are)."""
+    out: list[int] = []
+    for x in schedule:
+        if isinstance(x, (tuple, list)):
+            gap, option = x
+            out += [0] * int(gap) + [int(option)]
+        else:
+            out.append(int(x))
+    return out
+
+
+@st.composite
+def policies(draw: Any) -> Policy:
+    """Valid honour policies: an optional pre-check, then lock sections holding a split and/or
+    the inhibit, released in order."""
+    steps: list[str] = ["pre_check"] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(min_value=1, max_value=2))):
+        mode = draw(st.sampled_from(["read", "write"]))
+        body = draw(st.lists(st.sampled_from(["split", "set_inhibit"]), min_size=1, max_size=2, unique=True))
+        steps += [f"{mode}_lock", *body, f"{mode}_unlock"]
+    return Policy(tuple(steps))
+
+
+@st.composite
+def scenarios(draw: Any, max_vcpus: int = 3) -> Scenario:
+    """Small scenarios: vCPUs accepting or touching gfns of two 2M regions, maybe a host
+    conversion, maybe an allocation failure."""
+    gfns = st.sampled_from([0x0, 0x1, 0x1FF, 0x200, 0x201, 0x3FF])
+    n = draw(st.integers(min_value=2, max_value=max_vcpus))
+    threads = []
+    for i in range(n):
+        op = draw(st.one_of(
+            st.builds(accept, gfns, st.sampled_from(["4K", "2M"])).filter(lambda o: o["level"] == "4K" or o["gfn"] % 512 == 0),
+            st.builds(access, gfns),
+        ))
+        threads.append(vcpu(i, op))
+    if draw(st.booleans()):
+        start = draw(st.sampled_from([0x200, 0x210, 0x3F0]))
+        threads.append(host(set_memory_attributes(start, start + 0x10, False)))
+    return Scenario(threads=tuple(threads), vm={"vcpus": n}, alloc_failures=draw(st.integers(0, 1)), name="generated")
+
+
+@lru_cache(maxsize=256)
+def _canonical(raw: str) -> str:
+    return _core.canonical_scenario(raw)
+
+
+def _scenario_json(scenario: Scenario, steps: tuple[str, ...]) -> str:
+    return _canonical(json.dumps(scenario.to_dict(steps), sort_keys=True))
+
+
+def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> dict[str, Any]:
+    """Run one schedule; the report's "verdict" and, when violated, "counterexample" (with its
+    "token")."""
+    pol = as_policy(policy)
+    sj = _scenario_json(as_scenario(scenario), pol.steps)
+    strategy = json.dumps({"name": "choices", "choices": choices(schedule)})
+    return json.loads(_core.check(sj, strategy, json.dumps({"max_schedules": 1, "max_time": None}), False))
+
+
+def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> None:
+    """Fail with the counterexample's trace if this schedule breaks something."""
+    r = run(scenario, policy, schedule)
+    if r["verdict"] != "holds":
+        cx = r["counterexample"]
+        trace = replay(cx["token"])
+        raise AssertionError(
+            f"{json.dumps(cx['violation'])}\n{cx['preemptions']} preemption(s), {cx['steps']} steps; "
+            f"replay: tdxcore replay {cx['token']}\n{trace.render()}")
+
+
+def preemptions(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> Optional[int]:
+    """The preemptions of the schedule's counterexample, or None if it holds."""
+    r = run(scenario, policy, schedule)
+    return None if r["verdict"] == "holds" else r["counterexample"]["preemptions"]
+
+
+__all__ = ["STEPS", "assert_holds", "choices", "policies", "preemptions", "run", "scenarios", "schedules"]
