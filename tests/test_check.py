@@ -158,3 +158,17 @@ def test_bad_check_arguments():
         tdxcore.check("nope")
     with pytest.raises(tdxcore.ConfigError, match="vcpu 5 does not exist"):
         tdxcore.check(Scenario(threads=(vcpu(5, access(1)),)))
+
+
+def test_the_lockless_precheck_is_reported_as_a_data_race():
+    # vCPU2's pre-check loads lpage_info with no lock while vCPU0 stores GUEST_INHIBIT under the
+    # write lock: a data race in the C model (READ_ONCE/WRITE_ONCE), benign on x86-TSO.
+    r = tdxcore.check(PRESETS["two-accepts"], "v3", bound=1, progress=False)
+    assert r.verdict == "holds"
+    assert "x86-TSO" in r.memory_model
+    [race] = r.races
+    assert race["object"] == "lpage_info 2M 0x200"
+    assert {race["first"]["locks"], race["second"]["locks"]} == {"no lock", "mmu_lock held for write"}
+    assert "READ_ONCE" in race["fix"]
+    # Under the sequential seed scenario nobody checks the flag without a lock: no race.
+    assert tdxcore.check(SEED, "v3", bound=1, progress=False).races == ()

@@ -16,7 +16,7 @@ from tdxcore.scenario import Scenario, as_scenario
 from tdxcore.vm import _int
 
 STRATEGIES = ("exhaustive", "random", "pct", "choices")
-MEMORY_MODEL = "x86-TSO: plain accesses are atomic and not reordered with each other"
+MEMORY_MODEL = "x86-TSO"
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class CheckResult:
     results: dict[str, Any]
     elapsed_ms: int
     schedule_hash: str
+    races: tuple[dict[str, Any], ...] = ()
     memory_model: str = MEMORY_MODEL
 
     @property
@@ -132,7 +133,7 @@ def check(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],
         design_rules=out["design_rules"], counterexample=counterexample,
         results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"],
-        schedule_hash=out["schedule_hash"])
+        schedule_hash=out["schedule_hash"], races=tuple(out["races"]), memory_model=out["memory_model"])
 
 
 def replay(token: str) -> Replay:

@@ -201,6 +201,14 @@ def render_check(result: Any) -> str:
     else:
         lines.append("  design rules: none broken")
     lines.append(f"  memory model: {result.memory_model}")
+    if result.races:
+        lines.append(f"  data races on plain accesses ({len(result.races)} kinds):")
+        for r in result.races:
+            a, b = r["first"], r["second"]
+            lines.append(f"    {r['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
+                         f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {r['fix']}")
+    else:
+        lines.append("  data races on plain accesses: none reached")
     cx = result.counterexample
     if cx is not None:
         v = cx.violation

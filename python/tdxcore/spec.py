@@ -286,6 +286,12 @@ class SpecVm:
         self.sept[(level, g)] = (True, PENDING_BLOCKED if state == PENDING else BLOCKED)
         return SUCCESS
 
+    def _unblock(self, level: int, g: int) -> str:
+        """TDH.MEM.RANGE.UNBLOCK: undo BLOCK (only to roll back a failed read-lock split)."""
+        leaf, state = self.sept[(level, g)]
+        self.sept[(level, g)] = (True, PENDING if state == PENDING_BLOCKED else MAPPED)
+        return SUCCESS
+
     def _demote(self, level: int, g: int) -> str:
         """TDH.MEM.PAGE.DEMOTE: a blocked (or, with the atomic demote, any) huge leaf becomes a
         table of 512 unblocked leafs that inherit its PENDING or MAPPED state."""
@@ -306,19 +312,33 @@ class SpecVm:
 
     # ---- the mirror page table and its S-EPT hooks (tdp_mmu.c, tdx.c) ----
 
-    def _split_huge_page(self, level: int, g: int, shared: bool) -> None:
-        """tdp_mmu_split_huge_page() -> tdx_sept_split_private_spte(). Under the read lock TDX
-        refuses (-EOPNOTSUPP) unless the module demotes in one SEAMCALL (BUSY -> -EBUSY). Under
-        the write lock: BLOCK, TRACK + kick, DEMOTE (each tdh_do_no_vcpus)."""
+    def _split_huge_page(self, level: int, g: int, mode: str) -> None:
+        """tdp_mmu_split_huge_page() -> tdx_sept_split_private_spte(), by who asks:
+        - "exclusive" (write lock): BLOCK, TRACK + kick, DEMOTE, each tdh_do_no_vcpus();
+        - "fault" (the fault path, read lock): TDX refuses, -EOPNOTSUPP;
+        - "policy" (an honour policy splitting under the read lock): BLOCK, TRACK, DEMOTE with no
+          kick-and-retry (BUSY -> -EBUSY); a BUSY DEMOTE is rolled back with UNBLOCK (the
+          rollback problem: an UNBLOCK that is BUSY too kills the VM, which the spec does not
+          model);
+        - with the atomic demote, a read-lock split is one DEMOTE that commits nothing on BUSY."""
         demote = lambda: self._demote(level, g)  # noqa: E731
-        if shared:
-            if not self.atomic_demote:
-                raise Errno("-EOPNOTSUPP")
+        block = lambda: self._block(level, g)  # noqa: E731
+        if mode != "exclusive" and self.atomic_demote:
             if self._seamcall("page_demote", demote) == BUSY:
+                raise Errno("-EBUSY")
+        elif mode == "fault":
+            raise Errno("-EOPNOTSUPP")
+        elif mode == "policy":
+            if self._seamcall("range_block", block) == BUSY:
+                raise Errno("-EBUSY")
+            self._no_vcpus("mem_track", lambda: SUCCESS)
+            if self._seamcall("page_demote", demote) == BUSY:
+                if self._seamcall("range_unblock", lambda: self._unblock(level, g)) != SUCCESS:
+                    raise SpecBug("KVM_BUG_ON: UNBLOCK failed after a BUSY DEMOTE (not modelled)")
                 raise Errno("-EBUSY")
         else:
             if not self.atomic_demote:
-                self._no_vcpus("range_block", lambda: self._block(level, g))
+                self._no_vcpus("range_block", block)
                 self._no_vcpus("mem_track", lambda: SUCCESS)
             self._no_vcpus("page_demote", demote)
         self.mirror[(level, g)] = TABLE
@@ -351,7 +371,7 @@ class SpecVm:
                     have_page, g = True, first
                     continue
                 try:
-                    self._split_huge_page(M2, g, shared)
+                    self._split_huge_page(M2, g, "policy" if shared else "exclusive")
                 except Errno as e:
                     if shared and str(e) == "-EBUSY":
                         continue
@@ -398,7 +418,7 @@ class SpecVm:
                 self.mirror[(level, g)] = TABLE
             elif kind == LEAF:
                 try:
-                    self._split_huge_page(level, g, shared=True)
+                    self._split_huge_page(level, g, "fault")
                 except Errno:
                     return RETRY
             level -= 1

@@ -79,6 +79,7 @@ pub struct Execution {
     pub results: BTreeMap<Tid, Vec<OpResult>>,
     /// Design-rule findings: reported beside a verdict, never as one.
     pub design_rules: Vec<Finding>,
+    pub races: Vec<super::race::Race>,
 }
 
 /// Hashes of states already explored (with the preemptions used, when bounded).
@@ -92,6 +93,8 @@ pub struct RunOptions<'a> {
     pub cache: Option<&'a mut StateCache>,
     /// Key cached states with the preemptions used (a bounded search must).
     pub key_preemptions: bool,
+    /// Detect data races on plain accesses (vector clocks).
+    pub races: bool,
 }
 
 type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
@@ -159,6 +162,9 @@ pub fn run_once(
     {
         // Slots of thread ids nobody runs are done from the start.
         let mut st = sim.st.borrow_mut();
+        if opts.races {
+            st.races = Some(super::race::RaceDetector::new(nslots));
+        }
         for (t, s) in st.status.iter_mut().enumerate() {
             if !tids.contains(&(t as Tid)) {
                 *s = Status::Done;
@@ -322,6 +328,7 @@ pub fn run_once(
         trace: st.trace,
         results,
         design_rules: st.findings,
+        races: st.races.map(|r| r.races).unwrap_or_default(),
     }
 }
 

@@ -184,6 +184,9 @@ pub struct Report {
     pub elapsed_ms: u64,
     /// A hash of every schedule the search ran, in order: equal inputs give equal hashes.
     pub schedule_hash: String,
+    /// Pairs of unsynchronised plain accesses the search reached, one per kind of pair.
+    pub races: Vec<super::race::Race>,
+    pub memory_model: &'static str,
 }
 
 /// Budgets that cut a search: schedules and wall time.
@@ -229,6 +232,7 @@ pub struct Search {
     cert: Certificate,
     best: Option<Counterexample>,
     design: BTreeMap<String, (u64, String)>,
+    races: BTreeMap<String, super::race::Race>,
     results: BTreeMap<Tid, Vec<super::run::OpResult>>,
     done: bool,
     /// A hash of every schedule run, in order (determinism checks).
@@ -273,6 +277,7 @@ impl Search {
             cert: Certificate { strategy: name.into(), ..Default::default() },
             best: None,
             design: BTreeMap::new(),
+            races: BTreeMap::new(),
             results: BTreeMap::new(),
             done: false,
             schedule_hash: 0,
@@ -290,7 +295,7 @@ impl Search {
     }
 
     fn opts<'a>(&self, tracing: bool, cache: Option<&'a mut StateCache>) -> RunOptions<'a> {
-        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true }
+        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true, races: true }
     }
 
     pub fn done(&self) -> bool {
@@ -333,6 +338,12 @@ impl Search {
         *self.cert.preemption_histogram.entry(e.preemptions).or_default() += 1;
         if e.end == RunEnd::Pruned {
             self.cert.pruned += 1;
+        }
+        for r in e.races {
+            let mut pair = [format!("{}/{}", r.first.op, r.first.locks), format!("{}/{}", r.second.op, r.second.locks)];
+            pair.sort();
+            let key = format!("{} {} {}", r.object, pair[0], pair[1]);
+            self.races.entry(key).or_insert(r);
         }
         for f in e.design_rules {
             let entry = self.design.entry(f.rule.to_string()).or_insert((0, f.message.clone()));
@@ -483,6 +494,8 @@ impl Search {
             results: self.results.clone(),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
             schedule_hash: format!("{:016x}", self.schedule_hash),
+            races: self.races.values().cloned().collect(),
+            memory_model: "x86-TSO (plain aligned accesses are atomic and not reordered with each other; races are reported against the C language model)",
         }
     }
 
@@ -521,7 +534,7 @@ fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Opti
 pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
     scenario.validate()?;
     let busy = scenario.busy_budget()?;
-    let opts = RunOptions { tracing: true, check_every_step: true, cache: None, key_preemptions: false };
+    let opts = RunOptions { tracing: true, check_every_step: true, cache: None, key_preemptions: false, races: true };
     Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
 }
 

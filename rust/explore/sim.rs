@@ -108,6 +108,7 @@ pub struct SimState<'c> {
     pub tracing: bool,
     pub trace: Vec<TraceLine>,
     pub findings: Vec<Finding>,
+    pub races: Option<super::race::RaceDetector>,
 }
 
 pub struct Sim<'c> {
@@ -163,6 +164,7 @@ impl<'c> Sim<'c> {
                 tracing,
                 trace: Vec::new(),
                 findings: Vec::new(),
+                races: None,
             }),
         }
     }
@@ -438,6 +440,9 @@ impl Runtime for Sim<'_> {
         let i = event.tid as usize;
         st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, event.before, event.after));
         st.steps[i] += 1;
+        if let Some(r) = st.races.as_mut() {
+            r.observe(&event);
+        }
         if st.tracing {
             event.preemption = std::mem::take(&mut st.preempted);
             st.trace.push(TraceLine::Step(event));
