@@ -5,6 +5,8 @@ After every step the two must agree on the operation's result (and exits for gue
 and on the whole observable state: mirror leafs, S-EPT leafs, lpage_info of every huge region,
 attributes and mappings of the gfns touched so far, page statistics and session counters. The Rust
 model must also report no state-invariant violation and no finding other than a design rule.
+Requests the API refuses (a shared gfn, a range outside the memslots) must raise the same
+exception class on both sides.
 """
 
 from __future__ import annotations
@@ -30,22 +32,23 @@ LAYOUTS = [
     [(0x0, 0x600), (0x700, 0x300), (BIG, BIG)],
 ]
 # Most gfns fall in regions 0x200 and 0x400 so that ACCEPTs, faults and conversions collide.
+HOTTEST = [0x200, 0x201, 0x400, 0x401]
 HOT = [0x200, 0x201, 0x202, 0x2FF, 0x3FF, 0x400, 0x401, 0x40F, 0x410, 0x411, 0x5FF]
 COLD = [0x0, 0x1, 0x1FF, 0x600, 0x6FF, 0x700, 0x701, 0x7FF, 0x800, 0x801, 0x9FF,
         BIG, BIG + 1, BIG + 0x1FF, BIG + 0x200, 2 * BIG - 1]
 READ_LOCK_SPLIT = ["pre_check", "read_lock", "split", "set_inhibit", "read_unlock"]
 GUEST_OPS = {"guest_accept", "guest_access"}
+BUSY_KEYS = ["page_aug", "sept_add", "range_block", "mem_track", "page_demote", "page_remove",
+             "accept"]
 
-gfns = st.one_of(
-    st.sampled_from(HOT),
-    st.sampled_from(HOT),
-    st.sampled_from(COLD),
-    st.integers(0x0, 0x5FF),
-    st.integers(0x700, 0x9FF),
-)
+gfns = st.one_of(st.sampled_from(HOT), st.sampled_from(HOT), st.sampled_from(COLD),
+                 st.integers(0x0, 0x5FF), st.integers(0x700, 0x9FF))
+guest_gfns = st.one_of(st.sampled_from(HOTTEST), gfns)
 vcpus = st.integers(0, 2)
-fails = st.sampled_from([0, 0, 0, 1])  # an allocation failure injected just before a range op
 accept_levels = st.sampled_from(["4K", "2M"])
+# A fault injected just before an operation: none, one allocation failure, or one BUSY.
+pre = st.one_of(st.just(None), st.just(None), st.just(None), st.just(None),
+                st.just("alloc"), st.sampled_from(BUSY_KEYS))
 # (start, length) of a range: small ranges, region-sized ones, aligned regions.
 ranges = st.one_of(
     st.sampled_from([(0x0, 0x200), (0x200, 0x200), (0x400, 0x200), (0x800, 0x200),
@@ -61,7 +64,7 @@ configs = st.fixed_dictionaries({
     "shared": st.sampled_from([[], [(0x400, 0x410)], [(0x3F0, 0x410), (0x900, 0x980)]]),
     "folio_orders": st.sampled_from([[], [(0x800, 0xA00, 0)], [(0x200, 0x400, 0)]]),
     "atomic_demote": st.booleans(),
-    "honor_policy": st.sampled_from([None, None, None, READ_LOCK_SPLIT]),
+    "honor_policy": st.sampled_from([None, None, READ_LOCK_SPLIT]),
     "reenter_on_retry": st.booleans(),
     "end_vcpu_on_error": st.booleans(),
     "event_after_retries": st.integers(0, 3),
@@ -99,8 +102,16 @@ class Differential(RuleBasedStateMachine):
             run_end = next(e for base, e in self.slots if base <= run_end < e)
         return start, min(start + r[1], max(run_end, start + 1))
 
-    def both(self, op, *args):
-        """Run `op` on both; they must raise the same tdxcore exception or return the same."""
+    def inject_first(self, what):
+        if what == "alloc":
+            self.inject(1, {})
+        elif what:
+            self.inject(0, {what: 1})
+
+    def both(self, op, *args, pre=None):
+        """Inject `pre`, then run `op` on both; they must raise the same tdxcore exception or
+        return the same."""
+        self.inject_first(pre)
         out = []
         for target in (self.vm, self.spec):
             try:
@@ -126,35 +137,46 @@ class Differential(RuleBasedStateMachine):
         bad = [f for f in rust.findings if f.kind != "design_rule"]
         assert not bad, f"{where}: {bad}"
 
-    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
-    def guest_accept(self, vcpu, gfn, level):
+    @rule(vcpu=vcpus, gfn=guest_gfns, level=accept_levels, pre=pre)
+    def guest_accept(self, vcpu, gfn, level, pre):
         self.touch(gfn)
-        self.both("guest_accept", vcpu, gfn, level)
+        self.both("guest_accept", vcpu, gfn, level, pre=pre)
 
-    @rule(vcpu=vcpus, gfn=gfns)
-    def guest_access(self, vcpu, gfn):
-        self.touch(gfn)
-        self.both("guest_access", vcpu, gfn)
+    @rule(vcpu=vcpus, region=st.sampled_from([0x0, 0x200, 0x400, 0x800]),
+          touch=st.sampled_from([0x0, 0x1, 0x1FF]), offset=st.sampled_from([0x0, 0x1, 0x100]),
+          level=accept_levels,
+          pre=st.sampled_from([None, "alloc", "page_demote", "range_block", "mem_track", "accept"]))
+    def touch_then_accept(self, vcpu, region, touch, offset, level, pre):
+        """SEMANTICS.md 1.1's legitimate case: the guest touches memory (a 2M AUG, PENDING),
+        takes the #VE and ACCEPTs inside it, maybe smaller, so the honour path must split."""
+        self.touch(region + touch, region + offset)
+        self.both("guest_access", vcpu, region + touch)
+        self.both("guest_accept", vcpu, region + offset, level, pre=pre)
 
-    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
-    def tdcall_accept(self, vcpu, gfn, level):
+    @rule(vcpu=vcpus, gfn=guest_gfns, pre=pre)
+    def guest_access(self, vcpu, gfn, pre):
         self.touch(gfn)
-        self.both("tdcall_accept", vcpu, gfn, level)
+        self.both("guest_access", vcpu, gfn, pre=pre)
 
-    @rule(vcpu=vcpus, gfn=gfns, level=st.one_of(st.none(), accept_levels))
-    def handle_ept_violation(self, vcpu, gfn, level):
+    @rule(vcpu=vcpus, gfn=guest_gfns, level=accept_levels, pre=pre)
+    def tdcall_accept(self, vcpu, gfn, level, pre):
         self.touch(gfn)
-        self.both("handle_ept_violation", vcpu, gfn, level)
+        self.both("tdcall_accept", vcpu, gfn, level, pre=pre)
 
-    @rule(vcpu=vcpus, gfn=gfns, level=accept_levels)
-    def honor_guest_accept_level(self, vcpu, gfn, level):
+    @rule(vcpu=vcpus, gfn=guest_gfns, level=st.one_of(st.none(), accept_levels), pre=pre)
+    def handle_ept_violation(self, vcpu, gfn, level, pre):
         self.touch(gfn)
-        self.both("honor_guest_accept_level", vcpu, gfn, level)
+        self.both("handle_ept_violation", vcpu, gfn, level, pre=pre)
 
-    @rule(vcpu=vcpus, gfn=gfns, max_level=st.sampled_from(["2M", "2M", "4K", "1G"]))
-    def fault(self, vcpu, gfn, max_level):
+    @rule(vcpu=vcpus, gfn=guest_gfns, level=accept_levels, pre=pre)
+    def honor_guest_accept_level(self, vcpu, gfn, level, pre):
         self.touch(gfn)
-        self.both("fault", vcpu, gfn, max_level)
+        self.both("honor_guest_accept_level", vcpu, gfn, level, pre=pre)
+
+    @rule(vcpu=vcpus, gfn=gfns, max_level=st.sampled_from(["2M", "2M", "4K", "1G"]), pre=pre)
+    def fault(self, vcpu, gfn, max_level, pre):
+        self.touch(gfn)
+        self.both("fault", vcpu, gfn, max_level, pre=pre)
 
     def to_private_would_split(self, start, end):
         """A conversion to private that changes something while a private 2M leaf crosses the
@@ -166,13 +188,8 @@ class Differential(RuleBasedStateMachine):
                    and g < end and start < g + 512
                    for (level, g), kind in self.spec.mirror.items())
 
-    def inject_now(self, alloc_failures):
-        if alloc_failures:
-            self.inject(alloc_failures, {})
-
-    @rule(r=ranges, private=st.booleans(), fail=fails)
-    def set_memory_attributes(self, r, private, fail):
-        self.inject_now(fail)
+    @rule(r=ranges, private=st.booleans(), pre=pre)
+    def set_memory_attributes(self, r, private, pre):
         start, end = self.clip(r)
         # DISCREPANCY: the Rust model (convert.rs, invalidate_split_unmap) also splits the
         # boundary-crossing private leafs on a conversion to *private*; SEMANTICS.md 1.1(a)/1.4
@@ -191,29 +208,25 @@ class Differential(RuleBasedStateMachine):
         # -> both -ENOMEM, but Vm keeps the 2M leaf at 0x400 that SpecVm zapped. Avoided: a
         # conversion to shared across memslots while an allocation failure is pending.
         spans = sum(1 for base, slot_end in self.slots if base < end and start < slot_end)
-        if not private and spans > 1 and self.spec.alloc_failures:
+        if not private and spans > 1 and (self.spec.alloc_failures or pre == "alloc"):
             return
         self.touch(start - 1, start, end - 1, end)
-        self.both("set_memory_attributes", start, end, private)
+        self.both("set_memory_attributes", start, end, private, pre=pre)
 
-    @rule(r=ranges, fail=fails)
-    def punch_hole(self, r, fail):
-        self.inject_now(fail)
+    @rule(r=ranges, pre=pre)
+    def punch_hole(self, r, pre):
         r = self.clip(r)
         self.touch(r[0] - 1, r[0], r[1] - 1, r[1])
-        self.both("punch_hole", *r)
+        self.both("punch_hole", *r, pre=pre)
 
-    @rule(r=ranges, fail=fails)
-    def split_cross_boundary_leafs(self, r, fail):
-        self.inject_now(fail)
+    @rule(r=ranges, pre=pre)
+    def split_cross_boundary_leafs(self, r, pre):
         r = self.clip(r)
         self.touch(r[0], r[1] - 1)
-        self.both("split_cross_boundary_leafs", *r)
+        self.both("split_cross_boundary_leafs", *r, pre=pre)
 
     @rule(alloc_failures=st.sampled_from([0, 0, 0, 1, 2]),
-          busy=st.dictionaries(st.sampled_from(["page_aug", "sept_add", "range_block", "mem_track",
-                                                "page_demote", "page_remove", "accept"]),
-                               st.integers(1, 3), max_size=2))
+          busy=st.dictionaries(st.sampled_from(BUSY_KEYS), st.integers(1, 3), max_size=2))
     def inject(self, alloc_failures, busy):
         self.vm.inject(alloc_failures=alloc_failures, busy=busy)
         self.spec.inject(alloc_failures=alloc_failures, busy=busy)

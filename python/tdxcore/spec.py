@@ -1,35 +1,27 @@
 """An executable specification of what one thread observes when it runs a `tdxcore.Vm` operation
 to completion: pure Python, independent of the Rust core (it never imports tdxcore._core).
 
-`SpecVm` takes the same constructor keywords as `Vm` and answers the same operations with the
-same result strings. State is kept plainly:
-
-- `mirror`: the mirror TDP page table, {(level, first gfn): "leaf" | "table"} (level 4 is the
-  root's entries; mirror tables are freed only at teardown, so a "table" never goes away);
-- `sept`: the TDX module's S-EPT, {(level, first gfn): (is_leaf, state)} (absent = FREE);
-- `linfo[slot]`: lpage_info, {(level, first gfn of the huge page): disallow_lpage};
-- `private`: per-gfn memory attributes, {gfn: True (private) | False (shared)}.
-
-Sources: /work/shared/design/SEMANTICS.md sections 2-5 and 7. Nothing here interleaves: each
-operation runs alone, so an invalidation never makes a fault stale, no vCPU is in the guest while
-the host splits or zaps (TRACK always completes tracking), and no SPTE is ever seen FROZEN.
-
-Deliberate differences from the Rust model, where it departs from SEMANTICS.md (see
-`set_memory_attributes`): only a conversion to *shared* splits the boundary-crossing private
-leafs (sections 1.1(a), 1.4), and a conversion splits and zaps memslot by memslot (R7).
+`SpecVm` takes `Vm`'s constructor keywords (runnable TDs only) and answers the same operations
+with the same result strings. Its state:
+- `mirror`: {(level, first gfn): "leaf" | "table"}, level 4 being the root's entries (mirror
+  tables are freed only at teardown, so a "table" stays);
+- `sept`: {(level, first gfn): (is_leaf, state)}, absent meaning FREE;
+- `linfo[slot]`: {(level, first gfn of the huge page): disallow_lpage};  `private`: {gfn: bool}.
+Nothing interleaves: no fault goes stale, no vCPU is in the guest while the host splits or zaps
+(so TRACK always completes tracking), no SPTE is seen FROZEN. Source: SEMANTICS.md sections 2-5
+and 7; where the Rust model departs from it, this follows SEMANTICS.md (`set_memory_attributes`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from tdxcore.errors import ArgumentTypeError, ConfigError, DeadlockError, InvalidOperation
+from tdxcore.errors import ArgumentTypeError, ConfigError, InvalidOperation
 
 K4, M2, G1, ROOT = 1, 2, 3, 4
 NAME = {1: "4K", 2: "2M", 3: "1G", 4: "512G"}
-LEVEL = {"4K": K4, "2M": M2, "1G": G1}
 MIXED, GUEST_INHIBIT = 1 << 31, 1 << 30
 LEAF, TABLE = "leaf", "table"
 PENDING, MAPPED, BLOCKED, PENDING_BLOCKED = "PENDING", "MAPPED", "BLOCKED", "PENDING_BLOCKED"
@@ -42,7 +34,7 @@ SEAMCALLS = {
     "page_remove": "TDH.MEM.PAGE.REMOVE", "mem_track": "TDH.MEM.TRACK",
     "range_unblock": "TDH.MEM.RANGE.UNBLOCK", "accept": "TDG.MEM.PAGE.ACCEPT",
 }
-# TDG.MEM.PAGE.ACCEPT outcome -> the status the module returns (the exit is the model's own name).
+# What TDG.MEM.PAGE.ACCEPT returns for each outcome (the exit is the model's own name).
 ACCEPT_STATUS = {"success": SUCCESS, "already_accepted": "TDX_PAGE_ALREADY_ACCEPTED",
                  "page_size_mismatch": "TDX_PAGE_SIZE_MISMATCH", "busy": BUSY,
                  "ept_violation": "EPT-violation exit"}
@@ -63,18 +55,25 @@ def level_for_order(order: int) -> int:
     return G1 if order >= 18 else M2 if order >= 9 else K4
 
 
+def parse_level(value: Any, what: str, allowed: Sequence[str] = ("4K", "2M")) -> int:
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{what} must be a str, one of {', '.join(allowed)}")
+    if value.upper() not in allowed:
+        raise ConfigError(f"unknown {what} {value!r}: allowed are {', '.join(allowed)}")
+    return {"4K": K4, "2M": M2, "1G": G1}[value.upper()]
+
+
 class Errno(Exception):
     """A negative errno travelling back to the caller: "-ENOMEM", "-EBUSY", "-EOPNOTSUPP"..."""
 
 
 class SpecBug(AssertionError):
-    """A SEAMCALL failed where KVM expects success (TDX_BUG_ON): the spec's own state is wrong."""
+    """A TDX_BUG_ON: the spec's state is wrong, or it reached a VM-killing case it does not model."""
 
 
 @dataclass(frozen=True)
 class Result:
     """What an operation returned: `result` as Vm's Outcome.result; exits for guest operations."""
-
     result: str
     exits: Optional[int] = None
     userspace_exits: Optional[int] = None
@@ -83,24 +82,8 @@ class Result:
 @dataclass(frozen=True)
 class Slot:
     base: int
-    npages: int
+    end: int
     ugfn: int
-
-    @property
-    def end(self) -> int:
-        return self.base + self.npages
-
-    def covers(self, g: int, level: int) -> bool:
-        """The whole level-sized region at g lies inside the slot."""
-        return g >= self.base and g + pages(level) <= self.end
-
-
-def _choice(value: Any, what: str, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str):
-        raise ArgumentTypeError(f"{what} must be a str, one of {', '.join(allowed)}")
-    if value.upper() not in allowed:
-        raise ConfigError(f"unknown {what} {value!r}: allowed are {', '.join(allowed)}")
-    return value.upper()
 
 
 class SpecVm:
@@ -118,18 +101,16 @@ class SpecVm:
             raise ConfigError("SpecVm models a runnable TD only (td_state='runnable')")
         if not 1 <= vcpus <= 64:
             raise ConfigError(f"vcpus must be between 1 and 64, not {vcpus}")
-        self.nr_vcpus = vcpus
+        self.nr_vcpus, self.atomic_demote = vcpus, atomic_demote
         self.slots: list[Slot] = []
         for m in memslots:
-            if isinstance(m, Mapping):
-                m = (m["base_gfn"], m["npages"], m.get("ugfn"))
-            base, npages = m[0], m[1]
-            ugfn = m[2] if len(m) > 2 and m[2] is not None else base
-            self.slots.append(Slot(base, npages, ugfn))
+            m = (m["base_gfn"], m["npages"], m.get("ugfn")) if isinstance(m, Mapping) else tuple(m)
+            ugfn = m[2] if len(m) > 2 and m[2] is not None else m[0]
+            self.slots.append(Slot(m[0], m[0] + m[1], ugfn))
         for i, a in enumerate(self.slots):
-            if a.npages < 1 or any(a.base < b.end and b.base < a.end for b in self.slots[i + 1:]):
+            if a.end <= a.base or any(a.base < b.end and b.base < a.end for b in self.slots[i + 1:]):
                 raise ConfigError("memslots must be non-empty and disjoint")
-        self.atomic_demote = atomic_demote
+        self.slots.sort(key=lambda s: s.base)  # kvm_for_each_memslot_in_gfn_range() order
         self.policy = tuple(s.lower() for s in (honor_policy or FINAL_POLICY))
         self.reenter_on_retry, self.end_vcpu_on_error = reenter_on_retry, end_vcpu_on_error
         self.event_after_retries, self.max_exits = event_after_retries, max_exits
@@ -137,25 +118,25 @@ class SpecVm:
                           o["outcome"] for o in accept_overrides}
         self.alloc_failures, self.busy = 0, Counter()
         self.inject(alloc_failures=alloc_failures, busy=busy)
-
         self.private = {g: True for s in self.slots for g in range(s.base, s.end)}
+        self.folio = {g: folio_order for g in self.private}
         for start, end in shared:
             self._check_range(start, end)
-            for g in range(start, end):
-                self.private[g] = False
-        self.folio = {g: folio_order for g in self.private}
+            self.private.update(dict.fromkeys(range(start, end), False))
         for start, end, order in folio_orders:
             self._check_range(start, end)
-            for g in range(start, end):
-                self.folio[g] = order
+            self.folio.update(dict.fromkeys(range(start, end), order))
         self.mirror: dict[tuple[int, int], str] = {}
         self.sept: dict[tuple[int, int], tuple[bool, str]] = {}
-        self.counters = {"write_lock_acquisitions": 0, "read_lock_acquisitions": 0,
-                         "allocations_failed": 0}
+        self.counters = dict.fromkeys(("write_lock_acquisitions", "read_lock_acquisitions",
+                                       "allocations_failed"), 0)
         self.seamcalls: Counter = Counter()
         self.linfo = [self._alloc_memslot_metadata(s) for s in self.slots]
-        for i, s in enumerate(self.slots):
-            self._init_memslot_memory_attributes(i, s)
+        for i, s in enumerate(self.slots):  # kvm_mmu_init_memslot_memory_attributes()
+            for level in (M2, G1):
+                for g in self._regions(s, s.base, s.end, level):
+                    if not self._has_attrs(i, g, level, self.private[g]):
+                        self.linfo[i][(level, g)] |= MIXED
 
     # ---- memslots, attributes, lpage_info (x86.c, mmu.c) ----
 
@@ -165,21 +146,12 @@ class SpecVm:
         for every entry when base_gfn and ugfn are aligned differently."""
         linfo = {}
         for level in (M2, G1):
-            first, last = rnd(s.base, level), rnd(s.end - 1, level)
+            first, last, mask = rnd(s.base, level), rnd(s.end - 1, level), pages(level) - 1
             for g in range(first, last + 1, pages(level)):
-                misaligned = (s.base ^ s.ugfn) & (pages(level) - 1)
-                head = g == first and s.base & (pages(level) - 1)
-                tail = g == last and s.end & (pages(level) - 1)
-                linfo[(level, g)] = 1 if misaligned or head or tail else 0
+                bad = (s.base ^ s.ugfn) & mask or (g == first and s.base & mask) \
+                    or (g == last and s.end & mask)
+                linfo[(level, g)] = 1 if bad else 0
         return linfo
-
-    def _init_memslot_memory_attributes(self, i: int, s: Slot) -> None:
-        """kvm_mmu_init_memslot_memory_attributes(): MIXED for each huge page the slot covers
-        whose gfns do not all have the same attributes (at 1G: or has a MIXED 2M page)."""
-        for level in (M2, G1):
-            for g in self._regions(s, s.base, s.end, level):
-                if not self._has_attrs(i, g, level, self.private[g]):
-                    self.linfo[i][(level, g)] |= MIXED
 
     def _slot(self, gfn: int) -> int:
         """gfn_to_memslot(), as an index."""
@@ -188,30 +160,30 @@ class SpecVm:
                 return i
         raise ConfigError(f"gfn {gfn:#x} is outside every memslot")
 
-    def _regions(self, s: Slot, start: int, end: int, level: int) -> list[int]:
-        """The huge pages at `level` that [start, end) touches and that `s` covers whole."""
+    @staticmethod
+    def _regions(s: Slot, start: int, end: int, level: int) -> list[int]:
+        """The huge pages at `level` that [start, end) touches and that `s` covers whole (the
+        others are disallowed by their count whatever their attributes)."""
         first = rnd(max(start, s.base), level)
-        return [g for g in range(first, min(end, s.end), pages(level)) if s.covers(g, level)]
+        return [g for g in range(first, min(end, s.end), pages(level))
+                if g >= s.base and g + pages(level) <= s.end]
 
     def _has_attrs(self, i: int, g: int, level: int, attrs: bool) -> bool:
         """hugepage_has_attrs(): every gfn of the huge page has `attrs`; at 1G, also no 2M page
         inside it is MIXED."""
-        if level == G1 and any(self.linfo[i][(M2, s)] & MIXED for s in range(g, g + pages(G1), 512)):
+        if level == G1 and any(self.linfo[i][(M2, x)] & MIXED for x in range(g, g + pages(G1), 512)):
             return False
         return all(self.private[x] == attrs for x in range(g, g + pages(level)))
 
     def _post_set_memory_attributes(self, start: int, end: int, attrs: bool) -> None:
-        """kvm_arch_post_set_memory_attributes() (write lock): recompute MIXED, 2M then 1G. A
-        huge page inside the range is uniform; the head and tail pages are checked."""
+        """kvm_arch_post_set_memory_attributes() (write lock): recompute MIXED, 2M then 1G (which
+        consumes the 2M result). A 2M page inside the range is uniform; head and tail pages, and
+        1G pages, are checked with hugepage_has_attrs()."""
         for i, s in enumerate(self.slots):
             for level in (M2, G1):
                 for g in self._regions(s, start, end, level):
                     whole = start <= g and g + pages(level) <= end
-                    if whole and level == M2:
-                        uniform = True
-                    else:
-                        uniform = self._has_attrs(i, g, level, attrs)
-                    if uniform:
+                    if (whole and level == M2) or self._has_attrs(i, g, level, attrs):
                         self.linfo[i][(level, g)] &= ~MIXED
                     else:
                         self.linfo[i][(level, g)] |= MIXED
@@ -223,13 +195,6 @@ class SpecVm:
     def _set_guest_inhibit(self, gfn: int, level: int) -> None:
         """hugepage_set_guest_inhibit(): one-way, never cleared."""
         self.linfo[self._slot(gfn)][(level, rnd(gfn, level))] |= GUEST_INHIBIT
-
-    def _max_mapping_level(self, gfn: int, max_level: int) -> int:
-        """kvm_lpage_info_max_mapping_level(): step down while disallow_lpage is non-zero."""
-        level = min(max_level, G1)
-        while level > K4 and self._lpage(gfn, level):
-            level -= 1
-        return level
 
     # ---- fault injection, locks, SEAMCALLs ----
 
@@ -243,71 +208,51 @@ class SpecVm:
     def _lock(self, mode: str) -> None:
         self.counters[f"{mode}_lock_acquisitions"] += 1
 
-    def _seamcall(self, key: str, op, injectable: bool = True) -> str:
-        """One SEAMCALL: TDX_OPERAND_BUSY if injected, else the module's status."""
+    def _seamcall(self, key: str, level: int = 0, g: int = 0, injectable: bool = True) -> str:
+        """One SEAMCALL on the S-EPT entry at (level, g): TDX_OPERAND_BUSY if injected (on a
+        first try only), else the module's status."""
         busy = injectable and self.busy[key] > 0
         if busy:
             self.busy[key] -= 1
-        status = BUSY if busy else op()
+        status = BUSY if busy else SUCCESS if key == "mem_track" else self._sept_call(key, level, g)
         self.seamcalls[f"{SEAMCALLS[key]} {status}"] += 1
         return status
 
-    def _no_vcpus(self, key: str, op) -> None:
+    def _no_vcpus(self, key: str, level: int = 0, g: int = 0) -> None:
         """tdh_do_no_vcpus() (and tdx_track()): on BUSY kick every vCPU out and retry once,
         which is guaranteed to succeed; anything but success is a TDX_BUG_ON."""
-        status = self._seamcall(key, op)
-        if status == BUSY:
-            status = self._seamcall(key, op, injectable=False)
-        if status != SUCCESS:
-            raise SpecBug(f"{SEAMCALLS[key]} returned {status}")
+        if self._seamcall(key, level, g) == BUSY and self._seamcall(key, level, g, False) != SUCCESS:
+            raise SpecBug(f"{SEAMCALLS[key]} failed on its retry")
 
-    def _expect(self, cond: bool, what: str) -> str:
-        if not cond:
-            raise SpecBug(what)
-        return SUCCESS
-
-    # The module side: each S-EPT SEAMCALL's effect on success.
-    def _sept_add(self, level: int, g: int) -> str:
-        """TDH.MEM.SEPT.ADD: a new S-EPT page under the entry at (level, g)."""
-        self._expect((level, g) not in self.sept, f"SEPT.ADD over {NAME[level]} {g:#x}")
-        self.sept[(level, g)] = (False, MAPPED)
-        return SUCCESS
-
-    def _aug(self, level: int, g: int) -> str:
-        """TDH.MEM.PAGE.AUG: a PENDING leaf."""
-        self._expect((level, g) not in self.sept, f"AUG over {NAME[level]} {g:#x}")
-        self.sept[(level, g)] = (True, PENDING)
-        return SUCCESS
-
-    def _block(self, level: int, g: int) -> str:
-        """TDH.MEM.RANGE.BLOCK: PENDING -> PENDING_BLOCKED, MAPPED -> BLOCKED."""
-        leaf, state = self.sept[(level, g)]
-        self._expect(leaf and state in (PENDING, MAPPED), f"BLOCK of {state}")
-        self.sept[(level, g)] = (True, PENDING_BLOCKED if state == PENDING else BLOCKED)
-        return SUCCESS
-
-    def _unblock(self, level: int, g: int) -> str:
-        """TDH.MEM.RANGE.UNBLOCK: undo BLOCK (only to roll back a failed read-lock split)."""
-        leaf, state = self.sept[(level, g)]
-        self.sept[(level, g)] = (True, PENDING if state == PENDING_BLOCKED else MAPPED)
-        return SUCCESS
-
-    def _demote(self, level: int, g: int) -> str:
-        """TDH.MEM.PAGE.DEMOTE: a blocked (or, with the atomic demote, any) huge leaf becomes a
-        table of 512 unblocked leafs that inherit its PENDING or MAPPED state."""
-        leaf, state = self.sept[(level, g)]
-        self._expect(leaf and (self.atomic_demote or state in (BLOCKED, PENDING_BLOCKED)),
-                     f"DEMOTE of {state}")
-        child = PENDING if state in (PENDING, PENDING_BLOCKED) else MAPPED
-        self.sept[(level, g)] = (False, MAPPED)
-        for c in range(g, g + pages(level), pages(level - 1)):
-            self.sept[(level - 1, c)] = (True, child)
-        return SUCCESS
-
-    def _remove(self, level: int, g: int) -> str:
-        """TDH.MEM.PAGE.REMOVE: a blocked, tracked leaf becomes FREE."""
-        self._expect(self.sept[(level, g)][1] in (BLOCKED, PENDING_BLOCKED), "REMOVE unblocked")
-        del self.sept[(level, g)]
+    def _sept_call(self, key: str, level: int, g: int) -> str:
+        """What a successful S-EPT SEAMCALL does at (level, g) (TDH.MEM.TRACK only bumps the
+        epoch, which a sequential run needs no record of):
+        - SEPT.ADD fills a FREE entry with a table, AUG with a PENDING leaf;
+        - RANGE.BLOCK turns a PENDING / MAPPED leaf PENDING_BLOCKED / BLOCKED, UNBLOCK undoes it;
+        - PAGE.REMOVE frees a blocked (and tracked) leaf;
+        - PAGE.DEMOTE turns a blocked, tracked (with the atomic demote: any) huge leaf into a table
+          of 512 unblocked leafs that inherit its PENDING or MAPPED state.
+        KVM makes each call only where it is legal; anything else is a SpecBug."""
+        leaf, state = self.sept.get((level, g), (False, "FREE"))
+        blocked, unblocked = state in (BLOCKED, PENDING_BLOCKED), state in (PENDING, MAPPED)
+        pending = state in (PENDING, PENDING_BLOCKED)
+        legal, new = {
+            "sept_add": (state == "FREE", (False, MAPPED)),
+            "page_aug": (state == "FREE", (True, PENDING)),
+            "range_block": (leaf and unblocked, (True, PENDING_BLOCKED if pending else BLOCKED)),
+            "range_unblock": (leaf and blocked, (True, PENDING if pending else MAPPED)),
+            "page_remove": (leaf and blocked, None),
+            "page_demote": (leaf and (blocked or self.atomic_demote), (False, MAPPED)),
+        }[key]
+        if not legal:
+            raise SpecBug(f"{SEAMCALLS[key]} on {NAME[level]} {g:#x} in state {state}")
+        if new is None:
+            del self.sept[(level, g)]
+        else:
+            self.sept[(level, g)] = new
+        if key == "page_demote":
+            for c in range(g, g + pages(level), pages(level - 1)):
+                self.sept[(level - 1, c)] = (True, PENDING if pending else MAPPED)
         return SUCCESS
 
     # ---- the mirror page table and its S-EPT hooks (tdp_mmu.c, tdx.c) ----
@@ -317,58 +262,60 @@ class SpecVm:
         - "exclusive" (write lock): BLOCK, TRACK + kick, DEMOTE, each tdh_do_no_vcpus();
         - "fault" (the fault path, read lock): TDX refuses, -EOPNOTSUPP;
         - "policy" (an honour policy splitting under the read lock): BLOCK, TRACK, DEMOTE with no
-          kick-and-retry (BUSY -> -EBUSY); a BUSY DEMOTE is rolled back with UNBLOCK (the
-          rollback problem: an UNBLOCK that is BUSY too kills the VM, which the spec does not
-          model);
-        - with the atomic demote, a read-lock split is one DEMOTE that commits nothing on BUSY."""
-        demote = lambda: self._demote(level, g)  # noqa: E731
-        block = lambda: self._block(level, g)  # noqa: E731
+          kick-and-retry (BUSY -> -EBUSY), a BUSY DEMOTE rolled back with UNBLOCK (an UNBLOCK
+          that is BUSY too is the rollback problem, a KVM_BUG_ON the spec does not model);
+        - with the atomic demote, a read-lock split is one DEMOTE that commits nothing on BUSY.
+        On success the mirror leaf becomes a table of 512 leafs one level down."""
         if mode != "exclusive" and self.atomic_demote:
-            if self._seamcall("page_demote", demote) == BUSY:
+            if self._seamcall("page_demote", level, g) == BUSY:
                 raise Errno("-EBUSY")
         elif mode == "fault":
             raise Errno("-EOPNOTSUPP")
         elif mode == "policy":
-            if self._seamcall("range_block", block) == BUSY:
+            if self._seamcall("range_block", level, g) == BUSY:
                 raise Errno("-EBUSY")
-            self._no_vcpus("mem_track", lambda: SUCCESS)
-            if self._seamcall("page_demote", demote) == BUSY:
-                if self._seamcall("range_unblock", lambda: self._unblock(level, g)) != SUCCESS:
+            self._no_vcpus("mem_track")
+            if self._seamcall("page_demote", level, g) == BUSY:
+                if self._seamcall("range_unblock", level, g) != SUCCESS:
                     raise SpecBug("KVM_BUG_ON: UNBLOCK failed after a BUSY DEMOTE (not modelled)")
                 raise Errno("-EBUSY")
         else:
             if not self.atomic_demote:
-                self._no_vcpus("range_block", block)
-                self._no_vcpus("mem_track", lambda: SUCCESS)
-            self._no_vcpus("page_demote", demote)
+                self._no_vcpus("range_block", level, g)
+                self._no_vcpus("mem_track")
+            self._no_vcpus("page_demote", level, g)
         self.mirror[(level, g)] = TABLE
-        for c in range(g, g + pages(level), pages(level - 1)):
-            self.mirror[(level - 1, c)] = LEAF
+        self.mirror.update(dict.fromkeys(((level - 1, c) for c in range(g, g + pages(level),
+                                                                      pages(level - 1))), LEAF))
 
     def _zap_leafs(self, start: int, end: int) -> None:
         """tdp_mmu_zap_leafs() (write lock): each leaf inside [start, end) becomes non-present,
         then tdx_sept_remove_private_spte(): BLOCK, TRACK + kick, REMOVE."""
-        inside = sorted((g, level) for (level, g), kind in self.mirror.items()
-                        if kind == LEAF and g >= start and g + pages(level) <= end)
-        for g, level in inside:
+        for g, level in sorted((g, level) for (level, g), kind in self.mirror.items()
+                               if kind == LEAF and g >= start and g + pages(level) <= end):
             del self.mirror[(level, g)]
-            self._no_vcpus("range_block", lambda: self._block(level, g))
-            self._no_vcpus("mem_track", lambda: SUCCESS)
-            self._no_vcpus("page_remove", lambda: self._remove(level, g))
+            self._no_vcpus("range_block", level, g)
+            self._no_vcpus("mem_track")
+            self._no_vcpus("page_remove", level, g)
+
+    def _split_and_zap(self, start: int, end: int) -> None:
+        """Under the write lock: split the leafs crossing [start, end), then zap those inside."""
+        self._split_cross_boundary_leafs(start, end, shared=False)
+        self._zap_leafs(start, end)
 
     def _split_cross_boundary_leafs(self, start: int, end: int, shared: bool) -> None:
         """kvm_split_cross_boundary_leafs(): split to 4K every huge leaf that crosses the range
-        boundary. For each one it first drops mmu_lock, allocates a page table (-ENOMEM ends the
-        split, leaving what it has not split untouched), re-takes the lock and restarts its walk.
-        Under the read lock a BUSY retries the same leaf."""
-        first, have_page = rnd(start, M2), False
-        g = first
+        boundary. For each one it first drops mmu_lock, allocates a page table
+        (tdp_mmu_alloc_sp_for_split(); -ENOMEM ends the split, leaving what it has not split
+        untouched), re-takes the lock in the same mode and restarts its walk. Under the read lock
+        a BUSY retries the same leaf."""
+        g, have_page = rnd(start, M2), False
         while g < end:
-            crosses = not (g >= start and g + 512 <= end)
-            if crosses and self.mirror.get((M2, g)) == LEAF:
-                if not have_page:
-                    self._alloc_dropping_lock("read" if shared else "write")
-                    have_page, g = True, first
+            if not (start <= g and g + 512 <= end) and self.mirror.get((M2, g)) == LEAF:
+                if not have_page:  # unlock, allocate, re-lock (counted), check the allocation
+                    self._lock("read" if shared else "write")
+                    self._alloc()
+                    g, have_page = rnd(start, M2), True
                     continue
                 try:
                     self._split_huge_page(M2, g, "policy" if shared else "exclusive")
@@ -379,31 +326,27 @@ class SpecVm:
                 have_page = False
             g += 512
 
-    def _alloc_dropping_lock(self, mode: str) -> None:
-        """tdp_mmu_alloc_sp_for_split(): unlock, allocate, re-lock in the same mode."""
-        try:
-            self._alloc()
-        finally:
-            self._lock(mode)
-
-    # ---- the fault path (mmu.c, tdp_mmu.c) ----
+    # ---- the fault path (mmu.c, tdp_mmu.c) and the exit handler (tdx.c) ----
 
     def _page_fault(self, gfn: int, max_level: int) -> str:
         """kvm_tdp_mmu_page_fault() for a private write fault: top up the cache (one allocation)
         before the lock; a shared gfn is a KVM_EXIT_MEMORY_FAULT (-EFAULT); the level is capped
-        by the folio and by TDX (2M); then kvm_tdp_mmu_map() under the read lock."""
+        by the folio and by TDX (2M); under the read lock kvm_mmu_hugepage_adjust() steps down
+        while lpage_info disallows (kvm_lpage_info_max_mapping_level()), then kvm_tdp_mmu_map()."""
         self._alloc()
         if not self.private[gfn]:
             raise Errno("-EFAULT")
-        max_level = min(max_level, level_for_order(self.folio[gfn]), M2)
+        goal = min(max_level, level_for_order(self.folio[gfn]), M2)
         self._lock("read")
-        return self._tdp_mmu_map(gfn, self._max_mapping_level(gfn, max_level))
+        while goal > K4 and self._lpage(gfn, goal):
+            goal -= 1
+        return self._tdp_mmu_map(gfn, goal)
 
     def _tdp_mmu_map(self, gfn: int, goal: int) -> str:
         """kvm_tdp_mmu_map(): walk from the root; a present table at the goal level lowers the
         goal (disallowed_hugepage_adjust(): mirror roots never promote); link a missing table
         (SEPT.ADD) or split a huge leaf above the goal (fault-path split); at the goal, an
-        existing leaf is SPURIOUS, else AUG. Any SEAMCALL BUSY or refused split is RETRY."""
+        existing leaf is SPURIOUS, else AUG. Any BUSY or refused split is RETRY."""
         level = ROOT
         while True:
             g = rnd(gfn, level)
@@ -413,7 +356,7 @@ class SpecVm:
             if level == goal:
                 break
             if kind is None:
-                if self._seamcall("sept_add", lambda: self._sept_add(level, g)) == BUSY:
+                if self._seamcall("sept_add", level, g) == BUSY:
                     return RETRY
                 self.mirror[(level, g)] = TABLE
             elif kind == LEAF:
@@ -424,24 +367,20 @@ class SpecVm:
             level -= 1
         if kind == LEAF:
             return SPURIOUS
-        if self._seamcall("page_aug", lambda: self._aug(level, g)) == BUSY:
+        if self._seamcall("page_aug", level, g) == BUSY:
             return RETRY
         self.mirror[(level, g)] = LEAF
         return FIXED
 
     def _honor_guest_accept_level(self, gfn: int, level: int) -> None:
-        """tdx_honor_guest_accept_level(), run as the VM's policy (default, the final algorithm:
-        lockless GUEST_INHIBIT pre-check at level+1; write lock; split the accept granule;
-        GUEST_INHIBIT at level+1, and 1G for a 4K accept; unlock). Errors propagate."""
-        if level > M2:
-            return
+        """tdx_honor_guest_accept_level(), run as the VM's policy; by default the final
+        algorithm: GUEST_INHIBIT pre-check at level+1 with no lock; write lock; split the accept
+        granule; GUEST_INHIBIT at level+1, and 1G for a 4K accept; unlock. Errors propagate."""
         start, held = rnd(gfn, level), None
         for step in self.policy:
             if step == "pre_check" and self._lpage(gfn, level + 1) & GUEST_INHIBIT:
                 return
             if step in ("read_lock", "write_lock"):
-                if held:
-                    raise DeadlockError("the honour policy takes mmu_lock twice")
                 held = step.split("_")[0]
                 self._lock(held)
             elif step in ("read_unlock", "write_unlock"):
@@ -469,29 +408,24 @@ class SpecVm:
         except Errno as e:
             return f"userspace:{e}"
 
-    # ---- the guest (TDG.MEM.PAGE.ACCEPT and accesses) ----
+    # ---- the guest: TDG.MEM.PAGE.ACCEPT and plain accesses ----
 
     def _leaf_for(self, gfn: int) -> Optional[tuple[int, str]]:
         """The S-EPT leaf that maps gfn: (level, state)."""
         for level in (ROOT, G1, M2, K4):
-            e = self.sept.get((level, rnd(gfn, level)))
-            if e is None:
-                return None
-            if e[0]:
-                return level, e[1]
+            leaf, state = self.sept.get((level, rnd(gfn, level)), (True, None))
+            if leaf:
+                return (level, state) if state else None
         return None
 
     def _accept_cell(self, gfn: int, level: int) -> tuple[str, bool, str]:
         """Where TDG.MEM.PAGE.ACCEPT's walk to `level` stops: (state, is_leaf, position)."""
-        for l in range(ROOT, 0, -1):
+        for l in range(ROOT, level - 1, -1):
             position = "above" if l > level else "at"
-            e = self.sept.get((l, rnd(gfn, l)))
-            if e is None:
-                return "FREE", False, position
-            leaf, state = e
-            if leaf or l == level or state in (BLOCKED, PENDING_BLOCKED):
+            leaf, state = self.sept.get((l, rnd(gfn, l)), (False, "FREE"))
+            if leaf or l == level or state in ("FREE", BLOCKED, PENDING_BLOCKED):
                 return state, leaf, position
-        raise SpecBug("the ACCEPT walk ran past 4K")
+        raise SpecBug("unreachable")
 
     @staticmethod
     def accept_rule(state: str, leaf: bool, position: str) -> str:
@@ -505,28 +439,25 @@ class SpecVm:
             return "page_size_mismatch" if position == "at" else "ept_violation"
         if state == MAPPED:
             return "already_accepted"
-        if state == PENDING and position == "at":
-            return "success"
-        return "ept_violation"
+        return "success" if state == PENDING and position == "at" else "ept_violation"
 
     def _tdg_mem_page_accept(self, gfn: int, level: int) -> str:
-        """TDG.MEM.PAGE.ACCEPT: BUSY if injected, else the table's outcome; PENDING -> MAPPED on
-        success."""
-        busy = self.busy["accept"] > 0
+        """TDG.MEM.PAGE.ACCEPT: BUSY if injected, else the table's outcome (or the VM's override
+        of that cell); PENDING -> MAPPED on success."""
         cell = self._accept_cell(gfn, level)
-        if busy:
+        if self.busy["accept"] > 0:
             self.busy["accept"] -= 1
             outcome = "busy"
         else:
             outcome = self.overrides.get(cell + (NAME[level],)) or self.accept_rule(*cell)
-        if outcome == "success":
-            mapped = self._leaf_for(gfn)
-            if mapped and mapped[1] == PENDING:
-                self.sept[(mapped[0], rnd(gfn, mapped[0]))] = (True, MAPPED)
+        mapped = self._leaf_for(gfn)
+        if outcome == "success" and mapped and mapped[1] == PENDING:
+            self.sept[(mapped[0], rnd(gfn, mapped[0]))] = (True, MAPPED)
         self.seamcalls[f"TDG.MEM.PAGE.ACCEPT {ACCEPT_STATUS[outcome]}"] += 1
         return outcome
 
-    def _run_with_exits(self, gfn: int, accept_level: Optional[int], attempt) -> Result:
+    def _run_with_exits(self, gfn: int, accept_level: Optional[int],
+                        attempt: Callable[[], Optional[str]]) -> Result:
         """Enter the guest and run `attempt`; None is an EPT-violation exit, which KVM handles
         before the vCPU re-enters and re-issues it, up to max_exits exits ("no_progress")."""
         exits = userspace = 0
@@ -545,129 +476,106 @@ class SpecVm:
     def _access(self, gfn: int) -> Optional[str]:
         """The hardware's S-EPT walk for a plain access: MAPPED is accessed, PENDING is a #VE,
         anything else (a hole, a blocked leaf) is an EPT violation."""
-        leaf = self._leaf_for(gfn)
-        state = leaf[1] if leaf else None
-        return {MAPPED: "accessed", PENDING: "#VE"}.get(state)
+        return {MAPPED: "accessed", PENDING: "#VE"}.get((self._leaf_for(gfn) or (0, None))[1])
 
-    # ---- argument checks (as Session does them) ----
+    # ---- argument checks, as Session makes them ----
 
-    def _check(self, vcpu: int, gfn: int) -> None:
+    def _args(self, vcpu: int, gfn: int, level: Any = None, private: bool = True,
+              allowed: Sequence[str] = ("4K", "2M")) -> Optional[int]:
+        """Session's checks: the vCPU and gfn exist, the level is allowed, the gfn is private."""
         if not isinstance(vcpu, int) or not isinstance(gfn, int):
             raise ArgumentTypeError("vcpu and gfn must be ints")
         if not 0 <= vcpu < self.nr_vcpus:
             raise ConfigError(f"vcpu {vcpu} does not exist")
         self._slot(gfn)
-
-    def _check_private(self, gfn: int, what: str) -> None:
-        if not self.private[gfn]:
-            raise InvalidOperation(f"{what} of gfn {gfn:#x}: the gfn is shared")
+        lv = None if level is None else parse_level(level, "level", allowed)
+        if private and not self.private[gfn]:
+            raise InvalidOperation(f"gfn {gfn:#x} is shared: only private memory is accepted or faulted")
+        return lv
 
     def _check_range(self, start: int, end: int) -> None:
         if start >= end:
             raise ConfigError(f"range [{start:#x}, {end:#x}) is empty")
-        for g in (start, end - 1):
-            self._slot(g)
         if any(g not in self.private for g in range(start, end)):
             raise ConfigError(f"range [{start:#x}, {end:#x}) leaves the memslots")
+
+    @staticmethod
+    def _errno(op: Callable[[], Any]) -> Result:
+        """op's result ("ok" if it returns nothing), or the errno it raised."""
+        try:
+            return Result(op() or "ok")
+        except Errno as e:
+            return Result(str(e))
 
     # ---- operations ----
 
     def guest_accept(self, vcpu: int, gfn: int, level: str) -> Result:
-        """The guest ACCEPTs gfn at level; exits are handled and the ACCEPT re-issued."""
-        self._check(vcpu, gfn)
-        lv = LEVEL[_choice(level, "accept level", ("4K", "2M"))]
-        self._check_private(gfn, "ACCEPT")
+        """The guest ACCEPTs gfn at level; each exit is handled and the ACCEPT re-issued."""
+        lv = self._args(vcpu, gfn, level)
 
         def attempt() -> Optional[str]:
-            o = self._tdg_mem_page_accept(gfn, lv)
-            return None if o == "ept_violation" else o
+            outcome = self._tdg_mem_page_accept(gfn, lv)
+            return None if outcome == "ept_violation" else outcome
         return self._run_with_exits(gfn, lv, attempt)
 
     def guest_access(self, vcpu: int, gfn: int) -> Result:
         """The guest touches private gfn: "accessed", "#VE", or exits handled by KVM."""
-        self._check(vcpu, gfn)
-        self._check_private(gfn, "a private access")
+        self._args(vcpu, gfn)
         return self._run_with_exits(gfn, None, lambda: self._access(gfn))
 
     def tdcall_accept(self, vcpu: int, gfn: int, level: str) -> Result:
         """One TDG.MEM.PAGE.ACCEPT."""
-        self._check(vcpu, gfn)
-        lv = LEVEL[_choice(level, "accept level", ("4K", "2M"))]
-        self._check_private(gfn, "ACCEPT")
-        return Result(self._tdg_mem_page_accept(gfn, lv))
+        return Result(self._tdg_mem_page_accept(gfn, self._args(vcpu, gfn, level)))
 
     def handle_ept_violation(self, vcpu: int, gfn: int, accept_level: Optional[str] = None) -> Result:
         """tdx_handle_ept_violation(): "reenter:RET_PF_..." or "userspace:-E..."."""
-        self._check(vcpu, gfn)
-        lv = None if accept_level is None else LEVEL[_choice(accept_level, "accept level", ("4K", "2M"))]
-        self._check_private(gfn, "a private EPT violation")
-        return Result(self._handle_ept_violation(gfn, lv))
+        return Result(self._handle_ept_violation(gfn, self._args(vcpu, gfn, accept_level)))
 
     def honor_guest_accept_level(self, vcpu: int, gfn: int, level: str) -> Result:
         """tdx_honor_guest_accept_level() alone: "ok" or "-E..."."""
-        self._check(vcpu, gfn)
-        lv = LEVEL[_choice(level, "accept level", ("4K", "2M"))]
+        lv = self._args(vcpu, gfn, level, private=False)
         return self._errno(lambda: self._honor_guest_accept_level(gfn, lv))
 
     def fault(self, vcpu: int, gfn: int, max_level: str = "2M") -> Result:
         """One kvm_tdp_mmu_page_fault(): RET_PF_FIXED / _SPURIOUS / _RETRY or -E..."""
-        self._check(vcpu, gfn)
-        lv = LEVEL[_choice(max_level, "level", ("4K", "2M", "1G"))]
-        try:
-            return Result(self._page_fault(gfn, lv))
-        except Errno as e:
-            return Result(str(e))
-
-    @staticmethod
-    def _errno(op) -> Result:
-        try:
-            op()
-            return Result("ok")
-        except Errno as e:
-            return Result(str(e))
+        lv = self._args(vcpu, gfn, max_level, private=False, allowed=("4K", "2M", "1G"))
+        return self._errno(lambda: self._page_fault(gfn, lv))
 
     def set_memory_attributes(self, start: int, end: int, private: bool) -> Result:
         """kvm_vm_set_mem_attributes(): a no-op if [start, end) already has the attributes.
         Else, under the write lock: invalidate begin; for a conversion to shared, memslot by
         memslot (kvm_handle_gfn_range() -> kvm_arch_pre_set_memory_attributes()), split the
-        private leafs crossing the boundary and zap the private leafs inside; a split's -ENOMEM
-        fails the ioctl with the earlier memslots' parts already split and zapped, and no
-        attribute stored. Then store the attributes; then, under the write lock again,
-        recompute MIXED and end the invalidation.
+        private leafs crossing the boundary and zap those inside; a split's -ENOMEM fails the
+        ioctl, the earlier memslots' parts already split and zapped, no attribute stored. Then
+        store the attributes; under the write lock again recompute MIXED, end the invalidation.
 
-        Two differences from the Rust model, which follow SEMANTICS.md: only a conversion to
-        *shared* splits (1.1(a), 1.4: upstream splits with attr_filter = KVM_FILTER_PRIVATE),
-        and the split and zap go memslot by memslot (R7: "an OOM part-way through a multi-range
-        conversion can leave earlier ranges split and zapped"); the Rust model splits both ways
-        and splits the whole range before zapping any of it."""
+        Unlike the Rust model (which splits both ways, the whole range before any zap) this
+        follows SEMANTICS.md: only a conversion to *shared* splits (1.1(a), 1.4; upstream's
+        attr_filter = KVM_FILTER_PRIVATE), memslot by memslot (R7: "an OOM part-way through a
+        multi-range conversion can leave earlier ranges split and zapped")."""
         self._check_range(start, end)
         if all(self.private[g] == private for g in range(start, end)):
             return Result("ok")
         self._lock("write")
-        result = "ok"
-        try:
-            for s in sorted(self.slots, key=lambda s: s.base):
-                lo, hi = max(start, s.base), min(end, s.end)
+
+        def pre_set() -> None:  # kvm_handle_gfn_range(): the pre-set handler, memslot by memslot
+            for lo, hi in ((max(start, s.base), min(end, s.end)) for s in self.slots):
                 if lo < hi and not private:
-                    self._split_cross_boundary_leafs(lo, hi, shared=False)
-                    self._zap_leafs(lo, hi)
-        except Errno as e:
-            result = str(e)
-        if result == "ok":
-            for g in range(start, end):
-                self.private[g] = private
+                    self._split_and_zap(lo, hi)
+        r = self._errno(pre_set)
+        if r.result == "ok":
+            self.private.update(dict.fromkeys(range(start, end), private))
         self._lock("write")
-        if result == "ok":
+        if r.result == "ok":
             self._post_set_memory_attributes(start, end, private)
-        return Result(result)
+        return r
 
     def punch_hole(self, start: int, end: int) -> Result:
         """kvm_gmem_punch_hole(): under the write lock, split the leafs crossing the boundary,
         then zap the leafs inside; then end the invalidation under the write lock."""
         self._check_range(start, end)
         self._lock("write")
-        r = self._errno(lambda: (self._split_cross_boundary_leafs(start, end, False),
-                                 self._zap_leafs(start, end)))
+        r = self._errno(lambda: self._split_and_zap(start, end))
         self._lock("write")
         return r
 
@@ -680,9 +588,9 @@ class SpecVm:
     def inject(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None) -> None:
         """The next alloc_failures allocations fail; the next busy[key] calls of each SEAMCALL
         (on a first, injectable try) return TDX_OPERAND_BUSY."""
-        for key in busy or {}:
-            if key not in SEAMCALLS:
-                raise ConfigError(f"unknown SEAMCALL {key!r}: allowed are {', '.join(SEAMCALLS)}")
+        unknown = set(busy or {}) - set(SEAMCALLS)
+        if unknown:
+            raise ConfigError(f"unknown SEAMCALL {sorted(unknown)}: allowed are {', '.join(SEAMCALLS)}")
         self.alloc_failures += alloc_failures
         self.busy.update(busy or {})
 
@@ -700,10 +608,8 @@ class SpecVm:
         return (NAME[leaf[0]], leaf[1]) if leaf else (None, "FREE")
 
     def lpage_info(self, gfn: int, level: str) -> int:
-        lv = LEVEL[_choice(level, "level", ("4K", "2M", "1G"))]
-        if lv == K4:
-            raise ConfigError("lpage_info exists for the huge levels 2M and 1G, not 4K")
-        return self._lpage(gfn, lv)
+        """disallow_lpage of gfn at "2M" or "1G"."""
+        return self._lpage(gfn, parse_level(level, "level", ("2M", "1G")))
 
     def guest_inhibit(self, gfn: int, level: str = "2M") -> bool:
         return bool(self.lpage_info(gfn, level) & GUEST_INHIBIT)
@@ -724,6 +630,8 @@ class SpecVm:
         return [(g, NAME[l], e[1]) for (l, g), e in sorted(self.sept.items()) if e[0]]
 
     def stats(self) -> dict[str, Any]:
+        """pages_4k / pages_2m / pages_1g and the counters (locks, failed allocations,
+        SEAMCALLs by result)."""
         count = Counter(l for (l, _), kind in self.mirror.items() if kind == LEAF)
         return {"pages_4k": count[K4], "pages_2m": count[M2], "pages_1g": 0,
                 "counters": dict(self.counters, seamcalls=dict(self.seamcalls))}

@@ -7,3 +7,9 @@ pub mod scenario;
 pub mod search;
 pub mod sim;
 pub mod token;
+
+/// The hasher for state keys and histories: fast, and the same in every run (fixed seed).
+pub fn state_hasher() -> impl std::hash::Hasher {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x7d_c0_4e).build_hasher()
+}

@@ -6,7 +6,9 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
+
+use super::state_hasher;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
@@ -15,7 +17,7 @@ use super::scenario::{Fairness, ProgramOp, Scenario};
 use super::sim::{Chooser, Decision, Sim, Status};
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
 use crate::model::guest::{GuestResult, guest_accept, guest_access};
-use crate::model::invariants::check_state;
+use crate::model::invariants::{check_huge_leaves, check_state};
 use crate::model::vm::{Cx, Vm};
 use crate::sync::sequential::{FaultPlan, Sequential};
 use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, TraceLine, WaitCond, run_to_completion};
@@ -262,8 +264,17 @@ pub fn run_once(
             });
             break;
         }
-        if opts.check_every_step && transient.is_none() {
-            if let Some(f) = check_state(&vm, sim.lock_state_mmu()).into_iter().next() {
+        let (dirty, dirty_mmu) = {
+            let mut st = sim.st.borrow_mut();
+            (std::mem::take(&mut st.dirty), std::mem::take(&mut st.dirty_mmu))
+        };
+        // The state invariants' conditions need mmu_lock free of writers. The huge-leaf ones
+        // are checked after any write; the whole-table ones after page-table writes and
+        // write-lock releases, the only steps that can change them while their condition holds.
+        if opts.check_every_step && transient.is_none() && dirty && sim.lock_state_mmu().writer.is_none() {
+            let lock = sim.lock_state_mmu();
+            let found = if dirty_mmu { check_state(&vm, lock) } else { check_huge_leaves(&vm, lock) };
+            if let Some(f) = found.into_iter().next() {
                 transient = Some(Violation::Invariant {
                     rule: f.rule.into(),
                     message: f.message,
@@ -377,31 +388,19 @@ fn deadlock(blocked: &[(Tid, Status, Vec<(Tid, Mode)>)]) -> Violation {
 /// The state key for caching: the VM's reachable state in a canonical form, the threads'
 /// histories and statuses, the locks and the fault budgets left.
 fn state_key(vm: &Vm, sim: &Sim<'_>, with_current: bool) -> u64 {
-    let mut h = DefaultHasher::new();
-    vm.mmu.canonical_hash(&mut h);
+    let mut h = state_hasher();
+    vm.fingerprint.load(SeqCst).hash(&mut h);
     {
         let tdx = vm.tdx.lock();
-        for (k, e) in &tdx.sept {
-            (k, e.leaf, e.state, e.block_epoch).hash(&mut h);
-        }
+        tdx.fingerprint.hash(&mut h);
         tdx.epoch.hash(&mut h);
         tdx.wait_for_sept_zap.hash(&mut h);
         for v in &tdx.vcpus {
             v.in_guest_epoch.hash(&mut h);
         }
     }
-    for slot in &vm.slots {
-        for level in &slot.lpage_info {
-            for e in level {
-                e.load(SeqCst).hash(&mut h);
-            }
-        }
-        for a in &slot.attributes {
-            a.load(SeqCst).hash(&mut h);
-        }
-    }
     let inv = &vm.invalidate;
-    [&inv.seq, &inv.in_progress, &inv.range_start, &inv.range_end].map(|c| c.load(SeqCst)).hash(&mut h);
+    [&inv.range_start, &inv.range_end].map(|c| c.load(SeqCst)).hash(&mut h);
     vm.bugged.load(SeqCst).hash(&mut h);
     sim.state_hash(&mut h, with_current);
     if with_current {

@@ -241,7 +241,7 @@ pub struct Search {
 
 fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut s = std::hash::DefaultHasher::new();
+    let mut s = crate::explore::state_hasher();
     h.hash(&mut s);
     x.hash(&mut s);
     s.finish()

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, ready};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -109,6 +109,10 @@ pub struct SimState<'c> {
     pub trace: Vec<TraceLine>,
     pub findings: Vec<Finding>,
     pub races: Option<super::race::RaceDetector>,
+    /// The last step wrote shared state or released a lock: state invariants may have changed.
+    pub dirty: bool,
+    /// The last step changed the page tables or released the write lock: I4 and S1 may have.
+    pub dirty_mmu: bool,
 }
 
 pub struct Sim<'c> {
@@ -123,7 +127,7 @@ fn slot(lock: LockId) -> usize {
 }
 
 fn mix(h: u64, x: impl Hash) -> u64 {
-    let mut s = DefaultHasher::new();
+    let mut s = crate::explore::state_hasher();
     h.hash(&mut s);
     x.hash(&mut s);
     s.finish()
@@ -165,6 +169,8 @@ impl<'c> Sim<'c> {
                 trace: Vec::new(),
                 findings: Vec::new(),
                 races: None,
+                dirty: false,
+                dirty_mmu: false,
             }),
         }
     }
@@ -440,6 +446,18 @@ impl Runtime for Sim<'_> {
         let i = event.tid as usize;
         st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, event.before, event.after));
         st.steps[i] += 1;
+        st.dirty |= matches!(
+            event.op.kind,
+            crate::sync::OpKind::Store
+                | crate::sync::OpKind::Cmpxchg
+                | crate::sync::OpKind::Seamcall(_)
+                | crate::sync::OpKind::Unlock(_)
+        );
+        st.dirty_mmu |= matches!(
+            (event.op.kind, event.op.obj),
+            (crate::sync::OpKind::Unlock(Mode::Write), _)
+                | (crate::sync::OpKind::Store | crate::sync::OpKind::Cmpxchg, crate::sync::Obj::Spte { .. })
+        );
         if let Some(r) = st.races.as_mut() {
             r.observe(&event);
         }

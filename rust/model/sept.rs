@@ -108,6 +108,16 @@ pub struct TdxModule {
     pub wait_for_sept_zap: bool,
     pub options: ModuleOptions,
     accept_table: BTreeMap<AcceptKey, AcceptOutcome>,
+    /// XOR over S-EPT entries of hash(key, entry), kept by every change (state keys in O(1)).
+    pub fingerprint: u64,
+}
+
+fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let Some(e) = e else { return 0 };
+    let mut h = foldhash::quality::FixedState::with_seed(0x5e_97).build_hasher();
+    (key, e.leaf, e.state, e.block_epoch).hash(&mut h);
+    h.finish()
 }
 
 impl TdxModule {
@@ -140,6 +150,7 @@ impl TdxModule {
             wait_for_sept_zap: false,
             options,
             accept_table,
+            fingerprint: 0,
         })
     }
 
@@ -149,10 +160,11 @@ impl TdxModule {
 
     fn set(&mut self, gfn: Gfn, level: Level, e: Option<SeptEntry>) {
         let key = (level, level.round(gfn));
-        match e {
+        let old = match e {
             Some(e) => self.sept.insert(key, e),
             None => self.sept.remove(&key),
         };
+        self.fingerprint ^= entry_hash(key, old) ^ entry_hash(key, e);
     }
 
     /// Whether the table holding the entry at `level` exists (its parent is a non-leaf).

@@ -20,9 +20,11 @@ pub struct Table {
 pub struct TdpMmu {
     /// Every table ever allocated; index 0 is the mirror root. Mirror page tables are freed
     /// only at teardown (free_external_spt()), so ids stay valid.
-    tables: boxcar::Vec<Table>,
+    tables: boxcar::Vec<Box<Table>>,
     /// kvm->stat.pages_{4k,2m,1g}: mirror leafs per level (index = level).
     pub stats: [AtomicI64; 4],
+    /// SPTEs FROZEN right now (the checker's count, kept by the atomic update).
+    frozen: AtomicI64,
 }
 
 impl Default for TdpMmu {
@@ -33,7 +35,7 @@ impl Default for TdpMmu {
 
 impl TdpMmu {
     pub fn new() -> Self {
-        let mmu = TdpMmu { tables: boxcar::Vec::new(), stats: Default::default() };
+        let mmu = TdpMmu { tables: boxcar::Vec::new(), stats: Default::default(), frozen: AtomicI64::new(0) };
         mmu.alloc_table(ROOT_LEVEL, 0, |_| SHADOW_NONPRESENT_VALUE);
         mmu
     }
@@ -44,11 +46,11 @@ impl TdpMmu {
 
     /// A new page table whose SPTE i starts as `init(i)`; not visible until linked.
     pub fn alloc_table(&self, level: Level, base_gfn: Gfn, init: impl Fn(u64) -> u64) -> usize {
-        self.tables.push(Table {
+        self.tables.push(Box::new(Table {
             level,
             base_gfn: level.up().round(base_gfn),
             sptes: std::array::from_fn(|i| AtomicU64::new(init(i as u64))),
-        })
+        }))
     }
 
     /// kvm_update_page_stats()
@@ -91,10 +93,18 @@ impl TdpMmu {
 
     /// Every present leaf: (first gfn, level).
     pub fn leaves(&self) -> Vec<(Gfn, Level)> {
+        self.leaves_down_to(PG_LEVEL_4K)
+    }
+
+    /// Every present leaf at `lowest` or above (tables below are not walked).
+    pub fn leaves_down_to(&self, lowest: Level) -> Vec<(Gfn, Level)> {
         let mut out = Vec::new();
         let mut stack = vec![0usize];
         while let Some(t) = stack.pop() {
             let table = self.table(t);
+            if table.level < lowest {
+                continue;
+            }
             for (i, s) in table.sptes.iter().enumerate() {
                 let spte = s.load(SeqCst);
                 if !is_shadow_present_pte(spte) {
@@ -138,7 +148,7 @@ impl TdpMmu {
 
     /// Whether any SPTE is FROZEN.
     pub fn any_frozen(&self) -> bool {
-        (0..self.tables.count()).any(|t| self.table(t).sptes.iter().any(|s| is_frozen_spte(s.load(SeqCst))))
+        self.frozen.load(SeqCst) > 0
     }
 }
 
@@ -222,16 +232,20 @@ pub async fn tdp_mmu_set_spte_atomic_split<R: Runtime>(
         iter.old_spte = cur;
         return Err(Errno::EBUSY);
     }
+    cx.vm.mmu.frozen.fetch_add(1, SeqCst);
     let ret = set_external_spte_present(cx, iter, new_spte, split).await;
+    let unfreeze = || cx.vm.mmu.frozen.fetch_sub(1, SeqCst);
     match ret {
         Ok(()) => {
             cx.store64(sptep, iter.obj(), new_spte).await;
+            unfreeze();
             handle_changed_spte(cx, iter.level, iter.old_spte, new_spte);
             iter.old_spte = new_spte;
             Ok(())
         }
         Err(e) => {
             cx.store64(sptep, iter.obj(), iter.old_spte).await;
+            unfreeze();
             Err(e)
         }
     }
@@ -299,8 +313,13 @@ fn handle_changed_spte<R: Runtime>(cx: &Cx<'_, R>, level: Level, old: u64, new: 
         mmu.update_page_stats(level, 1);
     }
     if old_leaf && !new_leaf && is_shadow_present_pte(new) {
-        // A split: the new table's 512 leafs.
+        // A split: the new table's 512 leafs, which the fingerprint has not seen yet.
         mmu.update_page_stats(level.down(), 512);
+        let child = level.down();
+        for i in 0..512 {
+            let gfn = level.round(spte_to_pfn(old)) + i * child.pages();
+            cx.fingerprint_change(spte_obj(gfn, child), 0, make_small_spte(old, level, i));
+        }
     }
 }
 

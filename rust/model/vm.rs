@@ -39,6 +39,34 @@ pub struct Vm {
     pub mutations: Vec<Mutation>,
     /// kvm->vm_bugged: set by KVM_BUG_ON; every later operation fails with -EIO.
     pub bugged: AtomicBool,
+    /// A fingerprint of the shared state Cx writes (SPTEs, lpage_info, attributes, the
+    /// invalidation counters): the XOR over cells of hash(cell, value) against the initial
+    /// state, kept up to date on every write so an explorer can key states in O(1).
+    pub fingerprint: AtomicU64,
+}
+
+/// hash(cell, value) for the fingerprint; 0 for a value of 0, so cells that appear (a split
+/// table's children) can be added without knowing a previous value.
+pub fn cell_hash(obj: Obj, value: u64) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    if value == 0 {
+        return 0;
+    }
+    let mut h = foldhash::quality::FixedState::with_seed(0x5e_97).build_hasher();
+    obj.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
+}
+
+/// What the fingerprint records of an SPTE: a table's id depends on allocation order, so every
+/// table pointer counts as the same value (the table's SPTEs are cells of their own).
+fn spte_fingerprint_value(obj: Obj, v: u64) -> u64 {
+    match obj {
+        Obj::Spte { level, .. } if super::spte::is_shadow_present_pte(v) && !super::spte::is_last_spte(v, level) => {
+            u64::MAX - 1
+        }
+        _ => v,
+    }
 }
 
 impl Vm {
@@ -73,6 +101,7 @@ impl Vm {
             honor_policy: cfg.honor_policy.clone(),
             mutations: cfg.mutations.clone(),
             bugged: AtomicBool::new(false),
+            fingerprint: AtomicU64::new(0),
         };
         for &(start, end) in &cfg.shared {
             vm.check_range(start, end, "shared range")?;
@@ -177,6 +206,14 @@ pub struct Cx<'a, R: Runtime> {
 }
 
 impl<R: Runtime> Cx<'_, R> {
+    /// Record a cell's change in the VM's fingerprint.
+    pub fn fingerprint_change(&self, obj: Obj, old: u64, new: u64) {
+        let (o, n) = (spte_fingerprint_value(obj, old), spte_fingerprint_value(obj, new));
+        if o != n {
+            self.vm.fingerprint.fetch_xor(cell_hash(obj, o) ^ cell_hash(obj, n), SeqCst);
+        }
+    }
+
     fn step(&self, kind: OpKind, obj: Obj, before: u64, after: u64) {
         self.rt.step(Event { tid: self.tid, op: Op { kind, obj }, before, after, preemption: false });
     }
@@ -225,6 +262,7 @@ impl<R: Runtime> Cx<'_, R> {
     pub async fn store64(&self, cell: &AtomicU64, obj: Obj, new: u64) -> u64 {
         self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
+        self.fingerprint_change(obj, old, new);
         self.step(OpKind::Store, obj, old, new);
         old
     }
@@ -234,6 +272,9 @@ impl<R: Runtime> Cx<'_, R> {
         self.rt.point(self.tid, Op { kind: OpKind::Cmpxchg, obj }).await;
         let r = cell.compare_exchange(old, new, SeqCst, SeqCst);
         let cur = r.unwrap_or_else(|v| v);
+        if r.is_ok() {
+            self.fingerprint_change(obj, old, new);
+        }
         self.step(OpKind::Cmpxchg, obj, cur, if r.is_ok() { new } else { cur });
         r.map(|_| ())
     }
@@ -249,6 +290,7 @@ impl<R: Runtime> Cx<'_, R> {
     pub async fn store32(&self, cell: &AtomicU32, obj: Obj, new: u32) -> u32 {
         self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
+        self.fingerprint_change(obj, old as u64, new as u64);
         self.step(OpKind::Store, obj, old as u64, new as u64);
         old
     }
@@ -263,6 +305,7 @@ impl<R: Runtime> Cx<'_, R> {
     pub async fn store8(&self, cell: &AtomicU8, obj: Obj, new: u8) {
         self.rt.point(self.tid, Op { kind: OpKind::Store, obj }).await;
         let old = cell.swap(new, SeqCst);
+        self.fingerprint_change(obj, old as u64, new as u64);
         self.step(OpKind::Store, obj, old as u64, new as u64);
     }
 
