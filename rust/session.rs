@@ -55,6 +55,11 @@ impl Session {
         })
     }
 
+    /// Record trace lines (on by default; off for benchmarks).
+    pub fn set_tracing(&self, on: bool) {
+        self.rt.set_tracing(on)
+    }
+
     /// The thread id operations of the host (ioctls) run as.
     pub fn host(&self) -> Tid {
         self.vm.nr_vcpus

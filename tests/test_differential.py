@@ -54,6 +54,8 @@ ranges = st.one_of(
     st.sampled_from([(0x0, 0x200), (0x200, 0x200), (0x400, 0x200), (0x800, 0x200),
                      (0x200, 0x400), (0x700, 0x300), (0x5F0, 0x20), (0x3F0, 0x420), (0x400, 0x500),
                      (BIG, BIG), (BIG, 0x200), (BIG + 0x1F0, 0x20), (BIG + 0x200, BIG - 0x200)]),
+    # ranges straddling a 2M boundary, near the initially shared gfns
+    st.sampled_from([(0x1F0, 0x20), (0x1FF, 0x2), (0x3F0, 0x20), (0x3FF, 0x2), (0x3F8, 0x10)]),
     st.tuples(gfns, st.one_of(st.sampled_from([1, 2, 0x10, 0x100, 0x1FF, 0x200, 0x201, 0x400]),
                               st.integers(1, 0x600))),
 )
@@ -212,6 +214,12 @@ class Differential(RuleBasedStateMachine):
             return
         self.touch(start - 1, start, end - 1, end)
         self.both("set_memory_attributes", start, end, private, pre=pre)
+
+    @rule(r=ranges, back=ranges, pre=pre)
+    def convert_and_back(self, r, back, pre):
+        """Conversions back and forth around the same gfns (SEMANTICS.md 1.2: Yan's boot data)."""
+        self.set_memory_attributes(r, False, None)
+        self.set_memory_attributes(back, True, pre)
 
     @rule(r=ranges, pre=pre)
     def punch_hole(self, r, pre):

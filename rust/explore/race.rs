@@ -19,6 +19,7 @@ fn join(a: &mut Clock, b: &Clock) {
     }
 }
 
+/// One side of a race, as reported.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Access {
     pub tid: Tid,
@@ -26,6 +27,34 @@ pub struct Access {
     pub step: u32,
     /// The locks the thread held.
     pub locks: String,
+}
+
+/// An access as remembered (cheap: formatted only when it races).
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    tid: Tid,
+    write: bool,
+    step: u32,
+    locks: u8,
+}
+
+const MMU_READ: u8 = 1;
+const MMU_WRITE: u8 = 2;
+const SLOTS: u8 = 4;
+
+fn describe(a: Seen) -> Access {
+    let mut locks = Vec::new();
+    if a.locks & MMU_READ != 0 {
+        locks.push("mmu_lock held for read");
+    }
+    if a.locks & MMU_WRITE != 0 {
+        locks.push("mmu_lock held for write");
+    }
+    if a.locks & SLOTS != 0 {
+        locks.push("slots_lock held");
+    }
+    let locks = if locks.is_empty() { "no lock".to_string() } else { locks.join(", ") };
+    Access { tid: a.tid, op: if a.write { "store" } else { "load" }.into(), step: a.step, locks }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -49,12 +78,13 @@ struct LockClocks {
 pub struct RaceDetector {
     clocks: Vec<Clock>,
     locks: HashMap<LockId, LockClocks>,
-    held: Vec<Vec<(LockId, Mode)>>,
-    /// Atomic objects (SPTEs, the TD): the clock of the last write.
-    atomics: HashMap<String, Clock>,
+    held: Vec<u8>,
+    /// Atomic objects (SPTEs; None for the TD, which the module serialises): the clock of the
+    /// last write.
+    atomics: HashMap<Option<Obj>, Clock>,
     /// Plain objects: the last write and the reads since, with the writer's/reader's epoch.
-    writes: HashMap<String, (Access, u32)>,
-    reads: HashMap<String, BTreeMap<Tid, (Access, u32)>>,
+    writes: HashMap<Obj, (Seen, u32)>,
+    reads: HashMap<Obj, BTreeMap<Tid, (Seen, u32)>>,
     pub races: Vec<Race>,
     step: u32,
 }
@@ -78,26 +108,19 @@ impl RaceDetector {
         for (t, c) in clocks.iter_mut().enumerate() {
             c[t] = 1;
         }
-        RaceDetector { clocks, held: vec![Vec::new(); nthreads], ..Default::default() }
+        RaceDetector { clocks, held: vec![0; nthreads], ..Default::default() }
     }
 
     fn tick(&mut self, t: usize) {
         self.clocks[t][t] += 1;
     }
 
-    fn locks_of(&self, t: usize) -> String {
-        let h = &self.held[t];
-        if h.is_empty() {
-            return "no lock".into();
+    fn lock_bit(lock: LockId, mode: Mode) -> u8 {
+        match (lock, mode) {
+            (LockId::MmuLock, Mode::Read) => MMU_READ,
+            (LockId::MmuLock, Mode::Write) => MMU_WRITE,
+            (LockId::SlotsLock, _) => SLOTS,
         }
-        h.iter()
-            .map(|(l, m)| {
-                let lock = if *l == LockId::MmuLock { "mmu_lock" } else { "slots_lock" };
-                let mode = if *m == Mode::Write { "write" } else { "read" };
-                format!("{lock} held for {mode}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 
     pub fn observe(&mut self, ev: &Event) {
@@ -114,7 +137,7 @@ impl RaceDetector {
                 if mode == Mode::Write {
                     join(&mut self.clocks[t], &r);
                 }
-                self.held[t].push((lock, mode));
+                self.held[t] |= Self::lock_bit(lock, mode);
             }
             (OpKind::Unlock(mode), Obj::Lock { lock }) => {
                 let c = self.clocks[t].clone();
@@ -122,26 +145,20 @@ impl RaceDetector {
                 let target = if mode == Mode::Write { &mut lc.write } else { &mut lc.read };
                 target.resize(c.len(), 0);
                 join(target, &c);
-                self.held[t].retain(|h| *h != (lock, mode));
+                self.held[t] &= !Self::lock_bit(lock, mode);
                 self.tick(t);
             }
             (kind, obj) if plain(&obj) => self.plain(t, kind, &obj),
+            (OpKind::Alloc | OpKind::CondResched, _) | (_, Obj::Page) => {}
             (kind, obj) => {
                 // Atomic or module-serialised: acquire on every access, release on writes.
-                let key = match obj {
-                    Obj::Spte { .. } => name(&obj),
-                    _ => "TD".into(),
-                };
+                let key = matches!(obj, Obj::Spte { .. }).then_some(obj);
                 let n = self.clocks.len();
-                let o = self.atomics.entry(key).or_insert_with(|| vec![0; n]).clone();
-                join(&mut self.clocks[t], &o);
-                if kind != OpKind::Load || !matches!(obj, Obj::Spte { .. }) {
-                    let c = self.clocks[t].clone();
-                    let key = match obj {
-                        Obj::Spte { .. } => name(&obj),
-                        _ => "TD".into(),
-                    };
-                    join(self.atomics.get_mut(&key).expect("inserted above"), &c);
+                let o = self.atomics.entry(key).or_insert_with(|| vec![0; n]);
+                let (clocks, t_clock) = (&mut self.clocks, t);
+                join(&mut clocks[t_clock], o);
+                if kind != OpKind::Load || key.is_none() {
+                    join(o, &clocks[t_clock]);
                     self.tick(t);
                 }
             }
@@ -149,44 +166,43 @@ impl RaceDetector {
     }
 
     fn plain(&mut self, t: usize, kind: OpKind, obj: &Obj) {
-        let key = name(obj);
+        let key = *obj;
         let write = kind != OpKind::Load;
-        let me = Access {
-            tid: t as Tid,
-            op: if write { "store".into() } else { "load".into() },
-            step: self.step,
-            locks: self.locks_of(t),
-        };
+        let me = Seen { tid: t as Tid, write, step: self.step, locks: self.held[t] };
         let epoch = self.clocks[t][t];
-        let hb = |clocks: &Clock, other: &Access, e: u32| clocks[other.tid as usize] >= e;
-        if let Some((w, e)) = self.writes.get(&key)
+        let ordered = |clocks: &Clock, other: &Seen, e: u32| clocks[other.tid as usize] >= e;
+        if let Some(&(w, e)) = self.writes.get(&key)
             && w.tid as usize != t
-            && !hb(&self.clocks[t], w, *e)
+            && !ordered(&self.clocks[t], &w, e)
         {
-            self.report(&key, w.clone(), me.clone());
+            self.report(&name(&key), w, me);
         }
         if write {
-            let earlier: Vec<(Access, u32)> =
-                self.reads.get(&key).map(|m| m.values().cloned().collect()).unwrap_or_default();
+            let earlier: Vec<(Seen, u32)> =
+                self.reads.get(&key).map(|m| m.values().copied().collect()).unwrap_or_default();
             for (r, e) in earlier {
-                if r.tid as usize != t && !hb(&self.clocks[t], &r, e) {
-                    self.report(&key, r, me.clone());
+                if r.tid as usize != t && !ordered(&self.clocks[t], &r, e) {
+                    self.report(&name(&key), r, me);
                 }
             }
-            self.writes.insert(key.clone(), (me, epoch));
+            self.writes.insert(key, (me, epoch));
             self.reads.remove(&key);
         } else {
             self.reads.entry(key).or_default().insert(t as Tid, (me, epoch));
         }
     }
 
-    fn report(&mut self, object: &str, first: Access, second: Access) {
-        let fix = match (first.op.as_str(), second.op.as_str()) {
-            ("load", _) | (_, "load") => {
-                "the load needs READ_ONCE() and the store WRITE_ONCE() (or both under one lock)"
-            }
-            _ => "the stores need a common lock (or WRITE_ONCE() and one writer)",
+    fn report(&mut self, object: &str, first: Seen, second: Seen) {
+        let fix = if first.write && second.write {
+            "the stores need a common lock (or WRITE_ONCE() and one writer)"
+        } else {
+            "the load needs READ_ONCE() and the store WRITE_ONCE() (or both under one lock)"
         };
-        self.races.push(Race { object: object.into(), first, second, fix: fix.into() });
+        self.races.push(Race {
+            object: object.into(),
+            first: describe(first),
+            second: describe(second),
+            fix: fix.into(),
+        });
     }
 }

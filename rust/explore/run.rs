@@ -201,19 +201,22 @@ pub fn run_once(
     // States seen at places a cycle can close (after a yield): key -> position in `path`;
     // `path` holds, per step, the enabled threads and who stepped.
     let mut loop_states: std::collections::HashMap<u64, usize> = Default::default();
-    let mut path: Vec<(Vec<Tid>, Tid)> = Vec::new();
+    let mut path: Vec<(u64, Tid)> = Vec::new();
+    let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);
     loop {
-        let enabled: Vec<Tid> = {
+        enabled.clear();
+        {
             let st = sim.st.borrow();
-            (0..nslots)
-                .filter(|&t| match st.status[t] {
-                    Status::Ready | Status::Granted => true,
-                    Status::Wait(c) => vm.wait_cond_holds(c),
-                    _ => false,
-                })
-                .map(|t| t as Tid)
-                .collect()
-        };
+            enabled.extend(
+                (0..nslots)
+                    .filter(|&t| match st.status[t] {
+                        Status::Ready | Status::Granted => true,
+                        Status::Wait(c) => vm.wait_cond_holds(c),
+                        _ => false,
+                    })
+                    .map(|t| t as Tid),
+            );
+        }
         if enabled.is_empty() {
             let blocked = sim.blocked();
             if !blocked.is_empty() {
@@ -243,7 +246,7 @@ pub fn run_once(
             }
         }
         let t = sim.schedule(&enabled);
-        path.push((enabled, t));
+        path.push((enabled.iter().fold(0u64, |m, &e| m | 1 << e), t));
         poll(t as usize, &mut threads, &mut results);
         steps += 1;
         // Event-time consequences (install-time invariants, bugs, warnings).
@@ -351,16 +354,13 @@ impl Sim<'_> {
 
 /// A cycle closed: with weak fairness it is a livelock only if every thread enabled at every
 /// step of it took a step in it (else a fair scheduler would leave the cycle).
-fn livelock(cycle: &[(Vec<Tid>, Tid)], fairness: Fairness) -> Option<Violation> {
-    let stepped: std::collections::BTreeSet<Tid> = cycle.iter().map(|(_, t)| *t).collect();
-    let always: Vec<Tid> = cycle
-        .first()
-        .map(|(e, _)| e.iter().copied().filter(|t| cycle.iter().all(|(en, _)| en.contains(t))).collect())
-        .unwrap_or_default();
-    if fairness == Fairness::Weak && !always.iter().all(|t| stepped.contains(t)) {
+fn livelock(cycle: &[(u64, Tid)], fairness: Fairness) -> Option<Violation> {
+    let stepped = cycle.iter().fold(0u64, |m, &(_, t)| m | 1 << t);
+    let always = cycle.iter().fold(u64::MAX, |m, &(e, _)| m & e);
+    if fairness == Fairness::Weak && always & !stepped != 0 {
         return None;
     }
-    let threads: Vec<Tid> = stepped.into_iter().collect();
+    let threads: Vec<Tid> = (0..64).filter(|t| stepped & 1 << t != 0).collect();
     let message = format!(
         "threads {threads:?} can repeat a cycle of {} steps for ever without completing an operation ({})",
         cycle.len(),

@@ -122,6 +122,13 @@ impl Scenario {
         if self.threads.is_empty() {
             return bad("a scenario needs at least one thread".into());
         }
+        let hosts = self.threads.iter().filter(|p| p.vcpu.is_none()).count();
+        if self.vm.vcpus as usize + hosts > 64 {
+            return bad(format!(
+                "{} vCPUs and {hosts} host threads: the explorer numbers them together and supports 64",
+                self.vm.vcpus
+            ));
+        }
         if self.threads.len() > 32 {
             return bad(format!("{} threads: at most 32 are supported", self.threads.len()));
         }

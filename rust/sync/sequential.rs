@@ -50,6 +50,10 @@ impl Sequential {
         s.tracing.set(tracing);
         s
     }
+    pub fn set_tracing(&self, on: bool) {
+        self.tracing.set(on);
+    }
+
     pub fn plan(&self) -> FaultPlan {
         self.plan.borrow().clone()
     }

@@ -1,0 +1,110 @@
+//! Explorer throughput, measured side by side in one run (medians of 5; `cargo bench --bench
+//! explore`). Prints each figure with its baseline and the ratio:
+//! - scheduling steps per second (random schedules of the two-accepts scenario);
+//! - complete schedules per second on a 3-vCPU scenario of about 50 steps a thread;
+//! - the deterministic runtime against the same operations run sequentially without it;
+//! - the complete check of the seed question (3 vCPUs, one allocation failure allowed).
+
+use std::time::{Duration, Instant};
+
+use tdxcore::explore::scenario::{FaultBudget, Program, ProgramOp, Scenario};
+use tdxcore::explore::search::{Budget, Search, Strategy};
+use tdxcore::model::config::{RetryOptions, VmConfig};
+use tdxcore::model::honor::HonorStep;
+use tdxcore::model::types::PG_LEVEL_4K;
+use tdxcore::session::Session;
+use tdxcore::sync::sequential::FaultPlan;
+
+fn scenario(threads: usize, alloc_failures: u32) -> Scenario {
+    let mut programs = vec![
+        Program { vcpu: Some(0), ops: vec![ProgramOp::Accept { gfn: 0x201, level: PG_LEVEL_4K }] },
+        Program { vcpu: Some(1), ops: vec![ProgramOp::Access { gfn: 0x3ff }] },
+        Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] },
+    ];
+    programs.truncate(threads);
+    Scenario {
+        name: "seed".into(),
+        vm: VmConfig {
+            vcpus: threads as u16,
+            honor_policy: HonorStep::FINAL.to_vec(),
+            retry: RetryOptions { event_after_retries: 1, max_exits: 64, ..Default::default() },
+            ..Default::default()
+        },
+        setup: vec![],
+        threads: programs,
+        faults: FaultBudget { alloc_failures, ..Default::default() },
+        rwlock: Default::default(),
+        fairness: Default::default(),
+        max_steps: 5000,
+    }
+}
+
+fn search(s: Scenario, strategy: Strategy, max_time: Duration) -> (f64, tdxcore::explore::search::Report) {
+    let t = Instant::now();
+    let mut search = Search::new(s, strategy, Budget { max_schedules: u64::MAX, max_time: Some(max_time) }).unwrap();
+    while !search.run_for(Duration::from_secs(1)) {}
+    (t.elapsed().as_secs_f64(), search.report())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    xs[xs.len() / 2]
+}
+
+/// The same operations as one schedule of the explorer, run on the sequential backend.
+fn sequential_baseline(runs: u32) -> f64 {
+    let cfg = scenario(3, 0).vm;
+    let t = Instant::now();
+    for _ in 0..runs {
+        let mut s = Session::new(&cfg, FaultPlan { event_after_retries: 1, ..Default::default() }).unwrap();
+        s.set_tracing(false);
+        s.guest_accept(0, 0x201, PG_LEVEL_4K).unwrap();
+        s.guest_access(1, 0x3ff).unwrap();
+        s.guest_accept(2, 0x300, PG_LEVEL_4K).unwrap();
+    }
+    t.elapsed().as_secs_f64() / runs as f64
+}
+
+fn main() {
+    println!("machine: {} cores; one core used", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let mut steps_rate = vec![];
+    let mut sched_rate = vec![];
+    let mut per_schedule = vec![];
+    let mut seq = vec![];
+    for _ in 0..5 {
+        let (secs, r) = search(scenario(3, 0), Strategy::Random { seed: 1, runs: 20_000 }, Duration::from_secs(60));
+        steps_rate.push(r.certificate.steps as f64 / secs);
+        sched_rate.push(r.certificate.schedules as f64 / secs);
+        per_schedule.push(secs / r.certificate.schedules as f64);
+        seq.push(sequential_baseline(2_000));
+    }
+    let steps_per_schedule = {
+        let (_, r) = search(scenario(3, 0), Strategy::Random { seed: 1, runs: 1000 }, Duration::from_secs(60));
+        r.certificate.steps as f64 / r.certificate.schedules as f64
+    };
+    println!("scheduling steps per second: {:.2}M (target >= 2.5M)", median(steps_rate) / 1e6);
+    println!(
+        "complete schedules per second, 3 vCPUs x ~{:.0} steps each: {:.0} (target >= 40,000)",
+        steps_per_schedule / 3.0,
+        median(sched_rate)
+    );
+    let (rt, base) = (median(per_schedule), median(seq));
+    println!(
+        "deterministic runtime {:.1} us per schedule vs sequential {:.1} us for the same operations: ratio {:.2} (target <= 5)",
+        rt * 1e6,
+        base * 1e6,
+        rt / base
+    );
+    for (threads, failures) in [(2, 0), (2, 1), (3, 0), (3, 1)] {
+        let (secs, r) = search(
+            scenario(threads, failures),
+            Strategy::Exhaustive { bound: None, cache: true },
+            Duration::from_secs(if threads == 3 { 30 } else { 120 }),
+        );
+        let c = &r.certificate;
+        println!(
+            "complete check, seed question, {threads} vCPUs, {failures} allocation failure(s): {} complete={} cut_by={:?} in {secs:.2}s, {} schedules, {} states (target < 1 s for 3 vCPUs, 1 failure)",
+            r.verdict, c.complete, c.cut_by, c.schedules, c.distinct_states
+        );
+    }
+}
