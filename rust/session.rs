@@ -3,7 +3,6 @@
 //! returns its value with the trace lines and findings it produced.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::{TdState, VmConfig};
@@ -17,8 +16,8 @@ use crate::model::split::kvm_split_cross_boundary_leafs;
 use crate::model::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::model::vm::{Cx, Vm};
-use crate::sync::sequential::{FaultPlan, Sequential};
-use crate::sync::{Finding, LockId, Mode, OpKind, Runtime, Tid, TraceLine, run_to_completion};
+use crate::sync::sequential::{Counters, FaultPlan, Sequential};
+use crate::sync::{Finding, LockId, Runtime, Tid, TraceLine, run_to_completion};
 
 /// What one operation did.
 #[derive(Clone, Debug, Serialize)]
@@ -28,31 +27,15 @@ pub struct OpReport<T> {
     pub findings: Vec<Finding>,
 }
 
-/// Counters over the whole session (what the benchmarks will also report).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Counters {
-    pub write_lock_acquisitions: u64,
-    pub read_lock_acquisitions: u64,
-    pub allocations_failed: u64,
-    /// "TDH.MEM.PAGE.AUG TDX_SUCCESS" -> count
-    pub seamcalls: BTreeMap<String, u64>,
-}
-
 pub struct Session {
     pub vm: Vm,
     rt: Sequential,
-    pub counters: Counters,
     findings: Vec<Finding>,
 }
 
 impl Session {
     pub fn new(cfg: &VmConfig, plan: FaultPlan) -> CoreResult<Session> {
-        Ok(Session {
-            vm: Vm::new(cfg)?,
-            rt: Sequential::new(plan, true),
-            counters: Counters::default(),
-            findings: Vec::new(),
-        })
+        Ok(Session { vm: Vm::new(cfg)?, rt: Sequential::new(plan, true), findings: Vec::new() })
     }
 
     /// Record trace lines (on by default; off for benchmarks).
@@ -138,7 +121,6 @@ impl Session {
         let findings = self.rt.take_findings();
         let blocked = self.rt.take_blocked();
         let leaked = self.rt.release_all();
-        self.add_counters(count(&trace));
         self.findings.extend(findings.iter().cloned());
         let value =
             value.ok_or_else(|| CoreError::Deadlock(blocked.unwrap_or_else(|| "operation suspended".into())))?;
@@ -148,13 +130,9 @@ impl Session {
         Ok(OpReport { value, trace, findings })
     }
 
-    fn add_counters(&mut self, c: Counters) {
-        self.counters.write_lock_acquisitions += c.write_lock_acquisitions;
-        self.counters.read_lock_acquisitions += c.read_lock_acquisitions;
-        self.counters.allocations_failed += c.allocations_failed;
-        for (k, v) in c.seamcalls {
-            *self.counters.seamcalls.entry(k).or_default() += v;
-        }
+    /// Counters over every operation so far.
+    pub fn counters(&self) -> Counters {
+        self.rt.counters()
     }
 
     pub fn guest_accept(&mut self, vcpu: Tid, gfn: Gfn, level: Level) -> CoreResult<OpReport<GuestOutcome>> {
@@ -289,27 +267,6 @@ impl Session {
     }
 }
 
-/// The session's counters over one operation's trace.
-fn count(trace: &[TraceLine]) -> Counters {
-    let mut c = Counters::default();
-    for line in trace {
-        let TraceLine::Step(ev) = line else { continue };
-        match ev.op.kind {
-            OpKind::Lock(Mode::Write) if matches!(ev.op.obj, crate::sync::Obj::Lock { lock: LockId::MmuLock }) => {
-                c.write_lock_acquisitions += 1
-            }
-            OpKind::Lock(Mode::Read) => c.read_lock_acquisitions += 1,
-            OpKind::Alloc if ev.after != 0 => c.allocations_failed += 1,
-            OpKind::Seamcall(call) => {
-                let key = format!("{} {}", call.name(), crate::model::sept::status_name(ev.after));
-                *c.seamcalls.entry(key).or_default() += 1;
-            }
-            _ => {}
-        }
-    }
-    c
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +292,7 @@ mod tests {
         assert_eq!(s.vm.tdx.lock().entry(0x201, PG_LEVEL_4K).unwrap().state, SeptState::Mapped);
         assert_eq!(s.vm.tdx.lock().entry(0x202, PG_LEVEL_4K).unwrap().state, SeptState::Pending);
         // The honour path takes the write lock, and the split drops and re-takes it to allocate.
-        assert_eq!(s.counters.write_lock_acquisitions, 2);
+        assert_eq!(s.counters().write_lock_acquisitions, 2);
         assert!(s.check_invariants().is_empty(), "{:?}", s.check_invariants());
         assert!(s.findings().is_empty(), "{:?}", s.findings());
     }

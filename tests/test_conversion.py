@@ -71,3 +71,31 @@ def test_punch_hole_enomem():
     assert vm.punch_hole(0x210, 0x211).result == "-ENOMEM"
     assert vm.mapping(0x210) == "2M"
     assert vm.fault(1, 0x0).result == "RET_PF_FIXED"
+
+
+def test_conversion_to_private_does_not_split():
+    # Only private-to-shared conversion and punch hole split (SEMANTICS.md 1.1(a), 1.4).
+    vm = tdxcore.Vm(shared=[(0x200, 0x201)])
+    vm.fault(0, 0x0)
+    assert vm.set_memory_attributes(0x1FF, 0x201, True).result == "ok"
+    assert vm.mapping(0x0) == "2M"
+
+
+def test_enomem_in_a_later_memslot_leaves_earlier_ones_split_and_zapped():
+    # kvm_handle_gfn_range() runs the pre-set handler memslot by memslot (R7).
+    vm = tdxcore.Vm(memslots=[(0, 0x600), (0x600, 0x100), (0x700, 0x300)])
+    vm.fault(0, 0x400)
+    vm.fault(0, 0x800)
+    vm.inject(alloc_failures=1)
+    assert vm.set_memory_attributes(0x400, 0x900, False).result == "-ENOMEM"
+    assert vm.mapping(0x400) is None, "the first memslot's part was zapped"
+    assert vm.mapping(0x800) == "2M", "the split in the last memslot failed"
+    assert vm.is_private(0x400)
+    assert vm.check_invariants() == []
+
+
+def test_counters_do_not_depend_on_the_trace_cap():
+    vm = tdxcore.Vm(memslots=[(0, 0x600), (0x40000, 0x40000)])
+    out = vm.set_memory_attributes(0x40200, 0x80000, False)
+    assert "not recorded" in out.trace[-1]["text"]
+    assert vm.stats()["counters"]["write_lock_acquisitions"] == 2

@@ -42,23 +42,36 @@ async fn kvm_unmap_gfn_range<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -
     tdp_mmu_zap_leafs(cx, start, end).await
 }
 
-/// The first write-lock section of both conversions: invalidate begin, split the leafs that
-/// cross the range boundary, then (if `unmap`) zap the private leafs inside it.
+/// The first write-lock section of both conversions: invalidate begin, then, if the range is
+/// losing its private mappings (`unmap`: private-to-shared, punch hole), split the leafs that
+/// cross the range boundary and zap the private leafs inside it. kvm_handle_gfn_range() runs the
+/// handler memslot by memslot, so -ENOMEM in a later memslot leaves the earlier ones split and
+/// zapped (SEMANTICS.md R7).
 async fn invalidate_split_unmap<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn, unmap: bool) -> Result<(), Errno> {
     cx.write_lock().await;
     kvm_mmu_invalidate_begin(cx, start, end).await;
-    let mut r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
-    if r.is_ok() && unmap {
-        r = kvm_unmap_gfn_range(cx, start, end).await.map(|_| ());
+    let mut r = Ok(());
+    if unmap {
+        for slot in cx.vm.slots.iter().filter(|s| s.base_gfn < end && start < s.end()) {
+            let (s, e) = (start.max(slot.base_gfn), end.min(slot.end()));
+            r = kvm_split_cross_boundary_leafs(cx, s, e, false).await;
+            if r.is_ok() {
+                r = kvm_unmap_gfn_range(cx, s, e).await.map(|_| ());
+            }
+            if r.is_err() {
+                break;
+            }
+        }
     }
     cx.write_unlock().await;
     r
 }
 
 /// kvm_vm_set_mem_attributes(): under slots_lock, a first write-lock section (invalidate
-/// begin, split, unmap private mappings if the range becomes shared), the attribute store
+/// begin; for private-to-shared, split and unmap the private mappings), the attribute store
 /// outside mmu_lock, a second write-lock section (recompute MIXED, invalidate end). If the
 /// split fails the ioctl fails: the invalidation is ended and no attribute changes.
+/// (Shared-to-private zaps shared mappings, which the model does not have.)
 pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     cx: &Cx<'_, R>,
     start: Gfn,

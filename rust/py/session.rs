@@ -293,7 +293,7 @@ impl Session {
                 "pages_4k": st[1].load(SeqCst),
                 "pages_2m": st[2].load(SeqCst),
                 "pages_1g": st[3].load(SeqCst),
-                "counters": s.counters,
+                "counters": s.counters(),
             }))
         })
     }

@@ -22,6 +22,33 @@ pub struct FaultPlan {
     pub event_after_retries: u32,
 }
 
+/// Counters over a sequential run (what the benchmarks will also report).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Counters {
+    pub write_lock_acquisitions: u64,
+    pub read_lock_acquisitions: u64,
+    pub allocations_failed: u64,
+    /// "TDH.MEM.PAGE.AUG TDX_SUCCESS" -> count
+    pub seamcalls: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    fn count(&mut self, ev: &Event) {
+        match (ev.op.kind, ev.op.obj) {
+            (super::OpKind::Lock(Mode::Write), super::Obj::Lock { lock: LockId::MmuLock }) => {
+                self.write_lock_acquisitions += 1
+            }
+            (super::OpKind::Lock(Mode::Read), _) => self.read_lock_acquisitions += 1,
+            (super::OpKind::Alloc, _) if ev.after != 0 => self.allocations_failed += 1,
+            (super::OpKind::Seamcall(call), _) => {
+                let key = format!("{} {}", call.name(), crate::model::sept::status_name(ev.after));
+                *self.seamcalls.entry(key).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A trace longer than this (a conversion of gigabytes, say) keeps its first lines only.
 pub const MAX_TRACE_LINES: usize = 100_000;
 
@@ -32,6 +59,7 @@ pub struct Sequential {
     tracing: Cell<bool>,
     trace: RefCell<Vec<TraceLine>>,
     dropped: Cell<u64>,
+    counters: RefCell<Counters>,
     findings: RefCell<Vec<Finding>>,
     /// Why the last operation suspended, if it did.
     blocked: RefCell<Option<String>>,
@@ -50,6 +78,11 @@ impl Sequential {
         s.tracing.set(tracing);
         s
     }
+    /// Every step counted since the backend was made (tracing or not).
+    pub fn counters(&self) -> Counters {
+        self.counters.borrow().clone()
+    }
+
     pub fn set_tracing(&self, on: bool) {
         self.tracing.set(on);
     }
@@ -200,6 +233,7 @@ impl Runtime for Sequential {
     }
 
     fn step(&self, event: Event) {
+        self.counters.borrow_mut().count(&event);
         self.record(TraceLine::Step(event));
     }
 
