@@ -14,4 +14,4 @@ pub mod sync;
 mod py;
 
 /// Bumped whenever a change to the model can change an outcome or a trace.
-pub const MODEL_VERSION: u32 = 1;
+pub const MODEL_VERSION: u32 = 2;

@@ -46,7 +46,9 @@ def _object(step: dict[str, Any]) -> str:
         return step["lock"]
     if obj == "vcpu":
         return f"vCPU{step['vcpu']}"
-    return {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress", "td": "TD", "page": "page"}.get(obj, obj)
+    return {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress",
+            "invalidate_start": "mmu_invalidate_range_start", "invalidate_end": "mmu_invalidate_range_end",
+            "td": "TD", "page": "page"}.get(obj, obj)
 
 
 def _value(step: dict[str, Any], v: int) -> str:
@@ -59,6 +61,9 @@ def _value(step: dict[str, Any], v: int) -> str:
         return "|".join(flags + ([str(count)] if count or not flags else []))
     if obj == "attributes":
         return "private" if v & 8 else "shared"
+    if obj == "sept":
+        # A guest access's walk: 1 + the index of the leaf's state, 0 for no leaf.
+        return ("no leaf", "FREE", "PENDING", "MAPPED", "BLOCKED", "PENDING_BLOCKED")[v] if v < 6 else str(v)
     return f"{v:#x}" if v > 9 else str(v)
 
 

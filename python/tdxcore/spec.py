@@ -9,7 +9,7 @@ with the same result strings. Its state:
 - `linfo[slot]`: {(level, first gfn of the huge page): disallow_lpage};  `private`: {gfn: bool}.
 Nothing interleaves: no fault goes stale, no vCPU is in the guest while the host splits or zaps
 (so TRACK always completes tracking), no SPTE is seen FROZEN. Source: SEMANTICS.md sections 2-5
-and 7; where the Rust model departs from it, this follows SEMANTICS.md (`set_memory_attributes`).
+and 7, and the Rust model's documented choices where SEMANTICS.md is silent.
 """
 
 from __future__ import annotations
@@ -299,9 +299,15 @@ class SpecVm:
             self._no_vcpus("page_remove", level, g)
 
     def _split_and_zap(self, start: int, end: int) -> None:
-        """Under the write lock: split the leafs crossing [start, end), then zap those inside."""
-        self._split_cross_boundary_leafs(start, end, shared=False)
-        self._zap_leafs(start, end)
+        """The unmap handler, memslot by memslot in gfn order (kvm_handle_gfn_range() and
+        kvm_gmem_invalidate_begin()): split the leafs crossing the memslot's part of [start,
+        end), then zap those inside it. A later memslot's -ENOMEM leaves the earlier memslots'
+        parts split and zapped (SEMANTICS.md R7)."""
+        for s in self.slots:
+            lo, hi = max(start, s.base), min(end, s.end)
+            if lo < hi:
+                self._split_cross_boundary_leafs(lo, hi, shared=False)
+                self._zap_leafs(lo, hi)
 
     def _split_cross_boundary_leafs(self, start: int, end: int, shared: bool) -> None:
         """kvm_split_cross_boundary_leafs(): split to 4K every huge leaf that crosses the range
@@ -543,26 +549,16 @@ class SpecVm:
 
     def set_memory_attributes(self, start: int, end: int, private: bool) -> Result:
         """kvm_vm_set_mem_attributes(): a no-op if [start, end) already has the attributes.
-        Else, under the write lock: invalidate begin; for a conversion to shared, memslot by
-        memslot (kvm_handle_gfn_range() -> kvm_arch_pre_set_memory_attributes()), split the
-        private leafs crossing the boundary and zap those inside; a split's -ENOMEM fails the
-        ioctl, the earlier memslots' parts already split and zapped, no attribute stored. Then
-        store the attributes; under the write lock again recompute MIXED, end the invalidation.
-
-        Unlike the Rust model (which splits both ways, the whole range before any zap) this
-        follows SEMANTICS.md: only a conversion to *shared* splits (1.1(a), 1.4; upstream's
-        attr_filter = KVM_FILTER_PRIVATE), memslot by memslot (R7: "an OOM part-way through a
-        multi-range conversion can leave earlier ranges split and zapped")."""
+        Else, under the write lock: invalidate begin and, for a conversion to shared only
+        (SEMANTICS.md 1.1(a), 1.4: the split filters on KVM_FILTER_PRIVATE), split and zap the
+        private leafs memslot by memslot (`_split_and_zap`), whose -ENOMEM fails the ioctl and
+        stores no attribute. Then store the attributes; under the write lock again recompute
+        MIXED and end the invalidation."""
         self._check_range(start, end)
         if all(self.private[g] == private for g in range(start, end)):
             return Result("ok")
         self._lock("write")
-
-        def pre_set() -> None:  # kvm_handle_gfn_range(): the pre-set handler, memslot by memslot
-            for lo, hi in ((max(start, s.base), min(end, s.end)) for s in self.slots):
-                if lo < hi and not private:
-                    self._split_and_zap(lo, hi)
-        r = self._errno(pre_set)
+        r = self._errno(lambda: None if private else self._split_and_zap(start, end))
         if r.result == "ok":
             self.private.update(dict.fromkeys(range(start, end), private))
         self._lock("write")
@@ -571,8 +567,9 @@ class SpecVm:
         return r
 
     def punch_hole(self, start: int, end: int) -> Result:
-        """kvm_gmem_punch_hole(): under the write lock, split the leafs crossing the boundary,
-        then zap the leafs inside; then end the invalidation under the write lock."""
+        """kvm_gmem_punch_hole(): under the write lock, memslot by memslot, split the leafs
+        crossing the boundary and zap the leafs inside; then end the invalidation under the
+        write lock. (Folios are not truncated: the model keeps their order.)"""
         self._check_range(start, end)
         self._lock("write")
         r = self._errno(lambda: self._split_and_zap(start, end))

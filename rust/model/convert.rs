@@ -1,8 +1,6 @@
 //! Conversions: KVM_SET_MEMORY_ATTRIBUTES (kvm_vm_set_mem_attributes()) and guest_memfd
 //! FALLOC_FL_PUNCH_HOLE (kvm_gmem_punch_hole()).
 
-use std::sync::atomic::Ordering::SeqCst;
-
 use super::attributes::{KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attributes, store_memory_attributes};
 use super::lpage_info::kvm_arch_post_set_memory_attributes;
 use super::split::kvm_split_cross_boundary_leafs;
@@ -18,10 +16,12 @@ async fn kvm_mmu_invalidate_begin<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: G
     let (s, e) = if n == 1 {
         (start, end)
     } else {
-        (inv.range_start.load(SeqCst).min(start), inv.range_end.load(SeqCst).max(end))
+        let s = cx.load64(&inv.range_start, Obj::InvalidateStart).await;
+        let e = cx.load64(&inv.range_end, Obj::InvalidateEnd).await;
+        (s.min(start), e.max(end))
     };
-    inv.range_start.store(s, SeqCst);
-    inv.range_end.store(e, SeqCst);
+    cx.store64(&inv.range_start, Obj::InvalidateStart, s).await;
+    cx.store64(&inv.range_end, Obj::InvalidateEnd, e).await;
     cx.store64(&inv.in_progress, Obj::InvalidateRange, n).await;
 }
 
@@ -114,6 +114,7 @@ pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gf
 mod tests {
     use super::*;
     use crate::model::vm::testing::ok;
+    use std::sync::atomic::Ordering::SeqCst;
 
     #[test]
     fn invalidation_is_balanced_and_bumps_the_sequence() {

@@ -96,8 +96,8 @@ async fn is_page_fault_stale<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_
     let inv = &cx.vm.invalidate;
     let in_progress = cx.load64(&inv.in_progress, Obj::InvalidateRange).await;
     if in_progress > 0 {
-        let start = inv.range_start.load(SeqCst);
-        let end = inv.range_end.load(SeqCst);
+        let start = cx.load64(&inv.range_start, Obj::InvalidateStart).await;
+        let end = cx.load64(&inv.range_end, Obj::InvalidateEnd).await;
         if fault.gfn >= start && fault.gfn < end {
             return true;
         }

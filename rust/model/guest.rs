@@ -7,7 +7,7 @@ use super::sept::{AcceptOutcome, SeptState};
 use super::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use super::types::{Errno, Gfn, Level};
 use super::vm::Cx;
-use crate::sync::{FindingKind, Obj, OpKind, Runtime, Seamcall, loop_head};
+use crate::sync::{FindingKind, Obj, Runtime, Seamcall, loop_head};
 
 /// What the guest sees at the end of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -94,10 +94,9 @@ pub async fn guest_accept<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) ->
 /// a hole or a blocked entry is an EPT violation that KVM handles as a fault.
 pub async fn guest_access<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> GuestOutcome {
     run_with_exits(cx, gfn, None, |cx| async move {
-        // The hardware's S-EPT walk: one atomic step.
-        cx.point(OpKind::Load, Obj::Sept { level: Level(1), gfn }).await;
-        let leaf = cx.vm.tdx.lock().leaf_for(gfn);
-        match leaf.map(|(_, e)| e.state) {
+        // The hardware's S-EPT walk: one atomic step, recorded with the state it found.
+        let state = cx.sept_walk(gfn).await;
+        match state {
             Some(SeptState::Mapped) => Some(GuestResult::Accessed),
             Some(SeptState::Pending) => Some(GuestResult::VirtualizationException),
             _ => None,

@@ -389,6 +389,18 @@ impl<R: Runtime> Cx<'_, R> {
         if fails { Err(Errno::ENOMEM) } else { Ok(()) }
     }
 
+    /// The CPU's walk of the S-EPT for a guest access to `gfn`: one step; the state of the leaf
+    /// it found (None: no leaf), recorded as 1 + the state's index (0 for none).
+    pub async fn sept_walk(&self, gfn: Gfn) -> Option<super::sept::SeptState> {
+        let obj = Obj::Sept { level: super::types::PG_LEVEL_4K, gfn };
+        self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
+        let state = self.vm.tdx.lock().leaf_for(gfn).map(|(_, e)| e.state);
+        let code =
+            state.map_or(0, |s| 1 + super::sept::SeptState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u64);
+        self.step(OpKind::Load, obj, code, code);
+        state
+    }
+
     /// TDH.VP.ENTER / the TD exit: the module tracks which epoch each vCPU entered at.
     pub async fn vcpu_enter(&self) {
         let obj = Obj::Vcpu { vcpu: self.tid };

@@ -56,8 +56,12 @@ pub enum Obj {
     },
     /// kvm->mmu_invalidate_seq
     InvalidateSeq,
-    /// kvm->mmu_invalidate_in_progress and range_start/range_end, read or written together.
+    /// kvm->mmu_invalidate_in_progress
     InvalidateRange,
+    /// kvm->mmu_invalidate_range_start
+    InvalidateStart,
+    /// kvm->mmu_invalidate_range_end
+    InvalidateEnd,
     Lock {
         lock: LockId,
     },
