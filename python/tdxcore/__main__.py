@@ -24,6 +24,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
     chk.add_argument("--max-time", type=float, help="seconds before the search is cut")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario")
+    cmp_.add_argument("--per-cell", type=float, default=0.8, help="seconds per cell (default 0.8)")
+    cmp_.add_argument("--traces", action="store_true", help="print each violation's minimal trace")
     rep = sub.add_parser("replay", help="replay a counterexample token")
     rep.add_argument("token")
     rep.add_argument("--json", action="store_true", help="the trace as JSON lines")
@@ -43,6 +46,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(render_accept_table(accept_table()))
         elif args.command == "check":
             return _check(args)
+        elif args.command == "compare":
+            return _compare(args)
         elif args.command == "replay":
             from tdxcore import replay
 
@@ -55,6 +60,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TdxError as e:
         print(f"tdxcore: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from tdxcore.compare import compare, render_matrix
+
+    progress = sys.stderr.isatty()
+    cells = compare(per_cell_seconds=args.per_cell,
+                    on_cell=(lambda c: print(f"\r  {c.policy} x {c.scenario} ({c.alloc_failures})        ", end="", file=sys.stderr)) if progress else None)
+    if progress:
+        print(file=sys.stderr)
+    print(render_matrix(cells))
+    if args.traces:
+        for c in cells:
+            if c.result.counterexample is not None and c.alloc_failures == 0:
+                print(f"\n== {c.policy} on {c.scenario}: {c.text}")
+                print(c.result.counterexample.render())
     return 0
 
 

@@ -97,6 +97,29 @@ PRESETS: dict[str, Scenario] = {
         vm={"vcpus": 3},
         threads=(vcpu(0, accept(0x201, "4K")), vcpu(1, access(0x3FF)), vcpu(2, accept(0x300, "4K"))),
     ),
+    # An ACCEPT racing a private-to-shared conversion of part of the 2M range KVM mapped at 2M.
+    "accept-vs-convert": Scenario(
+        name="accept-vs-convert",
+        setup=(vcpu(1, access(0x3FF)),),
+        threads=(vcpu(0, accept(0x201, "4K")), host(set_memory_attributes(0x300, 0x310, False))),
+    ),
+    # An ACCEPT racing a guest_memfd punch hole inside the same 2M range.
+    "punch-hole": Scenario(
+        name="punch-hole",
+        setup=(vcpu(1, access(0x3FF)),),
+        threads=(vcpu(0, accept(0x201, "4K")), host(punch_hole(0x300, 0x301))),
+    ),
+    # A small TD boot: EDK2-like 4K accepts in one region on vCPU0, 2M accepts elsewhere.
+    "boot-small": Scenario(
+        name="boot-small",
+        vm={"memslots": ((0, 0x800),), "vcpus": 4},
+        threads=(
+            vcpu(0, accept(0x10, "4K"), accept(0x11, "4K")),
+            vcpu(1, accept(0x200, "2M")),
+            vcpu(2, accept(0x400, "2M")),
+            vcpu(3, access(0x12)),
+        ),
+    ),
 }
 
 
