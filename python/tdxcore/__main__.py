@@ -23,6 +23,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--depth", type=int, default=2, help="PCT depth")
     chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
     chk.add_argument("--max-time", type=float, help="seconds before the search is cut")
+    chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario")
     cmp_.add_argument("--per-cell", type=float, default=0.8, help="seconds per cell (default 0.8)")
@@ -90,6 +91,25 @@ def _check(args: argparse.Namespace) -> int:
 
     policy = args.policy if args.policy in PRESETS else [s.strip() for s in args.policy.split(",") if s.strip()]
     scenario = as_scenario(args.scenario)
+    if args.toml:
+        import tomllib
+
+        from tdxcore.errors import ConfigError
+        from tdxcore.policy import Policy
+        from tdxcore.scenario import Scenario
+
+        try:
+            with open(args.toml, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{args.toml}: {e}") from None
+        unknown = sorted(set(data) - {"scenario", "policy"})
+        if unknown:
+            raise ConfigError(f"{args.toml}: unknown table(s) {', '.join(unknown)}: allowed are [scenario], [policy]")
+        if "scenario" in data:
+            scenario = Scenario.from_dict(data["scenario"])
+        if "policy" in data:
+            policy = Policy.from_dict(data["policy"])
     if args.alloc_failures is not None:
         scenario = dataclasses.replace(scenario, alloc_failures=args.alloc_failures)
     r = check(scenario, policy, strategy=args.strategy, bound=args.bound, seed=args.seed, runs=args.runs,

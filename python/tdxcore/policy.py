@@ -3,8 +3,13 @@ discussed."""
 
 from __future__ import annotations
 
+import hashlib
+import tomllib
 from dataclasses import dataclass
-from typing import Sequence, Union
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import tomli_w
 
 from tdxcore.errors import ArgumentTypeError, ConfigError
 
@@ -40,6 +45,30 @@ class Policy:
             raise ArgumentTypeError(f"policy steps must be a list of step names, not {type(self.steps).__name__}")
         object.__setattr__(self, "steps", tuple(self.steps))
         validate(self.steps)
+
+    def digest(self) -> str:
+        return hashlib.sha256("\n".join(self.steps).encode()).hexdigest()[:16]
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps({"name": self.name, "steps": list(self.steps)})
+
+    @classmethod
+    def from_toml(cls, source: Union[str, Path]) -> "Policy":
+        text = Path(source).read_text() if isinstance(source, Path) or str(source).endswith(".toml") else str(source)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"policy TOML: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
+        unknown = sorted(set(data) - {"name", "steps"})
+        if unknown:
+            raise ConfigError(f"unknown policy field(s) {', '.join(unknown)}: allowed are name, steps")
+        if "steps" not in data:
+            raise ConfigError("a policy needs steps = [...]")
+        return cls(tuple(data["steps"]), str(data.get("name", "custom")))
 
     @classmethod
     def preset(cls, name: str) -> "Policy":

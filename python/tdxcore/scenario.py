@@ -3,9 +3,14 @@ variant and the fairness liveness verdicts assume."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import tomli_w
 
 from tdxcore import _core
 from tdxcore.errors import ArgumentTypeError, ConfigError
@@ -58,6 +63,56 @@ class Scenario:
     # "inhibit_read_before_lock") to show the explorer finds them.
     mutations: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # One canonical shape (lists, not tuples; no None vcpu) so presets, Python and TOML
+        # forms of the same scenario compare equal.
+        def canon(x: Any) -> Any:
+            return json.loads(json.dumps(x))
+        try:
+            object.__setattr__(self, "vm", canon(dict(self.vm)))
+            object.__setattr__(self, "busy", canon(dict(self.busy)))
+            for name in ("threads", "setup"):
+                progs = tuple({k: v for k, v in canon(dict(t)).items() if not (k == "vcpu" and v is None)}
+                              for t in getattr(self, name))
+                object.__setattr__(self, name, progs)
+            object.__setattr__(self, "mutations", tuple(self.mutations))
+        except (TypeError, ValueError) as e:
+            raise ArgumentTypeError(f"scenario: {e}") from None
+
+    def digest(self) -> str:
+        """A hash of the canonical form: equal scenarios, equal digests."""
+        return hashlib.sha256(json.dumps(self._fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def _fields(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps({k: v for k, v in self._fields().items() if v not in ((), [], {})})
+
+    @classmethod
+    def from_toml(cls, source: Union[str, Path]) -> "Scenario":
+        """A scenario from TOML text or a .toml file; unknown fields are refused by name."""
+        text = Path(source).read_text() if isinstance(source, Path) or str(source).endswith(".toml") else str(source)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"scenario TOML: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown scenario field(s) {', '.join(unknown)}: allowed are {', '.join(allowed)}")
+        if "threads" not in data:
+            raise ConfigError("a scenario needs threads: [[threads]] with vcpu = N and ops = [...]")
+        d = dict(data)
+        for k in ("threads", "setup", "mutations"):
+            if k in d:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
     def to_dict(self, policy_steps: Optional[Sequence[str]] = None) -> dict[str, Any]:
         if not isinstance(self.vm, Mapping):
             raise ArgumentTypeError("Scenario.vm must be a dict of VM options")
@@ -71,8 +126,8 @@ class Scenario:
         return {
             "name": str(self.name),
             "vm": vm,
-            "setup": [dict(t) for t in self.setup],
-            "threads": [dict(t) for t in self.threads],
+            "setup": [{"vcpu": None, **t} for t in self.setup],
+            "threads": [{"vcpu": None, **t} for t in self.threads],
             "faults": {"alloc_failures": _int(self.alloc_failures, "alloc_failures", 0, 2**32 - 1),
                        "busy": {str(k): _int(v, f"busy[{k!r}]", 0, 2**32 - 1) for k, v in dict(self.busy).items()}},
             "rwlock": _choice(self.rwlock, "rwlock", ("qrwlock", "reader_preferring")).lower(),
