@@ -82,7 +82,6 @@ class Differential(RuleBasedStateMachine):
         self.vm = Vm(**cfg)
         self.spec = SpecVm(**cfg)
         self.slots = [(m[0], m[0] + m[1]) for m in cfg["memslots"]]
-        self.out_of_order = self.slots != sorted(self.slots)
         # lpage_info of every huge region, read through the first gfn of it in each memslot
         # (in the 1G memslot, only the 2M regions the gfns above reach).
         self.probes = sorted({(max(base, g), level) for base, end in self.slots
@@ -174,23 +173,9 @@ class Differential(RuleBasedStateMachine):
         self.touch(gfn)
         self.both("fault", vcpu, gfn, max_level, pre=pre)
 
-    def avoid_slot_order(self, start, end, pre):
-        """DISCREPANCY: the Rust model (convert.rs, invalidate_split_unmap) splits and zaps
-        memslot by memslot in the order the memslots were configured; the kernel
-        (kvm_for_each_memslot_in_gfn_range(), and so the spec) goes in gfn order. It shows when
-        an -ENOMEM in one memslot stops the walk. Reproducer: Vm(memslots=[(0x700, 0x300),
-        (0x600, 0x100), (0x0, 0x600)]): fault(0, 0x400); fault(0, 0x800);
-        inject(alloc_failures=1); set_memory_attributes(0x400, 0x900, False) -> both -ENOMEM,
-        but Vm keeps the 2M leaf at 0x400 that SpecVm zapped. Avoided: an unmapping range over
-        several memslots listed out of order while an allocation failure is pending."""
-        spans = sum(1 for base, slot_end in self.slots if base < end and start < slot_end)
-        return self.out_of_order and spans > 1 and (self.spec.alloc_failures or pre == "alloc")
-
     @rule(r=ranges, private=st.booleans(), pre=pre)
     def set_memory_attributes(self, r, private, pre):
         start, end = self.clip(r)
-        if not private and self.avoid_slot_order(start, end, pre):  # DISCREPANCY: memslot order
-            return
         self.touch(start - 1, start, end - 1, end)
         self.both("set_memory_attributes", start, end, private, pre=pre)
 
@@ -203,8 +188,6 @@ class Differential(RuleBasedStateMachine):
     @rule(r=ranges, pre=pre)
     def punch_hole(self, r, pre):
         r = self.clip(r)
-        if self.avoid_slot_order(*r, pre):  # DISCREPANCY: memslot order
-            return
         self.touch(r[0] - 1, r[0], r[1] - 1, r[1])
         self.both("punch_hole", *r, pre=pre)
 

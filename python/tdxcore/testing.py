@@ -8,11 +8,12 @@ valid policies, and a runner that fails with the (shrunk) counterexample's trace
     def test_final_algorithm(schedule):
         tt.assert_holds("accept-vs-fault", "v3", schedule)
 
-A schedule is a list of switch points (gap, option): take choice 0 at `gap` decisions, then
-`option` at the next. Choice 0 keeps running the current thread and makes no injected fault
-happen, and every choice past the last switch point is 0, so the empty schedule is the simplest
-and Hypothesis shrinks first the number of switch points (preemptions and injected faults), then
-the gaps. A flat list of ints is accepted too, as the choices themselves.
+A schedule is a list of switch points (position, option): the decision at that position takes
+`option`; every other decision takes 0, which keeps running the current thread and makes no
+injected fault happen. So the empty schedule is the simplest, and Hypothesis shrinks first the
+number of switch points (preemptions and injected faults), which it can delete one by one
+without moving the others, then their positions. A flat list of ints is accepted too, as the
+choices themselves.
 """
 
 from __future__ import annotations
@@ -29,22 +30,18 @@ from tdxcore.policy import STEPS, Policy, PolicyLike, as_policy
 from tdxcore.scenario import Scenario, accept, access, as_scenario, host, set_memory_attributes, vcpu
 
 
-def schedules(max_switches: int = 12, max_gap: int = 80, max_option: int = 3) -> st.SearchStrategy[list[tuple[int, int]]]:
-    """Switch points (gap, option); the empty list ("keep going") is the simplest."""
-    point = st.tuples(st.integers(min_value=0, max_value=max_gap), st.integers(min_value=1, max_value=max_option))
-    return st.lists(point, max_size=max_switches)
+def schedules(max_switches: int = 12, max_position: int = 200, max_option: int = 3) -> st.SearchStrategy[list[tuple[int, int]]]:
+    """Switch points (position, option); the empty list ("keep going") is the simplest."""
+    point = st.tuples(st.integers(min_value=0, max_value=max_position), st.integers(min_value=1, max_value=max_option))
+    return st.lists(point, max_size=max_switches, unique_by=lambda p: p[0])
 
 
 def choices(schedule: Sequence[Any]) -> list[int]:
     """The explorer's choice sequence for a schedule (switch points, or ints as they are)."""
-    out: list[int] = []
-    for x in schedule:
-        if isinstance(x, (tuple, list)):
-            gap, option = x
-            out += [0] * int(gap) + [int(option)]
-        else:
-            out.append(int(x))
-    return out
+    if all(isinstance(x, (tuple, list)) for x in schedule):
+        points = {int(pos): int(option) for pos, option in schedule}
+        return [points.get(i, 0) for i in range(max(points, default=-1) + 1)]
+    return [int(x) for x in schedule]
 
 
 @st.composite

@@ -202,6 +202,7 @@ pub fn run_once(
     // `path` holds, per step, the enabled threads and who stepped.
     let mut loop_states: std::collections::HashMap<u64, usize> = Default::default();
     let mut path: Vec<(u64, Tid)> = Vec::new();
+    let movers = Movers::of(scenario);
     let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);
     loop {
         enabled.clear();
@@ -235,17 +236,24 @@ pub fn run_once(
                 loop_states.insert(key, path.len());
             }
         }
-        if enabled.len() > 1
-            && !sim.replaying()
-            && let Some(cache) = opts.cache.as_deref_mut()
-        {
-            let key = state_key(&vm, &sim, opts.key_preemptions);
-            if !cache.insert(key) {
-                end = RunEnd::Pruned;
-                break;
+        // A step that commutes with everything the other threads can do now is taken without a
+        // decision (a both-mover in Lipton's sense); see Movers.
+        let t = match sim.mover(&movers) {
+            Some(t) => t,
+            None => {
+                if enabled.len() > 1
+                    && !sim.replaying()
+                    && let Some(cache) = opts.cache.as_deref_mut()
+                {
+                    let key = state_key(&vm, &sim, opts.key_preemptions);
+                    if !cache.insert(key) {
+                        end = RunEnd::Pruned;
+                        break;
+                    }
+                }
+                sim.schedule(&enabled)
             }
-        }
-        let t = sim.schedule(&enabled);
+        };
         path.push((enabled.iter().fold(0u64, |m, &e| m | 1 << e), t));
         poll(t as usize, &mut threads, &mut results);
         steps += 1;
@@ -349,6 +357,65 @@ pub fn run_once(
 impl Sim<'_> {
     fn lock_state_mmu(&self) -> crate::sync::LockState {
         self.lock_state(LockId::MmuLock)
+    }
+}
+
+/// Which next steps commute with every step other threads can take while the stepping thread
+/// holds what it holds, from facts about the scenario: SPTEs are only touched under mmu_lock,
+/// so under the write lock they are the holder's alone; lpage_info is written only under the
+/// write lock unless the policy sets the flag under the read lock or with no lock; the
+/// attributes and the invalidation counters are written only by host threads (the counters
+/// under the write lock); an allocation is local when no failure can be injected.
+pub struct Movers {
+    host_threads: bool,
+    attribute_writers: bool,
+    lpage_writes_under_read: bool,
+    lpage_writes_unlocked: bool,
+}
+
+impl Movers {
+    fn of(scenario: &Scenario) -> Movers {
+        use crate::model::honor::HonorStep;
+        let mut held: Option<Mode> = None;
+        let (mut under_read, mut unlocked) = (false, false);
+        for step in &scenario.vm.honor_policy {
+            match step {
+                HonorStep::ReadLock => held = Some(Mode::Read),
+                HonorStep::WriteLock => held = Some(Mode::Write),
+                HonorStep::ReadUnlock | HonorStep::WriteUnlock => held = None,
+                HonorStep::SetInhibit => match held {
+                    Some(Mode::Read) => under_read = true,
+                    None => unlocked = true,
+                    Some(Mode::Write) => {}
+                },
+                _ => {}
+            }
+        }
+        let hosts = || scenario.threads.iter().filter(|p| p.vcpu.is_none()).flat_map(|p| &p.ops);
+        Movers {
+            host_threads: hosts().next().is_some(),
+            attribute_writers: hosts().any(|op| matches!(op, ProgramOp::SetMemoryAttributes { .. })),
+            lpage_writes_under_read: under_read,
+            lpage_writes_unlocked: unlocked,
+        }
+    }
+
+    pub fn commutes(&self, op: crate::sync::Op, held: Option<Mode>, alloc_budget: u32) -> bool {
+        use crate::sync::{Obj, OpKind};
+        let load = op.kind == OpKind::Load;
+        match op.obj {
+            Obj::Spte { .. } => held == Some(Mode::Write),
+            Obj::LpageInfo { .. } => {
+                load && !self.lpage_writes_unlocked
+                    && (held == Some(Mode::Write) || held == Some(Mode::Read) && !self.lpage_writes_under_read)
+            }
+            Obj::InvalidateSeq | Obj::InvalidateRange | Obj::InvalidateStart | Obj::InvalidateEnd => {
+                load && (!self.host_threads || held.is_some())
+            }
+            Obj::Attributes { .. } => load && !self.attribute_writers,
+            Obj::Page => op.kind == OpKind::Alloc && alloc_budget == 0,
+            _ => false,
+        }
     }
 }
 

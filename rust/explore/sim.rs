@@ -224,6 +224,20 @@ impl<'c> Sim<'c> {
         tid
     }
 
+    /// The current thread, if its next step commutes with everything else (run.rs, Movers) and
+    /// fairness does not hold it back.
+    pub fn mover(&self, movers: &super::run::Movers) -> Option<Tid> {
+        let st = self.st.borrow();
+        let t = st.current?;
+        let i = t as usize;
+        if st.status[i] != Status::Ready || st.yielded[i] || !st.waiting_for[i].is_empty() {
+            return None;
+        }
+        let op = st.next_op[i]?;
+        let held = st.locks[0].holders.iter().find(|h| h.0 == t).map(|h| h.1);
+        movers.commutes(op, held, st.alloc_budget).then_some(t)
+    }
+
     /// A thread starts program operation `i`: its local state is just that.
     pub fn begin_op(&self, tid: Tid, i: usize) {
         let mut st = self.st.borrow_mut();

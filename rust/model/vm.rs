@@ -90,6 +90,8 @@ impl Vm {
             slots.push(Memslot::new(i, m.base_gfn, m.npages, ugfn, cfg.folio_order)?);
         }
         check_no_overlap(&slots)?;
+        // The kernel walks memslots in gfn order (kvm_for_each_memslot_in_gfn_range()).
+        slots.sort_by_key(|s| s.base_gfn);
         let mut vm = Vm {
             slots,
             mmu: TdpMmu::new(),
