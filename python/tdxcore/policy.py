@@ -4,12 +4,13 @@ discussed."""
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
 import tomli_w
+
+from tdxcore import _toml
 
 from tdxcore.errors import ArgumentTypeError, ConfigError
 
@@ -54,12 +55,7 @@ class Policy:
 
     @classmethod
     def from_toml(cls, source: Union[str, Path]) -> "Policy":
-        text = Path(source).read_text() if isinstance(source, Path) or str(source).endswith(".toml") else str(source)
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"policy TOML: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_toml.load(source, "policy"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import tomli_w
 
-from tdxcore import _core
+from tdxcore import _core, _toml
 from tdxcore.errors import ArgumentTypeError, ConfigError
 from tdxcore.vm import _bool, _choice, _int, check_options, vm_config
 
@@ -92,12 +91,7 @@ class Scenario:
     @classmethod
     def from_toml(cls, source: Union[str, Path]) -> "Scenario":
         """A scenario from TOML text or a .toml file; unknown fields are refused by name."""
-        text = Path(source).read_text() if isinstance(source, Path) or str(source).endswith(".toml") else str(source)
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"scenario TOML: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_toml.load(source, "scenario"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":

@@ -11,6 +11,7 @@ use super::errors::guarded;
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::VmConfig;
 use crate::model::fault::PfResult;
+use crate::model::guest::GuestOutcome;
 use crate::model::invariants::mapping_level;
 use crate::model::spte::describe;
 use crate::model::tdx::ExitOutcome;
@@ -59,6 +60,13 @@ fn unit_name(r: &Result<(), Errno>) -> String {
     }
 }
 
+/// A guest operation's report: the result the guest saw and the exits it took.
+fn guest(r: OpReport<GuestOutcome>) -> CoreResult<(OpReport<GuestOutcome>, String, serde_json::Value)> {
+    let extra = serde_json::json!({"exits": r.value.exits, "userspace_exits": r.value.userspace_exits});
+    let result = r.value.result.name();
+    Ok((r, result, extra))
+}
+
 /// An operation's report with its value rendered as a string plus extra fields.
 fn report<T>(r: OpReport<T>, result: String, extra: serde_json::Value) -> CoreResult<String> {
     json(&serde_json::json!({
@@ -74,6 +82,22 @@ pub struct Session {
     inner: Mutex<session::Session>,
 }
 
+impl Session {
+    /// Run one operation with the GIL released; panics become InternalError.
+    fn operation<T>(
+        &self,
+        py: Python<'_>,
+        op: impl FnOnce(&mut session::Session) -> CoreResult<(OpReport<T>, String, serde_json::Value)> + Send,
+    ) -> PyResult<String> {
+        py.detach(|| {
+            guarded(|| {
+                let (r, result, extra) = op(&mut self.inner.lock())?;
+                report(r, result, extra)
+            })
+        })
+    }
+}
+
 #[pymethods]
 impl Session {
     #[new]
@@ -87,32 +111,18 @@ impl Session {
     }
 
     fn guest_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().guest_accept(vcpu, gfn, level(level_name)?)?;
-                let (res, exits, ue) = (r.value.result.name(), r.value.exits, r.value.userspace_exits);
-                report(r, res, serde_json::json!({"exits": exits, "userspace_exits": ue}))
-            })
-        })
+        self.operation(py, |s| guest(s.guest_accept(vcpu, gfn, level(level_name)?)?))
     }
 
     fn guest_access(&self, py: Python<'_>, vcpu: u16, gfn: Gfn) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().guest_access(vcpu, gfn)?;
-                let (res, exits, ue) = (r.value.result.name(), r.value.exits, r.value.userspace_exits);
-                report(r, res, serde_json::json!({"exits": exits, "userspace_exits": ue}))
-            })
-        })
+        self.operation(py, |s| guest(s.guest_access(vcpu, gfn)?))
     }
 
     fn tdcall_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().tdcall_accept(vcpu, gfn, level(level_name)?)?;
-                let res = r.value.name().to_string();
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.tdcall_accept(vcpu, gfn, level(level_name)?)?;
+            let res = r.value.name().to_string();
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
@@ -124,46 +134,38 @@ impl Session {
         gfn: Gfn,
         accept_level: Option<String>,
     ) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let l = accept_level.as_deref().map(level).transpose()?;
-                let r = self.inner.lock().handle_ept_violation(vcpu, gfn, l)?;
-                let res = match r.value {
-                    ExitOutcome::Reenter(pf) => format!("reenter:{}", pf.name()),
-                    ExitOutcome::ToUserspace(e) => format!("userspace:{}", e.name()),
-                };
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let l = accept_level.as_deref().map(level).transpose()?;
+            let r = s.handle_ept_violation(vcpu, gfn, l)?;
+            let res = match r.value {
+                ExitOutcome::Reenter(pf) => format!("reenter:{}", pf.name()),
+                ExitOutcome::ToUserspace(e) => format!("userspace:{}", e.name()),
+            };
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
     fn honor_guest_accept_level(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
-                let res = unit_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
+            let res = unit_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
     fn fault(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, max_level: &str) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().fault(vcpu, gfn, level(max_level)?)?;
-                let res = pf_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.fault(vcpu, gfn, level(max_level)?)?;
+            let res = pf_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
     fn init_mem_region(&self, py: Python<'_>, gfn: Gfn, npages: u64) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().init_mem_region(gfn, npages)?;
-                let res = unit_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.init_mem_region(gfn, npages)?;
+            let res = unit_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
@@ -172,32 +174,26 @@ impl Session {
     }
 
     fn set_memory_attributes(&self, py: Python<'_>, start: Gfn, end: Gfn, private: bool) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().set_memory_attributes(start, end, private)?;
-                let res = unit_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.set_memory_attributes(start, end, private)?;
+            let res = unit_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
     fn punch_hole(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().punch_hole(start, end)?;
-                let res = unit_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.punch_hole(start, end)?;
+            let res = unit_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
     fn split_cross_boundary_leafs(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
-        py.detach(|| {
-            guarded(|| {
-                let r = self.inner.lock().split_cross_boundary_leafs(start, end)?;
-                let res = unit_name(&r.value);
-                report(r, res, serde_json::Value::Null)
-            })
+        self.operation(py, |s| {
+            let r = s.split_cross_boundary_leafs(start, end)?;
+            let res = unit_name(&r.value);
+            Ok((r, res, serde_json::Value::Null))
         })
     }
 
