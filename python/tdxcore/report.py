@@ -187,11 +187,11 @@ def render_check(result: Any) -> str:
     c = result.certificate
     head = f"scenario {result.scenario}, policy {result.policy}: {result.verdict.upper()}"
     if c["strategy"] == "exhaustive":
-        if c["bound"] is None:
-            scope = "no preemption bound"
+        scope = "no preemption bound" if c["bound"] is None else f"up to {c['bound']} preemptions"
+        if result.verdict == "violated":
+            how = f"exhaustive, stopped at the first counterexample ({scope})"
         else:
-            scope = f"up to {c['bound']} preemptions"
-        how = f"exhaustive, {'complete' if c['complete'] else 'not complete'} ({scope})"
+            how = f"exhaustive, {'complete' if c['complete'] else 'not complete'} ({scope})"
     elif c["strategy"] == "pct":
         how = f"PCT, {c['schedules']} runs; one run finds a depth-d bug with p >= {c['pct_probability']:.3g}, {c['pct_runs_for_99']} runs give 99%"
     else:
