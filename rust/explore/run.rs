@@ -17,7 +17,7 @@ use super::scenario::{Fairness, ProgramOp, Scenario};
 use super::sim::{Chooser, Decision, Sim, Status};
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
 use crate::model::guest::{GuestResult, guest_accept, guest_access};
-use crate::model::invariants::{check_huge_leaves, check_state};
+use crate::model::invariants::{check_state, check_touched};
 use crate::model::vm::{Cx, Vm};
 use crate::sync::sequential::{FaultPlan, Sequential};
 use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, TraceLine, WaitCond, run_to_completion};
@@ -97,6 +97,9 @@ pub struct RunOptions<'a> {
     pub key_preemptions: bool,
     /// Detect data races on plain accesses (vector clocks).
     pub races: bool,
+    /// Check the state invariants only where things changed (else the whole state each time;
+    /// a test compares the two).
+    pub incremental: bool,
 }
 
 type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
@@ -148,6 +151,11 @@ pub fn run_once(
 ) -> Execution {
     let vm = Vm::new(&scenario.vm).expect("scenario validated before running");
     run_setup(&vm, scenario);
+    if opts.check_every_step {
+        // From here on, invariants are checked where things change.
+        *vm.touched.lock() = Some(Vec::new());
+        vm.tdx.lock().touched = Some(Vec::new());
+    }
     let n = scenario.threads.len();
     let tids: Vec<Tid> = (0..n).map(|i| scenario.tid(i)).collect();
     let nslots = tids.iter().copied().max().map_or(0, |m| m as usize + 1);
@@ -284,7 +292,13 @@ pub fn run_once(
         // write-lock releases, the only steps that can change them while their condition holds.
         if opts.check_every_step && transient.is_none() && dirty && sim.lock_state_mmu().writer.is_none() {
             let lock = sim.lock_state_mmu();
-            let found = if dirty_mmu { check_state(&vm, lock) } else { check_huge_leaves(&vm, lock) };
+            let found = if opts.incremental {
+                check_touched(&vm, lock)
+            } else if dirty_mmu {
+                check_state(&vm, lock)
+            } else {
+                crate::model::invariants::check_huge_leaves(&vm, lock)
+            };
             if let Some(f) = found.into_iter().next() {
                 transient = Some(Violation::Invariant {
                     rule: f.rule.into(),

@@ -295,7 +295,7 @@ impl Search {
     }
 
     fn opts<'a>(&self, tracing: bool, cache: Option<&'a mut StateCache>) -> RunOptions<'a> {
-        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true, races: true }
+        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true, races: true, incremental: true }
     }
 
     pub fn done(&self) -> bool {
@@ -534,7 +534,14 @@ fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Opti
 pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
     scenario.validate()?;
     let busy = scenario.busy_budget()?;
-    let opts = RunOptions { tracing: true, check_every_step: true, cache: None, key_preemptions: false, races: true };
+    let opts = RunOptions {
+        tracing: true,
+        check_every_step: true,
+        cache: None,
+        key_preemptions: false,
+        races: true,
+        incremental: true,
+    };
     Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
 }
 
@@ -582,6 +589,51 @@ pub(crate) mod tests {
         eprintln!("{}", serde_json::to_string(&r.certificate).unwrap());
         assert_eq!(r.verdict, "holds", "{:?}", r.counterexample.map(|c| c.violation));
         assert!(r.certificate.complete);
+    }
+
+    /// The incremental invariant checks find what checking the whole state after every step
+    /// finds, on random schedules of every preset policy.
+    #[test]
+    fn incremental_checks_agree_with_whole_state_checks() {
+        use crate::explore::run::{RunOptions, run_once};
+        let policies: [&[HonorStep]; 5] = [
+            &HonorStep::FINAL,
+            &[PreCheck, ReadLock, SetInhibit, ReadUnlock],
+            &[PreCheck, ReadLock, SetInhibit, ReadUnlock, WriteLock, Split, WriteUnlock],
+            &[PreCheck, WriteLock, SetInhibit, Split, WriteUnlock],
+            &[PreCheck, ReadLock, SetInhibit, Split, ReadUnlock],
+        ];
+        let (mut differ, mut found) = (0, 0);
+        for (i, p) in policies.iter().enumerate() {
+            let mut s = seed_scenario(p, 1);
+            s.threads.push(Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] });
+            s.vm.vcpus = 3;
+            for seed in 0..150u64 {
+                let run = |incremental| {
+                    let mut c = Random(Xoshiro256PlusPlus::seed_from_u64(seed * 7 + i as u64));
+                    let opts = RunOptions {
+                        tracing: false,
+                        check_every_step: true,
+                        cache: None,
+                        key_preemptions: false,
+                        races: false,
+                        incremental,
+                    };
+                    run_once(&s, &Default::default(), &mut c, opts).violation.map(|v| v.summary())
+                };
+                let (a, b) = (run(true), run(false));
+                found += a.is_some() as u32;
+                if a.as_ref().map(|x| x.split(':').next().map(String::from))
+                    != b.as_ref().map(|x| x.split(':').next().map(String::from))
+                {
+                    differ += 1;
+                    eprintln!("policy {i} seed {seed}: incremental {a:?}, whole {b:?}");
+                }
+            }
+        }
+        assert_eq!(differ, 0);
+        assert!(found > 100, "the broken policies must break in many of these runs ({found})");
+        eprintln!("{found} violating runs of 750, all alike");
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct TdxModule {
     accept_table: BTreeMap<AcceptKey, AcceptOutcome>,
     /// XOR over S-EPT entries of hash(key, entry), kept by every change (state keys in O(1)).
     pub fingerprint: u64,
+    /// When an explorer asks (Some), the entries changed since it last looked.
+    pub touched: Option<Vec<(Level, Gfn)>>,
 }
 
 fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
@@ -151,6 +153,7 @@ impl TdxModule {
             options,
             accept_table,
             fingerprint: 0,
+            touched: None,
         })
     }
 
@@ -165,6 +168,9 @@ impl TdxModule {
             None => self.sept.remove(&key),
         };
         self.fingerprint ^= entry_hash(key, old) ^ entry_hash(key, e);
+        if let Some(t) = self.touched.as_mut() {
+            t.push(key);
+        }
     }
 
     /// Whether the table holding the entry at `level` exists (its parent is a non-leaf).

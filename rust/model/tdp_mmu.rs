@@ -316,10 +316,13 @@ fn handle_changed_spte<R: Runtime>(cx: &Cx<'_, R>, level: Level, old: u64, new: 
         // A split: the new table's 512 leafs, which the fingerprint has not seen yet.
         mmu.update_page_stats(level.down(), 512);
         let child = level.down();
+        let mut fp = 0;
         for i in 0..512 {
             let gfn = level.round(spte_to_pfn(old)) + i * child.pages();
-            cx.fingerprint_change(spte_obj(gfn, child), 0, make_small_spte(old, level, i));
+            fp ^= super::vm::cell_hash(spte_obj(gfn, child), make_small_spte(old, level, i));
         }
+        // (Not "touched" one by one: the S-EPT's DEMOTE touches the same 512 gfns.)
+        cx.vm.fingerprint.fetch_xor(fp, SeqCst);
     }
 }
 

@@ -43,6 +43,9 @@ pub struct Vm {
     /// invalidation counters): the XOR over cells of hash(cell, value) against the initial
     /// state, kept up to date on every write so an explorer can key states in O(1).
     pub fingerprint: AtomicU64,
+    /// When an explorer asks (Some), the SPTEs and lpage_info entries written since it last
+    /// looked, so invariants can be checked where things changed.
+    pub touched: Mutex<Option<Vec<Obj>>>,
 }
 
 /// hash(cell, value) for the fingerprint; 0 for a value of 0, so cells that appear (a split
@@ -104,6 +107,7 @@ impl Vm {
             mutations: cfg.mutations.clone(),
             bugged: AtomicBool::new(false),
             fingerprint: AtomicU64::new(0),
+            touched: Mutex::new(None),
         };
         for &(start, end) in &cfg.shared {
             vm.check_range(start, end, "shared range")?;
@@ -213,6 +217,11 @@ impl<R: Runtime> Cx<'_, R> {
         let (o, n) = (spte_fingerprint_value(obj, old), spte_fingerprint_value(obj, new));
         if o != n {
             self.vm.fingerprint.fetch_xor(cell_hash(obj, o) ^ cell_hash(obj, n), SeqCst);
+            if matches!(obj, Obj::Spte { .. } | Obj::LpageInfo { .. })
+                && let Some(t) = self.vm.touched.lock().as_mut()
+            {
+                t.push(obj);
+            }
         }
     }
 
