@@ -338,7 +338,11 @@ pub fn run_once(
     }
     if violation.is_none() && end == RunEnd::Finished {
         // A breach still present when every thread has stopped is stable; else it was transient.
-        let stable = check_state(&vm, sim.lock_state_mmu()).into_iter().next();
+        // Every earlier state was checked where it changed, so only a run that saw a breach (or
+        // checks the whole state each step) needs the whole final state looked at.
+        let lock = sim.lock_state_mmu();
+        let whole = transient.is_some() || !opts.incremental || !opts.check_every_step;
+        let stable = if whole { check_state(&vm, lock) } else { check_touched(&vm, lock) }.into_iter().next();
         violation = match (stable, transient) {
             (Some(f), _) => Some(Violation::Invariant {
                 rule: f.rule.into(),
