@@ -172,3 +172,21 @@ def test_the_lockless_precheck_is_reported_as_a_data_race():
     assert "READ_ONCE" in race["fix"]
     # Under the sequential seed scenario nobody checks the flag without a lock: no race.
     assert tdxcore.check(SEED, "v3", bound=1, progress=False).races == ()
+
+
+def test_ctrl_c_returns_what_was_covered():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # The three-vCPU search does not complete in minutes; Ctrl-C a second into it.
+    code = ("import sys, tdxcore; print('go', flush=True); r = tdxcore.check('two-accepts', 'v3', progress=False); "
+            "print(r.verdict, r.certificate['cut_by'], r.certificate['schedules'] > 0)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "go"
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.split() == ["holds", "interrupted", "(Ctrl-C)", "True"]
