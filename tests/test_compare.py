@@ -25,3 +25,28 @@ def test_compare_command(capsys):
     assert main(["compare", "--per-cell", "0.05"]) == 0
     out = capsys.readouterr().out
     assert "read-demote+atomic-demote" in out and "boot-small" in out
+
+
+EXPECTED = {  # docs/VERDICTS.md explains each cell
+    "read-inhibit": ["I1~"] * 5,
+    "set-then-split": ["I1~"] * 5,
+    "read-demote": ["I1~"] * 5,
+    "inhibit-only": ["LL", "LL", "I1~", "I1~", "LL"],
+    "read-demote+atomic-demote": ["I1~"] * 5,
+}
+SCENARIOS = ["accept-vs-fault", "two-accepts", "accept-vs-convert", "punch-hole", "boot-small"]
+
+
+def test_violating_cells_of_the_matrix_replay():
+    import tdxcore
+
+    cells = compare(policies=list(EXPECTED), per_cell_seconds=5)
+    by = {(c.policy, c.scenario, c.alloc_failures): c for c in cells}
+    for policy, codes in EXPECTED.items():
+        for scenario, code in zip(SCENARIOS, codes):
+            for failures in (0, 1):
+                c = by[(policy, scenario, failures)]
+                assert c.text == code, (policy, scenario, failures, c.text)
+                cx = c.result.counterexample
+                assert cx.preemptions == 0
+                assert tdxcore.replay(cx.token).violation == cx.violation
