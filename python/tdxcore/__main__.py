@@ -22,7 +22,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--runs", type=int, default=10_000, help="runs (random, pct)")
     chk.add_argument("--depth", type=int, default=2, help="PCT depth")
     chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
-    chk.add_argument("--max-time", type=float, help="seconds before the search is cut")
+    chk.add_argument("--max-time", type=float, default=60.0,
+                     help="seconds before the search is cut (default 60; the certificate says so)")
     chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario")
