@@ -185,7 +185,10 @@ def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:
 
 def render_check(result: Any) -> str:
     c = result.certificate
-    head = f"scenario {result.scenario}, policy {result.policy}: {result.verdict.upper()}"
+    verdict = result.verdict.upper()
+    if result.verdict == "holds" and not c["complete"]:
+        verdict = "NO VIOLATION FOUND (the search was cut: not a proof)"
+    head = f"scenario {result.scenario}, policy {result.policy}: {verdict}"
     if c["strategy"] == "exhaustive":
         scope = "no preemption bound" if c["bound"] is None else f"up to {c['bound']} preemptions"
         if result.verdict == "violated":
