@@ -180,13 +180,18 @@ def test_ctrl_c_returns_what_was_covered():
     import sys
     import time
 
-    # The three-vCPU search does not complete in minutes; Ctrl-C a second into it.
-    code = ("import sys, tdxcore; print('go', flush=True); r = tdxcore.check('two-accepts', 'v3', progress=False); "
+    # The three-vCPU search does not complete in minutes; Ctrl-C a second into it. The child
+    # restores Python's SIGINT handler, which a non-interactive parent (CI) may have ignored.
+    code = ("import signal, tdxcore; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "print('go', flush=True); r = tdxcore.check('two-accepts', 'v3', progress=False); "
             "print(r.verdict, r.certificate['cut_by'], r.certificate['schedules'] > 0)")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "go"
-    time.sleep(1)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
+        try:
+            assert p.stdout.readline().strip() == "go"
+            time.sleep(1)
+            p.send_signal(signal.SIGINT)
+            out, err = p.communicate(timeout=60)
+        finally:
+            p.kill()
     assert p.returncode == 0, err
     assert out.split() == ["holds", "interrupted", "(Ctrl-C)", "True"]

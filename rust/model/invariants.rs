@@ -177,7 +177,9 @@ fn check(vm: &Vm, mmu_lock: LockState, all: bool) -> Vec<Finding> {
                 None => out.push(finding("I4", format!("mirror {level} leaf at {gfn:#x} but the S-EPT entry is FREE"))),
             }
         }
-        for (&(level, gfn), e) in tdx.sept.iter().filter(|(_, e)| e.leaf) {
+        let mut sept_leaves: Vec<_> = tdx.sept.iter().filter(|(_, e)| e.leaf).map(|(&k, &e)| (k, e)).collect();
+        sept_leaves.sort_by_key(|&(k, _)| k);
+        for &((level, gfn), e) in &sept_leaves {
             let (mlevel, spte) = vm.mmu.lookup(gfn);
             if mlevel != level || !is_shadow_present_pte(spte) {
                 out.push(finding(

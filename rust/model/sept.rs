@@ -96,11 +96,15 @@ pub struct VcpuModuleState {
     pub in_guest_epoch: Option<u64>,
 }
 
+pub type SeptMap = std::collections::HashMap<(Level, Gfn), SeptEntry, foldhash::fast::FixedState>;
+
 /// The TDX module's view of one TD.
 pub struct TdxModule {
     pub td_state: TdState,
     /// S-EPT entries by (level, first gfn); an absent key is FREE. The root page always exists.
-    pub sept: BTreeMap<(Level, Gfn), SeptEntry>,
+    /// (A hash map with a fixed hasher: iteration order is the same in every run; users that
+    /// show entries sort them.)
+    pub sept: SeptMap,
     /// The TD epoch, bumped by TDH.MEM.TRACK.
     pub epoch: u64,
     pub vcpus: Vec<VcpuModuleState>,
@@ -146,7 +150,7 @@ impl TdxModule {
         }
         Ok(TdxModule {
             td_state,
-            sept: BTreeMap::new(),
+            sept: SeptMap::default(),
             epoch: 0,
             vcpus: vec![VcpuModuleState::default(); vcpus as usize],
             wait_for_sept_zap: false,

@@ -303,11 +303,9 @@ impl Session {
     fn sept_leaves(&self) -> Vec<(Gfn, String, String)> {
         let s = self.inner.lock();
         let tdx = s.vm.tdx.lock();
-        tdx.sept
-            .iter()
-            .filter(|(_, e)| e.leaf)
-            .map(|(&(l, g), e)| (g, l.name().to_string(), e.state.name().to_string()))
-            .collect()
+        let mut leaves: Vec<_> = tdx.sept.iter().filter(|(_, e)| e.leaf).map(|(&k, e)| (k, e.state)).collect();
+        leaves.sort();
+        leaves.into_iter().map(|((l, g), state)| (g, l.name().to_string(), state.name().to_string())).collect()
     }
 
     /// The state invariants, checked now, as JSON findings.
