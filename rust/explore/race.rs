@@ -7,7 +7,9 @@
 //! (the compiler may tear, fuse or re-load a plain access), not a reordering the CPU would do.
 
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 use crate::sync::{Event, LockId, Mode, Obj, OpKind, Tid};
 

@@ -85,7 +85,7 @@ pub struct Execution {
 }
 
 /// Hashes of states already explored (with the preemptions used, when bounded).
-pub type StateCache = std::collections::HashSet<u64>;
+pub type StateCache = std::collections::HashSet<u64, foldhash::fast::FixedState>;
 
 pub struct RunOptions<'a> {
     pub tracing: bool,
@@ -208,7 +208,7 @@ pub fn run_once(
     let mut end = RunEnd::Finished;
     // States seen at places a cycle can close (after a yield): key -> position in `path`;
     // `path` holds, per step, the enabled threads and who stepped.
-    let mut loop_states: std::collections::HashMap<u64, usize> = Default::default();
+    let mut loop_states: std::collections::HashMap<u64, usize, foldhash::fast::FixedState> = Default::default();
     let mut path: Vec<(u64, Tid)> = Vec::new();
     let movers = Movers::of(scenario);
     let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);

@@ -307,6 +307,7 @@ impl TdxModule {
             }
         }
         let child_state = e.state.unblocked();
+        self.sept.reserve(512);
         let base = level.round(gfn);
         let child = level.down();
         self.set(base, level, Some(SeptEntry { leaf: false, state: SeptState::Mapped, block_epoch: 0 }));
