@@ -316,8 +316,9 @@ pub fn check_touched(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
         let mut all: Vec<Gfn> = gfns.iter().copied().chain(sept_keys.iter().map(|k| k.1)).collect();
         all.sort_unstable();
         all.dedup();
+        let mut hint = None;
         for gfn in all {
-            let (mlevel, spte) = vm.mmu.lookup(gfn);
+            let (mlevel, spte) = vm.mmu.lookup_hinted(gfn, &mut hint);
             let ok = if is_shadow_present_pte(spte) {
                 tdx.entry(gfn, mlevel)
                     .is_some_and(|e| e.leaf && matches!(e.state, SeptState::Pending | SeptState::Mapped))

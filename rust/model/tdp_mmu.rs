@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 
 use super::spte::*;
 use super::tdx;
-use super::types::{Errno, Gfn, Level, PG_LEVEL_4K, ROOT_LEVEL};
+use super::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
 use super::vm::Cx;
 use crate::sync::{Mode, Obj, Runtime};
 
@@ -84,6 +84,31 @@ impl TdpMmu {
         loop {
             let spte = self.table(table).sptes[spte_index(gfn, l)].load(SeqCst);
             if !is_shadow_present_pte(spte) || is_last_spte(spte, l) {
+                return (l, spte);
+            }
+            table = spte_to_pfn(spte) as usize;
+            l = l.down();
+        }
+    }
+
+    /// `lookup` for gfns visited in order: `hint` remembers the last 2M region's 4K table, so
+    /// the 512 gfns of a split region cost one walk.
+    pub fn lookup_hinted(&self, gfn: Gfn, hint: &mut Option<(Gfn, usize)>) -> (Level, u64) {
+        let region = PG_LEVEL_2M.round(gfn);
+        if let Some((r, t)) = *hint
+            && r == region
+        {
+            return (PG_LEVEL_4K, self.table(t).sptes[spte_index(gfn, PG_LEVEL_4K)].load(SeqCst));
+        }
+        *hint = None;
+        let mut table = 0;
+        let mut l = ROOT_LEVEL;
+        loop {
+            let spte = self.table(table).sptes[spte_index(gfn, l)].load(SeqCst);
+            if !is_shadow_present_pte(spte) || is_last_spte(spte, l) {
+                if l == PG_LEVEL_4K {
+                    *hint = Some((region, table));
+                }
                 return (l, spte);
             }
             table = spte_to_pfn(spte) as usize;
