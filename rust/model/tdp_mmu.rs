@@ -79,16 +79,7 @@ impl TdpMmu {
 
     /// The leaf mapping `gfn` (its level and SPTE), or the first non-present/FROZEN SPTE.
     pub fn lookup(&self, gfn: Gfn) -> (Level, u64) {
-        let mut table = 0;
-        let mut l = ROOT_LEVEL;
-        loop {
-            let spte = self.table(table).sptes[spte_index(gfn, l)].load(SeqCst);
-            if !is_shadow_present_pte(spte) || is_last_spte(spte, l) {
-                return (l, spte);
-            }
-            table = spte_to_pfn(spte) as usize;
-            l = l.down();
-        }
+        self.lookup_hinted(gfn, &mut None)
     }
 
     /// `lookup` for gfns visited in order: `hint` remembers the last 2M region's 4K table, so
