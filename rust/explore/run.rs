@@ -457,7 +457,7 @@ fn livelock(cycle: &[(u64, Tid)], fairness: Fairness) -> Option<Violation> {
     Some(Violation::Livelock { threads, cycle_steps: cycle.len() as u32, fairness, message })
 }
 
-fn deadlock(blocked: &[(Tid, Status, Vec<(Tid, Mode)>)]) -> Violation {
+fn deadlock(blocked: &[super::sim::Blocked]) -> Violation {
     let blocked = blocked
         .iter()
         .map(|(t, s, holders)| match s {

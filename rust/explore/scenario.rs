@@ -139,10 +139,10 @@ impl Scenario {
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.threads.iter().enumerate() {
             check_program(&vm, p, &format!("thread {i}"), self.vm.vcpus)?;
-            if let Some(v) = p.vcpu {
-                if !seen.insert(v) {
-                    return bad(format!("thread {i}: vcpu {v} already has a program"));
-                }
+            if let Some(v) = p.vcpu
+                && !seen.insert(v)
+            {
+                return bad(format!("thread {i}: vcpu {v} already has a program"));
             }
         }
         self.busy_budget()?;

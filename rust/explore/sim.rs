@@ -57,6 +57,9 @@ pub trait Chooser {
     }
 }
 
+/// A blocked thread, what it is blocked on, and who holds that lock.
+pub type Blocked = (Tid, Status, Vec<(Tid, Mode)>);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Status {
     /// Parked at a scheduling point, ready to take its next step.
@@ -287,8 +290,7 @@ impl<'c> Sim<'c> {
         }
         // Hand the lock to waiters: FIFO; consecutive readers enter together (a reader-preferring
         // lock lets every queued reader in).
-        loop {
-            let Some(&(t, m)) = l.queue.front() else { break };
+        while let Some(&(t, m)) = l.queue.front() {
             let ok = match m {
                 Mode::Read => l.writer.is_none(),
                 Mode::Write => l.writer.is_none() && l.readers == 0,
@@ -313,7 +315,7 @@ impl<'c> Sim<'c> {
     }
 
     /// The threads blocked on locks or conditions, for a deadlock report.
-    pub fn blocked(&self) -> Vec<(Tid, Status, Vec<(Tid, Mode)>)> {
+    pub fn blocked(&self) -> Vec<Blocked> {
         let st = self.st.borrow();
         st.status
             .iter()

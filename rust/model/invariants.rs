@@ -334,10 +334,9 @@ pub fn check_touched(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
         }
     } else {
         // Keep what changed for when nothing is frozen.
-        vm.touched
-            .lock()
-            .as_mut()
-            .map(|t| t.extend(objs.iter().filter(|o| matches!(o, crate::sync::Obj::Spte { .. }))));
+        if let Some(t) = vm.touched.lock().as_mut() {
+            t.extend(objs.iter().filter(|o| matches!(o, crate::sync::Obj::Spte { .. })))
+        }
     }
     out
 }

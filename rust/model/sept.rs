@@ -119,11 +119,9 @@ pub struct TdxModule {
 }
 
 fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     let Some(e) = e else { return 0 };
-    let mut h = foldhash::quality::FixedState::with_seed(0x5e_97).build_hasher();
-    (key, e.leaf, e.state, e.block_epoch).hash(&mut h);
-    h.finish()
+    foldhash::quality::FixedState::with_seed(0x5e_97).hash_one((key, e.leaf, e.state, e.block_epoch))
 }
 
 impl TdxModule {
