@@ -130,23 +130,19 @@ impl RaceDetector {
         let t = ev.tid as usize;
         match (ev.op.kind, ev.op.obj) {
             (OpKind::Lock(mode), Obj::Lock { lock }) => {
-                let lc = self.locks.entry(lock).or_default();
                 let n = self.clocks.len();
-                lc.write.resize(n, 0);
-                lc.read.resize(n, 0);
-                let (w, r) = (lc.write.clone(), lc.read.clone());
-                join(&mut self.clocks[t], &w);
+                let lc = self.locks.entry(lock).or_insert_with(|| LockClocks { write: vec![0; n], read: vec![0; n] });
+                join(&mut self.clocks[t], &lc.write);
                 if mode == Mode::Write {
-                    join(&mut self.clocks[t], &r);
+                    join(&mut self.clocks[t], &lc.read);
                 }
                 self.held[t] |= Self::lock_bit(lock, mode);
             }
             (OpKind::Unlock(mode), Obj::Lock { lock }) => {
-                let c = self.clocks[t].clone();
-                let lc = self.locks.entry(lock).or_default();
+                let n = self.clocks.len();
+                let lc = self.locks.entry(lock).or_insert_with(|| LockClocks { write: vec![0; n], read: vec![0; n] });
                 let target = if mode == Mode::Write { &mut lc.write } else { &mut lc.read };
-                target.resize(c.len(), 0);
-                join(target, &c);
+                join(target, &self.clocks[t]);
                 self.held[t] &= !Self::lock_bit(lock, mode);
                 self.tick(t);
             }
