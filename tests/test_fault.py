@@ -116,7 +116,7 @@ def test_folio_order_caps_the_level():
 def test_no_promotion_over_a_table():
     vm = tdxcore.Vm()
     vm.guest_accept(0, 0x10, "4K")
-    vm.fault(1, 0x20)  # goal 2M (not inhibited... the accept inhibited it) -> 4K either way
+    vm.fault(1, 0x20)  # the 4K accept inhibited 2M: a 4K fault
     assert vm.mapping(0x20) == "4K"
     vm2 = tdxcore.Vm()
     vm2.fault(0, 0x10)

@@ -151,11 +151,8 @@ pub fn run_once(
 ) -> Execution {
     let vm = Vm::new(&scenario.vm).expect("scenario validated before running");
     run_setup(&vm, scenario);
-    if opts.check_every_step {
-        // From here on, invariants are checked where things change.
-        *vm.touched.lock() = Some(Vec::new());
-        vm.tdx.lock().touched = Some(Vec::new());
-    }
+    // From here on: fingerprints for state keys, and invariants checked where things change.
+    vm.start_bookkeeping(opts.check_every_step);
     let n = scenario.threads.len();
     let tids: Vec<Tid> = (0..n).map(|i| scenario.tid(i)).collect();
     let nslots = tids.iter().copied().max().map_or(0, |m| m as usize + 1);

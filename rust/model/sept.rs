@@ -116,6 +116,8 @@ pub struct TdxModule {
     pub fingerprint: u64,
     /// When an explorer asks (Some), the entries changed since it last looked.
     pub touched: Option<Vec<(Level, Gfn)>>,
+    /// Whether the fingerprint is kept (an explorer's; see Vm::start_bookkeeping).
+    pub bookkeeping: bool,
 }
 
 fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
@@ -156,6 +158,7 @@ impl TdxModule {
             accept_table,
             fingerprint: 0,
             touched: None,
+            bookkeeping: false,
         })
     }
 
@@ -169,9 +172,11 @@ impl TdxModule {
             Some(e) => self.sept.insert(key, e),
             None => self.sept.remove(&key),
         };
-        self.fingerprint ^= entry_hash(key, old) ^ entry_hash(key, e);
-        if let Some(t) = self.touched.as_mut() {
-            t.push(key);
+        if self.bookkeeping {
+            self.fingerprint ^= entry_hash(key, old) ^ entry_hash(key, e);
+            if let Some(t) = self.touched.as_mut() {
+                t.push(key);
+            }
         }
     }
 

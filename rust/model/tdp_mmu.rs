@@ -331,6 +331,9 @@ fn handle_changed_spte<R: Runtime>(cx: &Cx<'_, R>, level: Level, old: u64, new: 
     if old_leaf && !new_leaf && is_shadow_present_pte(new) {
         // A split: the new table's 512 leafs, which the fingerprint has not seen yet.
         mmu.update_page_stats(level.down(), 512);
+        if !cx.vm.bookkeeping.load(SeqCst) {
+            return;
+        }
         let child = level.down();
         let mut fp = 0;
         for i in 0..512 {

@@ -2,7 +2,7 @@
 //! [`Cx`], the per-thread handle through which every model function reaches shared state.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 use super::attributes::KVM_MEMORY_ATTRIBUTE_PRIVATE;
 use super::config::{ModuleOptions, Mutation, RetryOptions, TdState, VmConfig};
@@ -46,6 +46,9 @@ pub struct Vm {
     /// When an explorer asks (Some), the SPTEs and lpage_info entries written since it last
     /// looked, so invariants can be checked where things changed.
     pub touched: Mutex<Option<Vec<Obj>>>,
+    /// Whether an explorer keeps the fingerprint and the touched lists: off for the sequential
+    /// API (and, later, native runs), so their writes pay nothing for it.
+    pub bookkeeping: AtomicBool,
 }
 
 /// hash(cell, value) for the fingerprint; 0 for a value of 0, so cells that appear (a split
@@ -108,6 +111,7 @@ impl Vm {
             bugged: AtomicBool::new(false),
             fingerprint: AtomicU64::new(0),
             touched: Mutex::new(None),
+            bookkeeping: AtomicBool::new(false),
         };
         for &(start, end) in &cfg.shared {
             vm.check_range(start, end, "shared range")?;
@@ -177,6 +181,18 @@ impl Vm {
         self.tdx.lock().td_state == TdState::Runnable
     }
 
+    /// From now on keep the fingerprints (relative to the state now) and, if `touched`, the
+    /// lists of what changed: what an explorer needs for state keys and invariant checks.
+    pub fn start_bookkeeping(&self, touched: bool) {
+        self.bookkeeping.store(true, SeqCst);
+        let mut tdx = self.tdx.lock();
+        tdx.bookkeeping = true;
+        if touched {
+            *self.touched.lock() = Some(Vec::new());
+            tdx.touched = Some(Vec::new());
+        }
+    }
+
     /// Whether a test planted this bug.
     pub fn mutated(&self, m: Mutation) -> bool {
         self.mutations.contains(&m)
@@ -214,6 +230,9 @@ pub struct Cx<'a, R: Runtime> {
 impl<R: Runtime> Cx<'_, R> {
     /// Record a cell's change in the VM's fingerprint.
     pub fn fingerprint_change(&self, obj: Obj, old: u64, new: u64) {
+        if !self.vm.bookkeeping.load(Relaxed) {
+            return;
+        }
         let (o, n) = (spte_fingerprint_value(obj, old), spte_fingerprint_value(obj, new));
         if o != n {
             self.vm.fingerprint.fetch_xor(cell_hash(obj, o) ^ cell_hash(obj, n), SeqCst);
