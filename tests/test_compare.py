@@ -12,17 +12,18 @@ def test_matrix_cells_come_from_checks():
     assert by[("inhibit-only", "accept-vs-fault", 0)].text == "LL"
     assert by[("inhibit-only", "accept-vs-fault", 1)].text == "LL"
     # v3 is never violated; a cell whose budget ran out says so.
-    assert all(by[("v3", s, f)].text in ("ok", "ok?") for s in ("accept-vs-fault", "punch-hole") for f in (0, 1))
+    assert all(by[("v3", s, f)].text.startswith("ok") for s in ("accept-vs-fault", "punch-hole") for f in (0, 1))
     for c in cells:
         assert (c.text.startswith("ok")) == (c.result.verdict == "holds")
-        if c.text == "ok?":
+        if c.text.startswith("ok?") or c.text.startswith("ok<="):
             assert c.result.certificate["cut_by"].startswith("max_time")
+            assert c.text == "ok?" or c.text == f"ok<={c.result.certificate['completed_bound']}"
     text = render_matrix(cells)
     assert "inhibit-only" in text and "LL/LL" in text
 
 
 def test_compare_command(capsys):
-    assert main(["compare", "--per-cell", "0.05"]) == 0
+    assert main(["compare", "--per-cell", "0.05", "--no-traces"]) == 0
     out = capsys.readouterr().out
     assert "read-demote+atomic-demote" in out and "boot-small" in out
 

@@ -1,4 +1,5 @@
-"""The main job: `tdxcore` with no arguments walks the seed thread's situation."""
+"""The command line: `tdxcore` with no arguments runs the comparison; `tdxcore walk` walks the seed
+thread's situation sequentially."""
 
 import subprocess
 import sys
@@ -6,8 +7,23 @@ import sys
 from tdxcore.__main__ import main
 
 
-def test_python_m_tdxcore_walks_the_seed_situation():
-    r = subprocess.run([sys.executable, "-m", "tdxcore"], capture_output=True, text=True, timeout=60)
+def test_python_m_tdxcore_runs_the_comparison():
+    # The README's first command, end to end: the matrix, then one trace per violating cell.
+    r = subprocess.run([sys.executable, "-m", "tdxcore"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:9]}
+    assert set(rows) == {"v3", "v3-no-precheck", "read-inhibit", "set-then-split", "read-demote",
+                         "inhibit-only", "read-demote+atomic-demote"}
+    assert all(c.startswith("ok") for p in ("v3", "v3-no-precheck") for cell in rows[p] for c in cell.split("/"))
+    assert rows["inhibit-only"][0] == "LL/LL" and rows["read-inhibit"][0] == "I1~/I1~"
+    violating = sum(1 for p, cells in rows.items() for cell in cells if not cell.startswith("ok"))
+    assert out.count("\n== ") == violating == 25
+    assert out.count("replay: tdxcore replay tdxcore1:") == violating
+
+
+def test_walk_shows_the_seed_situation():
+    r = subprocess.run([sys.executable, "-m", "tdxcore", "walk"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     # The four steps, in order, with the results the model computed.

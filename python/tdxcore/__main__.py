@@ -1,4 +1,5 @@
-"""The tdxcore command line. With no arguments it walks the seed thread's situation."""
+"""The tdxcore command line. With no arguments it runs `compare`: every preset policy against every
+preset scenario, the verdict matrix, then the minimal trace of each violation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Optional, Sequence
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tdxcore", description=__doc__)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("walk", help="walk the seed thread's situation step by step (the default)")
+    sub.add_parser("walk", help="walk the seed thread's situation step by step, sequentially")
     sub.add_parser("accept-table", help="print the TDG.MEM.PAGE.ACCEPT outcome table")
     sub.add_parser("invariants", help="print I1-I11 with their conditions")
     chk = sub.add_parser("check", help="explore a scenario's interleavings under a policy")
@@ -26,9 +27,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="seconds before the search is cut (default 60; the certificate says so)")
     chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
-    cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario")
-    cmp_.add_argument("--per-cell", type=float, default=0.8, help="seconds per cell (default 0.8)")
-    cmp_.add_argument("--traces", action="store_true", help="print each violation's minimal trace")
+    cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario (the default)")
+    cmp_.add_argument("--per-cell", type=float, default=5.0,
+                      help="seconds per cell at most (default 5; shrunk to keep the total near --total)")
+    cmp_.add_argument("--total", type=float, default=50.0, help="seconds for the whole matrix (default 50)")
+    cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
     rep = sub.add_parser("replay", help="replay a counterexample token")
     rep.add_argument("token")
     rep.add_argument("--json", action="store_true", help="the trace as JSON lines")
@@ -40,7 +43,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tdxcore.walk import seed_walk
 
     try:
-        if args.command in (None, "walk"):
+        if args.command is None:
+            args = parser.parse_args(["compare"])
+        if args.command == "walk":
             vm = seed_walk()
             bad = [f for f in vm.check_invariants() + vm.findings() if f.kind != "design_rule"]
             return 1 if bad else 0
@@ -69,16 +74,28 @@ def _compare(args: argparse.Namespace) -> int:
     from tdxcore.compare import compare, render_matrix
 
     progress = sys.stderr.isatty()
-    cells = compare(per_cell_seconds=args.per_cell,
-                    on_cell=(lambda c: print(f"\r  {c.policy} x {c.scenario} ({c.alloc_failures})        ", end="", file=sys.stderr)) if progress else None)
+    done = []
+
+    def on_cell(c) -> None:
+        done.append(c)
+        print(f"\r  {len(done)} cells done: {c.policy} x {c.scenario} ({c.alloc_failures})" + " " * 20,
+              end="", file=sys.stderr, flush=True)
+
+    cells = compare(per_cell_seconds=args.per_cell, total_seconds=args.total, on_cell=on_cell if progress else None)
     if progress:
         print(file=sys.stderr)
     print(render_matrix(cells))
-    if args.traces:
+    if not args.no_traces:
+        # One trace per violating cell; the one-failure variant only when its verdict differs.
+        plain = {(c.policy, c.scenario): c.text for c in cells if c.alloc_failures == 0}
         for c in cells:
-            if c.result.counterexample is not None and c.alloc_failures == 0:
-                print(f"\n== {c.policy} on {c.scenario}: {c.text}")
-                print(c.result.counterexample.render())
+            if c.result.counterexample is None or (c.alloc_failures and plain.get((c.policy, c.scenario)) == c.text):
+                continue
+            cx = c.result.counterexample
+            failures = " with one allocation failure allowed" if c.alloc_failures else ""
+            print(f"\n== {c.policy} on {c.scenario}{failures}: {c.text}, {cx.preemptions} preemption(s), {cx.steps} steps")
+            print(f"   replay: tdxcore replay {cx.token}")
+            print(cx.render())
     return 0
 
 

@@ -203,6 +203,8 @@ def render_check(result: Any) -> str:
              f"{c['steps']:,} steps, {result.elapsed_ms / 1000:.2f} s"]
     if c.get("cut_by"):
         lines.append(f"  cut by: {c['cut_by']}")
+        if result.verdict == "holds" and c.get("completed_bound") is not None:
+            lines.append(f"  complete up to {c['completed_bound']} preemption(s): every such schedule holds")
     if result.design_rules:
         for rule, (count, message) in result.design_rules.items():
             lines.append(f"  design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")

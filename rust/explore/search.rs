@@ -146,6 +146,9 @@ pub struct Certificate {
     pub bound: Option<u32>,
     /// Every schedule within the bound was covered.
     pub complete: bool,
+    /// The highest preemption bound whose pass covered every schedule, even when a later pass
+    /// (a higher bound, or the unbounded search) was cut.
+    pub completed_bound: Option<u32>,
     /// Which budget stopped the search early, if one did.
     pub cut_by: Option<String>,
     pub schedules: u64,
@@ -460,6 +463,9 @@ impl Search {
             }
             Phase::Bounded { max, then_unbounded } => {
                 self.cert.distinct_states = self.cache.len() as u64;
+                if found.is_none() && self.cert.cut_by.is_none() {
+                    self.cert.completed_bound = Some(self.bound);
+                }
                 if found.is_some() || !self.bound_hit {
                     self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
                     self.finish(found.is_none());
