@@ -7,6 +7,7 @@
 pub mod error;
 pub mod explore;
 pub mod model;
+pub mod native;
 pub mod session;
 pub mod sync;
 

@@ -114,7 +114,7 @@ async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
 }
 
 /// One program operation; what the thread got, as a name.
-async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
+pub(crate) async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
     match *op {
         ProgramOp::Accept { gfn, level } => guest_accept(cx, gfn, level).await.result.name(),
         ProgramOp::Access { gfn } => guest_access(cx, gfn).await.result.name(),

@@ -33,6 +33,29 @@ impl HonorStep {
         [HonorStep::PreCheck, HonorStep::WriteLock, HonorStep::Split, HonorStep::SetInhibit, HonorStep::WriteUnlock];
 }
 
+/// The lock discipline a policy must keep to run on real locks: no lock taken while one is held
+/// (rwlock_t is not recursive and has no upgrade), no unlock of a lock not held in that mode.
+/// A lock still held at the end is released by the path (scoped_guard).
+pub fn check_lock_discipline(steps: &[HonorStep]) -> Result<(), String> {
+    let mut held: Option<Mode> = None;
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        held = match (step, held) {
+            (HonorStep::ReadLock | HonorStep::WriteLock, Some(m)) => {
+                return Err(format!("step {n}: {step:?} with mmu_lock already held for {m:?}"));
+            }
+            (HonorStep::ReadLock, None) => Some(Mode::Read),
+            (HonorStep::WriteLock, None) => Some(Mode::Write),
+            (HonorStep::ReadUnlock, Some(Mode::Read)) | (HonorStep::WriteUnlock, Some(Mode::Write)) => None,
+            (HonorStep::ReadUnlock | HonorStep::WriteUnlock, _) => {
+                return Err(format!("step {n}: {step:?} without the matching lock held (held: {held:?})"));
+            }
+            (_, h) => h,
+        };
+    }
+    Ok(())
+}
+
 /// tdx_honor_guest_accept_level(vcpu, gfn, level): run the VM's honour policy for an ACCEPT
 /// of `level` at `gfn`. Levels above 2M are ignored, as in the kernel. An error (-ENOMEM from
 /// the split) releases the locks the policy holds (scoped_guard) and goes back to the caller.

@@ -435,13 +435,17 @@ impl<R: Runtime> Cx<'_, R> {
     pub async fn vcpu_enter(&self) {
         let obj = Obj::Vcpu { vcpu: self.tid };
         self.rt.point(self.tid, Op { kind: OpKind::VcpuEnter, obj }).await;
-        let allowed = self.vm.tdx.lock().can_enter();
-        self.rt.block_until(self.tid, WaitCond::VcpuEntryAllowed, allowed).await;
-        let epoch = {
+        let epoch = loop {
+            let allowed = self.vm.tdx.lock().can_enter();
+            self.rt.block_until(self.tid, WaitCond::VcpuEntryAllowed, allowed).await;
+            // On real threads a zap may begin between the wait and the entry, so check again
+            // under the module's lock (a simulated thread is never switched out in between).
             let mut tdx = self.vm.tdx.lock();
-            let e = tdx.epoch;
-            tdx.vcpus[self.tid as usize].in_guest_epoch = Some(e);
-            e
+            if tdx.can_enter() {
+                let e = tdx.epoch;
+                tdx.vcpus[self.tid as usize].in_guest_epoch = Some(e);
+                break e;
+            }
         };
         self.step(OpKind::VcpuEnter, obj, 0, epoch);
     }

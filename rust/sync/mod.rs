@@ -19,7 +19,7 @@ use crate::model::types::{Gfn, Level};
 /// A simulated thread: vCPU n has tid n; host threads (ioctls) come after the vCPUs.
 pub type Tid = u16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Read,
@@ -27,7 +27,7 @@ pub enum Mode {
 }
 
 /// The locks the model takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LockId {
     /// kvm->mmu_lock, an rwlock_t (qrwlock).
