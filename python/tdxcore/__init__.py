@@ -13,12 +13,15 @@ from tdxcore.errors import (
     InvalidOperation,
     TdxError,
 )
+from tdxcore.bench import BenchResult, bench
 from tdxcore.check import CheckResult, Counterexample, Replay, check, replay
 from tdxcore.policy import Policy
 from tdxcore.scenario import Scenario, accept, access, host, punch_hole, set_memory_attributes, vcpu
 from tdxcore.vm import Finding, Outcome, Vm, accept_table, invariants
 
 __all__ = [
+    "bench",
+    "BenchResult",
     "CheckResult",
     "Counterexample",
     "Policy",

@@ -32,6 +32,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="seconds per cell at most (default 5; shrunk to keep the total near --total)")
     cmp_.add_argument("--total", type=float, default=50.0, help="seconds for the whole matrix (default 50)")
     cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
+    bn = sub.add_parser("bench", help="run policies on OS threads with a real mmu_lock and compare their cost")
+    bn.add_argument("--policy", help="comma-separated presets (default: every preset, and read-demote+atomic-demote)")
+    bn.add_argument("--workload", default="boot", help="boot (default), random-mix, conversion-churn, fault-storm")
+    bn.add_argument("--threads", type=int, default=2, help="vCPU threads (default 2)")
+    bn.add_argument("--lock", default="parking_lot", help="mmu_lock: parking_lot (default, task-fair) or std")
+    bn.add_argument("--gib", type=int, default=4, help="guest memory in GiB (default 4)")
+    bn.add_argument("--seamcall-us", type=float, default=0.0, help="busy-wait per KVM SEAMCALL (default 0)")
+    bn.add_argument("--kick-us", type=float, default=0.0, help="busy-wait per kick (default 0)")
+    bn.add_argument("--repeat", type=int, default=3, help="runs per policy, interleaved (default 3)")
+    bn.add_argument("--json", action="store_true", help="every run's report as JSON")
     rep = sub.add_parser("replay", help="replay a counterexample token")
     rep.add_argument("token")
     rep.add_argument("--json", action="store_true", help="the trace as JSON lines")
@@ -55,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _check(args)
         elif args.command == "compare":
             return _compare(args)
+        elif args.command == "bench":
+            return _bench(args)
         elif args.command == "replay":
             from tdxcore import replay
 
@@ -97,6 +109,21 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"   replay: tdxcore replay {cx.token}")
             print(cx.render())
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from tdxcore.bench import DEFAULT_POLICIES, bench, render_table
+
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()] if args.policy else list(DEFAULT_POLICIES)
+    results = bench(policies, args.workload, threads=args.threads, lock=args.lock, gib=args.gib,
+                    seamcall_us=args.seamcall_us, kick_us=args.kick_us, repeat=args.repeat)
+    if args.json:
+        print(json.dumps([{"policy": r.policy, "workload": r.workload, "runs": r.runs} for r in results], indent=1))
+    else:
+        print(render_table(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _check(args: argparse.Namespace) -> int:

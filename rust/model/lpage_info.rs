@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::attributes::{hugepage_has_attrs_now, kvm_range_has_memory_attributes};
+use super::attributes::{hugepage_has_attrs_now, kvm_get_memory_attributes, kvm_range_has_memory_attributes};
 use super::config::Mutation;
 use super::memslot::Memslot;
 use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
@@ -124,13 +124,21 @@ async fn any_mixed_2m<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, g1g: Gfn) -> b
     false
 }
 
-/// hugepage_has_attrs(): every gfn of the region has exactly `attrs`; at 1G also no 2M
-/// sub-region is MIXED.
+/// hugepage_has_attrs(): at 2M, every gfn of the region has exactly `attrs`; at 1G, as the
+/// kernel does, each 2M sub-region is not MIXED and its first gfn has `attrs` (a sub-region
+/// that is not MIXED is uniform, so its first gfn speaks for it).
 async fn hugepage_has_attrs<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, g: Gfn, level: Level, attrs: u8) -> bool {
     if level == PG_LEVEL_2M {
         return kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await;
     }
-    !any_mixed_2m(cx, slot, g).await && kvm_range_has_memory_attributes(cx, g, g + level.pages(), attrs).await
+    for sub in (g..g + level.pages()).step_by(PG_LEVEL_2M.pages() as usize) {
+        if lpage_load(cx, slot, sub, PG_LEVEL_2M).await & KVM_LPAGE_MIXED_FLAG != 0
+            || kvm_get_memory_attributes(cx, sub).await != attrs
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// kvm_mmu_init_memslot_memory_attributes(): MIXED for every huge page the slot covers whole,

@@ -16,8 +16,10 @@ use crate::sync::{LockId, Mode, Seamcall};
 #[serde(rename_all = "snake_case")]
 pub enum Path {
     /// A guest ACCEPT at 4K: the honour path splits and sets GUEST_INHIBIT for 2M and 1G.
+    #[serde(rename = "accept_4k")]
     Accept4K,
     /// A guest ACCEPT at 2M: the honour path sets GUEST_INHIBIT for 1G.
+    #[serde(rename = "accept_2m")]
     Accept2M,
     Access,
     SetMemoryAttributes,

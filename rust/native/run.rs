@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use super::lock::LockKind;
@@ -75,6 +76,8 @@ pub struct Report {
     pub mappings: BTreeMap<&'static str, u64>,
     /// Invariants broken at a quiescent point (between phases, at the end), and KVM_BUG_ON/WARN.
     pub violations: Vec<Finding>,
+    /// An operation gave up (no_progress) and the run stopped there: the counters are partial.
+    pub stopped: bool,
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
     #[serde(skip)]
@@ -91,16 +94,44 @@ fn path_of(op: &ProgramOp) -> Path {
     }
 }
 
-/// A program on `tid`, to the end; its results by name.
-fn run_program(vm: &Vm, rt: &Native, tid: Tid, ops: &[ProgramOp]) -> BTreeMap<String, u64> {
+/// A program on `tid`, to the end or until some operation of the run gave up (no_progress: a
+/// livelock on real threads; the run stops there rather than spin through every operation).
+fn run_program(vm: &Vm, rt: &Native, tid: Tid, ops: &[ProgramOp], stop: &AtomicBool) -> BTreeMap<String, u64> {
     let mut results = BTreeMap::new();
     let cx = Cx { vm, rt, tid };
     for op in ops {
+        if stop.load(Relaxed) {
+            break;
+        }
         rt.begin(tid, path_of(op));
         let r = run_to_completion(run_op(&cx, op)).expect("a native operation never suspends");
+        if r == NO_PROGRESS {
+            stop.store(true, Relaxed);
+        }
         *results.entry(r).or_default() += 1;
     }
     results
+}
+
+/// GuestResult::NoProgress's name.
+const NO_PROGRESS: &str = "no_progress";
+
+/// `run_program`, turning a panic into an error after releasing what the thread held (a panic
+/// with mmu_lock held would otherwise leave the other threads waiting for ever).
+fn run_guarded(
+    vm: &Vm,
+    rt: &Native,
+    tid: Tid,
+    ops: &[ProgramOp],
+    stop: &AtomicBool,
+) -> Result<BTreeMap<String, u64>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_program(vm, rt, tid, ops, stop))).map_err(|p| {
+        rt.abandon(tid);
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    })
 }
 
 /// VmRSS and VmHWM of this process, in bytes (0 where /proc is missing).
@@ -139,26 +170,27 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
     let mut results: BTreeMap<String, u64> = BTreeMap::new();
     let mut violations = Vec::new();
     let mut elapsed = Duration::ZERO;
+    let stop = AtomicBool::new(false);
     for phase in &plan.phases {
         let start = Instant::now();
-        let per_thread: Vec<BTreeMap<String, u64>> = if cfg.sequential {
-            phase.iter().enumerate().map(|(t, ops)| run_program(&vm, &rt, t as Tid, ops)).collect()
+        let per_thread: Vec<Result<BTreeMap<String, u64>, String>> = if cfg.sequential {
+            phase.iter().enumerate().map(|(t, ops)| run_guarded(&vm, &rt, t as Tid, ops, &stop)).collect()
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = phase
                     .iter()
                     .enumerate()
                     .map(|(t, ops)| {
-                        let (vm, rt) = (&vm, &rt);
-                        s.spawn(move || run_program(vm, rt, t as Tid, ops))
+                        let (vm, rt, stop) = (&vm, &rt, &stop);
+                        s.spawn(move || run_guarded(vm, rt, t as Tid, ops, stop))
                     })
                     .collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+                handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
             })
         };
         elapsed += start.elapsed();
         for r in per_thread {
-            for (k, n) in r {
+            for (k, n) in r.map_err(|m| CoreError::Internal(format!("native run: {m}")))? {
                 *results.entry(k).or_default() += n;
             }
         }
@@ -200,6 +232,7 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
         splits,
         mappings,
         violations,
+        stopped: stop.load(Relaxed),
         rss_bytes,
         peak_rss_bytes,
         leaves,

@@ -95,6 +95,20 @@ impl<'a> Native<'a> {
         all
     }
 
+    /// After a panic on thread `tid`: release what it holds and take it out of the guest, so
+    /// the other threads can finish and the caller can report the panic instead of hanging.
+    pub fn abandon(&self, tid: Tid) {
+        for lock in [LockId::MmuLock, LockId::SlotsLock] {
+            if let Some(mode) = self.held(tid, lock) {
+                crate::sync::run_to_completion(self.unlock(tid, lock, mode));
+            }
+        }
+        if let Some(v) = self.vm.tdx.lock().vcpus.get_mut(tid as usize) {
+            v.in_guest_epoch = None;
+        }
+        self.exits[tid as usize].0.fetch_add(1, Release);
+    }
+
     pub fn findings(&self) -> Vec<Finding> {
         self.findings.lock().clone()
     }

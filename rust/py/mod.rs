@@ -1,5 +1,6 @@
 //! PyO3 bindings: argument conversion, error mapping and the `_core` module. No model logic.
 
+mod bench;
 mod check;
 mod errors;
 mod session;
@@ -10,6 +11,9 @@ mod core_module {
 
     #[pymodule_export]
     use super::session::Session;
+
+    #[pymodule_export]
+    use super::bench::native_run;
 
     #[pymodule_export]
     use super::check::{canonical_scenario, check, read_token, replay_choices};

@@ -1,0 +1,178 @@
+"""`tdxcore bench`: the model on OS threads with a real mmu_lock, policies measured side by side.
+
+Each policy runs `repeat` times, interleaved with the others (A B A B ...) so that a noisy
+machine slows them alike; a result keeps every run and reports the median one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence, Union
+
+from tdxcore import _core
+from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.policy import PRESETS, Policy, as_policy
+
+WORKLOADS = ("boot", "random-mix", "conversion-churn", "fault-storm")
+LOCKS = ("parking_lot", "std")
+ATOMIC_SUFFIX = "+atomic-demote"
+# Every preset, and read-demote again with the single-SEAMCALL demote.
+DEFAULT_POLICIES = (*PRESETS, "read-demote" + ATOMIC_SUFFIX)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One policy's runs of one workload."""
+
+    policy: str
+    workload: str
+    runs: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The run with the median elapsed time."""
+        ordered = sorted(self.runs, key=lambda r: r["elapsed_s"])
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def elapsed_s(self) -> float:
+        return statistics.median(r["elapsed_s"] for r in self.runs)
+
+    def lock_row(self, path: str, mode: str) -> Optional[dict[str, Any]]:
+        return next((r for r in self.report["locks"]
+                     if r["path"] == path and r["lock"] == "mmu_lock" and r["mode"] == mode), None)
+
+    @property
+    def ok(self) -> bool:
+        """No invariant broken, no KVM_BUG_ON/WARN, no operation that gave up, in any run."""
+        return all(not r["violations"] and "no_progress" not in r["results"] for r in self.runs)
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} {value}: allowed are {low} to {high}")
+    return value
+
+
+def _us(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a number of microseconds, not {type(value).__name__}")
+    if not (math.isfinite(value) and 0 <= value <= 1_000_000):
+        raise ConfigError(f"{name} {value}: allowed are 0 to 1000000 microseconds")
+    return round(value * 1000)
+
+
+def _workload(name: str, threads: int, gib: int, seed: int) -> dict[str, Any]:
+    if name == "boot":
+        return {"kind": "boot", "gib": gib, "vcpus": threads}
+    if name == "random-mix":
+        return {"kind": "random_mix", "gib": gib, "vcpus": threads, "accepts_per_vcpu": 20_000,
+                "percent_4k": 30, "seed": seed}
+    if name == "conversion-churn":
+        return {"kind": "conversion_churn", "gib": gib, "vcpus": threads, "cycles": 200}
+    if name == "fault-storm":
+        return {"kind": "fault_storm", "vcpus": threads, "regions": 256}
+    raise ConfigError(f"unknown workload {name!r}: allowed are {', '.join(WORKLOADS)}")
+
+
+def _policy(p: Union[str, Policy]) -> tuple[str, tuple[str, ...], bool]:
+    """(label, steps, atomic_demote)."""
+    if isinstance(p, str) and p.endswith(ATOMIC_SUFFIX):
+        base = as_policy(p[: -len(ATOMIC_SUFFIX)])
+        return p, base.steps, True
+    pol = as_policy(p)
+    return pol.name, pol.steps, False
+
+
+def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: str = "boot", *,
+          threads: int = 2, lock: str = "parking_lot", gib: int = 4, seamcall_us: float = 0.0,
+          kick_us: float = 0.0, repeat: int = 3, seed: int = 0, sequential: bool = False,
+          progress: Optional[bool] = None) -> list[BenchResult]:
+    """Run `workload` under each policy on `threads` OS threads (one per vCPU).
+
+    A policy is a preset name, a `Policy`, or a preset name ending in "+atomic-demote".
+    `seamcall_us` and `kick_us` are busy-waited per KVM SEAMCALL and per kick, so the write
+    lock's hold time can include the BLOCK + TRACK + kick + DEMOTE sequence.
+    """
+    if isinstance(policies, (str, Policy)):
+        policies = [policies]
+    if not policies:
+        raise ConfigError("bench needs at least one policy")
+    if lock not in LOCKS:
+        raise ConfigError(f"unknown lock {lock!r}: allowed are {', '.join(LOCKS)}")
+    threads = _int("threads", threads, 1, 64)
+    gib = _int("gib", gib, 1, 256)
+    repeat = _int("repeat", repeat, 1, 1000)
+    seed = _int("seed", seed, 0, 2**64 - 1)
+    wl = _workload(workload, threads, gib, seed)
+    costs = {"seamcall_ns": _us("seamcall_us", seamcall_us), "kick_ns": _us("kick_us", kick_us)}
+    parsed = [_policy(p) for p in policies]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in parsed}
+    total = repeat * len(parsed)
+    for r in range(repeat):
+        for i, (label, steps, atomic) in enumerate(parsed):
+            if progress:
+                done = r * len(parsed) + i
+                bar = "#" * (20 * done // total)
+                print(f"\r  [{bar:<20}] {done}/{total} {label:<28}", end="", file=sys.stderr, flush=True)
+            config = {"workload": wl, "honor_policy": list(steps), "atomic_demote": atomic, "lock": lock,
+                      "sequential": sequential, **costs}
+            runs[label].append(json.loads(_core.native_run(json.dumps(config))))
+    if progress:
+        print(f"\r  [{'#' * 20}] {total}/{total}" + " " * 30, file=sys.stderr)
+    return [BenchResult(label, workload, runs[label]) for label in runs]
+
+
+def _ns(v: Optional[dict[str, Any]], key: str, q: str) -> str:
+    return "-" if v is None else f"{v[key][q] / 1000:.1f}"
+
+
+def render_table(results: Sequence[BenchResult]) -> str:
+    """Medians, and each policy's ratio to the first policy's."""
+    if not results:
+        return "(no results)"
+    base = results[0]
+    r0 = base.report
+    head = (f"workload {base.workload}: {r0['threads']} threads, mmu_lock {r0['lock']}, "
+            f"{len(base.runs)} runs per policy (median shown; ratios to {base.policy})")
+    cols = ["policy", "time ms", "x first", "accepts/s", "4K-path writes", "x first", "write hold p99 us",
+            "read wait p99 us", "retries", "splits", "2M", "4K", "ok"]
+    rows = []
+    for res in results:
+        r = res.report
+        w4 = r["accept_4k_write_acquisitions"]
+        w4_base = r0["accept_4k_write_acquisitions"]
+        hold = res.lock_row("accept_4k", "write")
+        read = res.lock_row("accept_2m", "read") or res.lock_row("accept_4k", "read")
+        rows.append([
+            res.policy,
+            f"{res.elapsed_s * 1000:.1f}",
+            f"{res.elapsed_s / base.elapsed_s:.2f}",
+            f"{r['accepts_per_s']:,.0f}",
+            f"{w4:,}",
+            f"{w4 / w4_base:.1f}" if w4_base else "-",
+            _ns(hold, "hold_ns", "p99"),
+            _ns(read, "wait_ns", "p99"),
+            f"{r['retries']:,}",
+            f"{r['splits']:,}",
+            f"{r['mappings'].get('2M', 0):,}",
+            f"{r['mappings'].get('4K', 0):,}",
+            "yes" if res.ok else "NO",
+        ])
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    fmt = lambda row: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))
+    mem = max(r["peak_rss_bytes"] for res in results for r in res.runs)
+    lines = [head, fmt(cols), *(fmt(row) for row in rows),
+             f"plan: {r0['plan']['accepts_4k']:,} 4K and {r0['plan']['accepts_2m']:,} 2M ACCEPTs, "
+             f"{r0['plan']['conversions']:,} conversions; {r0['plan']['regions_first_4k']} regions meet their first 4K "
+             f"ACCEPT uninhibited; peak RSS {mem / 2**20:.0f} MiB",
+             "ok: invariants held at every quiescent point, no KVM_BUG_ON/WARN, no operation gave up."]
+    return "\n".join(lines)

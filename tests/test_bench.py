@@ -1,0 +1,85 @@
+"""`tdxcore bench`: the native runtime on OS threads. Nothing here is timed; the tests check
+what each run must compute (BENCHMARKS.md B4's write-lock count, the invariants, the final
+mappings against a sequential run)."""
+
+import json
+
+import pytest
+
+import tdxcore
+from tdxcore.__main__ import main
+from tdxcore.bench import render_table
+from tdxcore.errors import ArgumentTypeError, ConfigError
+
+
+def test_boot_write_lock_count_is_one_per_region_with_the_pre_check():
+    v3, no_pre = tdxcore.bench(["v3", "v3-no-precheck"], "boot", threads=2, repeat=1, progress=False)
+    assert v3.ok and no_pre.ok
+    plan = v3.report["plan"]
+    # The calibrated boot: 13 regions receive their first 4K ACCEPT uninhibited, and every
+    # 4K ACCEPT exits once. With the pre-check only those 13 take the write lock; without it,
+    # every one does.
+    assert plan["regions_first_4k"] == 13
+    assert v3.report["accept_4k_write_acquisitions"] == 13
+    assert no_pre.report["accept_4k_write_acquisitions"] == plan["accepts_4k"] > 17_000
+    assert plan["accepts_4k"] / 13 >= 1000
+
+
+@pytest.mark.parametrize("workload", ["boot", "random-mix", "conversion-churn", "fault-storm"])
+@pytest.mark.parametrize("lock", ["parking_lot", "std"])
+def test_every_workload_keeps_the_invariants_on_two_threads(workload, lock):
+    (r,) = tdxcore.bench(["v3"], workload, threads=2, lock=lock, gib=4, repeat=1, progress=False)
+    assert r.ok, (r.report["violations"], r.report["results"])
+    rep = r.report
+    plan = rep["plan"]
+    accepts = rep["ops"].get("accept_4k", 0) + rep["ops"].get("accept_2m", 0)
+    assert accepts == plan["accepts_4k"] + plan["accepts_2m"]
+    assert rep["ops"].get("set_memory_attributes", 0) == plan["conversions"]
+    if workload == "fault-storm":
+        # Every region mapped at 2M is split by its 4K ACCEPT.
+        assert rep["splits"] == plan["regions_first_4k"]
+
+
+def test_boot_mappings_match_a_sequential_run():
+    # The boot's programs touch disjoint regions, so the final state cannot depend on the
+    # interleaving: the counts of 2M and 4K leaves equal those of a one-thread run.
+    (threaded,) = tdxcore.bench(["v3"], "boot", threads=2, repeat=1, progress=False)
+    (sequential,) = tdxcore.bench(["v3"], "boot", threads=2, repeat=1, sequential=True, progress=False)
+    assert threaded.report["mappings"] == sequential.report["mappings"]
+    assert threaded.report["mappings"]["2M"] == threaded.report["plan"]["accepts_2m"]
+    assert threaded.report["results"] == sequential.report["results"]
+
+
+def test_read_demote_and_inhibit_only_run_natively():
+    # The fault storm splits 2M leaves: inhibit-only never does, so its 4K ACCEPTs spin until
+    # the exit budget ends them, and the result says so instead of hanging.
+    rs = tdxcore.bench(["read-demote+atomic-demote", "inhibit-only"], "fault-storm", threads=2, repeat=1,
+                       progress=False)
+    assert rs[0].ok and rs[0].report["splits"] == rs[0].report["plan"]["regions_first_4k"]
+    assert not rs[1].ok and rs[1].report["results"].get("no_progress", 0) > 0
+
+
+def test_table_and_command_line(capsys):
+    rs = tdxcore.bench(["v3", "v3-no-precheck"], "boot", repeat=2, progress=False)
+    assert len(rs[0].runs) == 2
+    text = render_table(rs)
+    assert "ratios to v3" in text and "v3-no-precheck" in text
+    assert main(["bench", "--policy", "v3", "--repeat", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["policy"] == "v3" and out[0]["runs"][0]["accept_4k_write_acquisitions"] == 13
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"workload": "reboot"}, ConfigError, "allowed are boot"),
+    ({"lock": "spin"}, ConfigError, "allowed are parking_lot, std"),
+    ({"threads": 0}, ConfigError, "threads 0: allowed are 1 to 64"),
+    ({"threads": "2"}, ArgumentTypeError, "threads must be an int"),
+    ({"gib": 2}, ConfigError, "at least 4 GiB"),
+    ({"seamcall_us": -1}, ConfigError, "seamcall_us -1"),
+    ({"policies": ["v4"]}, ConfigError, "unknown policy preset"),
+    ({"policies": []}, ConfigError, "at least one policy"),
+    ({"workload": "fault-storm", "threads": 1}, ConfigError, "at least 2 vCPUs"),
+])
+def test_bad_input_is_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        tdxcore.bench(**{"repeat": 1, "progress": False, **kwargs})
