@@ -19,10 +19,14 @@ pub enum LockKind {
     #[default]
     ParkingLot,
     Std,
+    /// Every acquisition takes parking_lot's write side, read requests included: the legacy
+    /// MMU's exclusive mmu_lock, as a baseline for read-side scaling (B2).
+    Exclusive,
 }
 
 pub enum NativeRwLock {
     ParkingLot(parking_lot::RawRwLock),
+    Exclusive(parking_lot::RawRwLock),
     Std(RwLock<()>),
 }
 
@@ -40,6 +44,7 @@ impl NativeRwLock {
     pub fn new(kind: LockKind) -> NativeRwLock {
         match kind {
             LockKind::ParkingLot => NativeRwLock::ParkingLot(parking_lot::RawRwLock::INIT),
+            LockKind::Exclusive => NativeRwLock::Exclusive(parking_lot::RawRwLock::INIT),
             LockKind::Std => NativeRwLock::Std(RwLock::new(())),
         }
     }
@@ -52,6 +57,7 @@ impl NativeRwLock {
                 Mode::Read => l.lock_shared(),
                 Mode::Write => l.lock_exclusive(),
             },
+            NativeRwLock::Exclusive(l) => l.lock_exclusive(),
             NativeRwLock::Std(l) => {
                 // SAFETY (both transmutes only widen the guard's lifetime): the guard borrows
                 // `l`, which outlives it. The guard is dropped by `unlock` on this thread or, at
@@ -89,6 +95,8 @@ impl NativeRwLock {
                     Mode::Write => l.unlock_exclusive(),
                 }
             },
+            // SAFETY: as above; every acquisition of this variant was exclusive.
+            NativeRwLock::Exclusive(l) => unsafe { l.unlock_exclusive() },
             NativeRwLock::Std(l) => {
                 let key = l as *const _ as usize;
                 let guard = STD_GUARDS.with_borrow_mut(|g| {

@@ -34,6 +34,9 @@ pub enum Workload {
     /// Each vCPU converts 64-page chunks of its own regions to shared and back, then accepts
     /// them at 4K, `cycles` times.
     ConversionChurn { gib: u64, vcpus: u16, cycles: u32 },
+    /// B2: each vCPU touches 2M regions of unaccepted memory, one fault each: its own share
+    /// (partitioned) or all of them in the same order (overlapping).
+    FaultScan { gib: u64, vcpus: u16, overlap: bool },
     /// B4: `regions` 2M regions are mapped at 2M by guest accesses; then vCPU0 ACCEPTs 4K in each
     /// (a split under the write lock) while the other vCPUs fault fresh regions under the read
     /// lock.
@@ -97,6 +100,7 @@ impl Workload {
             }
             Workload::ConversionChurn { gib, vcpus, cycles } => conversion_churn(gib, vcpus, cycles),
             Workload::FaultStorm { vcpus, regions } => fault_storm(vcpus, regions),
+            Workload::FaultScan { gib, vcpus, overlap } => fault_scan(gib, vcpus, overlap),
         }
     }
 }
@@ -262,4 +266,18 @@ fn fault_storm(vcpus: u16, regions: u32) -> CoreResult<Plan> {
         conversions: 0,
         accesses: regions * (1 + readers),
     })
+}
+
+fn fault_scan(gib: u64, vcpus: u16, overlap: bool) -> CoreResult<Plan> {
+    let vm = vm_config(gib, vcpus)?;
+    let regions = gib * PAGES_PER_GIB / REGION;
+    let n = vcpus as u64;
+    let threads: Vec<Vec<ProgramOp>> = (0..n)
+        .map(|v| {
+            let mine = (0..regions).filter(|r| overlap || r % n == v);
+            mine.map(|r| ProgramOp::Access { gfn: r * REGION }).collect()
+        })
+        .collect();
+    let accesses = threads.iter().map(|t| t.len() as u64).sum();
+    Ok(Plan { vm, phases: vec![threads], regions_first_4k: 0, accepts_4k: 0, accepts_2m: 0, conversions: 0, accesses })
 }
