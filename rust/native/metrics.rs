@@ -49,7 +49,8 @@ pub struct LockStats {
 
 impl LockStats {
     fn new() -> LockStats {
-        // Three significant digits, auto-resizing: ns to minutes.
+        // Three significant digits, auto-resizing (record() grows it; saturating_record()
+        // would clamp long holds to the initial range).
         let h = || Histogram::new(3).expect("3 significant digits is a valid precision");
         LockStats { acquisitions: 0, wait: h(), hold: h() }
     }

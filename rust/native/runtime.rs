@@ -135,7 +135,7 @@ impl Runtime for Native<'_> {
             m.acquired_at[lock_index(lock)] = Some(got);
             let s = m.stats(lock, mode);
             s.acquisitions += 1;
-            s.wait.saturating_record((got - start).as_nanos() as u64);
+            let _ = s.wait.record((got - start).as_nanos() as u64);
         });
     }
 
@@ -143,7 +143,7 @@ impl Runtime for Native<'_> {
         let now = Instant::now();
         self.with_metrics(tid, |m| {
             if let Some(at) = m.acquired_at[lock_index(lock)].take() {
-                m.stats(lock, mode).hold.saturating_record((now - at).as_nanos() as u64);
+                let _ = m.stats(lock, mode).hold.record((now - at).as_nanos() as u64);
             }
         });
         self.held[tid as usize][lock_index(lock)].store(0, Relaxed);

@@ -18,3 +18,25 @@ pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
         })
     })
 }
+
+/// A workload's programs: phases, each one list of operations per vCPU, as JSON (so other
+/// implementations, like the Python specification, can run the same trace).
+#[pyfunction]
+pub fn workload_plan(workload_json: &str) -> PyResult<String> {
+    guarded(|| {
+        let w: crate::native::workload::Workload =
+            serde_json::from_str(workload_json).map_err(|e| CoreError::Config(format!("workload: {e}")))?;
+        let plan = w.plan()?;
+        serde_json::to_string(&plan.phases).map_err(|e| CoreError::Internal(e.to_string()))
+    })
+}
+
+/// B8's baseline: a bare PyO3 function that does nothing.
+#[pyfunction]
+pub fn noop() {}
+
+/// B8's subject: nothing, through the guard every tdxcore call goes through.
+#[pyfunction]
+pub fn guarded_noop() -> PyResult<()> {
+    guarded(|| Ok(()))
+}

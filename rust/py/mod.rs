@@ -13,7 +13,7 @@ mod core_module {
     use super::session::Session;
 
     #[pymodule_export]
-    use super::bench::native_run;
+    use super::bench::{guarded_noop, native_run, noop, workload_plan};
 
     #[pymodule_export]
     use super::check::{canonical_scenario, check, read_token, replay_choices};
