@@ -111,3 +111,30 @@ impl NativeRwLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// A reader waits for a writer, for every kind.
+    #[test]
+    fn a_reader_waits_for_the_writer() {
+        for kind in [LockKind::ParkingLot, LockKind::Std, LockKind::Exclusive] {
+            let lock = NativeRwLock::new(kind);
+            let waited = std::thread::scope(|s| {
+                lock.lock(Mode::Write);
+                let reader = s.spawn(|| {
+                    let start = Instant::now();
+                    lock.lock(Mode::Read);
+                    lock.unlock(Mode::Read);
+                    start.elapsed()
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                lock.unlock(Mode::Write);
+                reader.join().unwrap()
+            });
+            assert!(waited >= Duration::from_millis(40), "{kind:?}: the reader waited only {waited:?}");
+        }
+    }
+}

@@ -38,8 +38,8 @@ pub enum Workload {
     /// (partitioned) or all of them in the same order (overlapping).
     FaultScan { gib: u64, vcpus: u16, overlap: bool },
     /// B4: `regions` 2M regions are mapped at 2M by guest accesses; then vCPU0 ACCEPTs 4K in each
-    /// (a split under the write lock) while the other vCPUs fault fresh regions under the read
-    /// lock.
+    /// (a split under the write lock) while each other vCPU faults 8 fresh regions per split
+    /// under the read lock.
     FaultStorm { vcpus: u16, regions: u32 },
 }
 
@@ -238,14 +238,18 @@ fn conversion_churn(gib: u64, vcpus: u16, cycles: u32) -> CoreResult<Plan> {
     })
 }
 
+/// Reader faults per split in the fault storm.
+const STORM: u64 = 8;
+
 fn fault_storm(vcpus: u16, regions: u32) -> CoreResult<Plan> {
     if vcpus < 2 {
         return bad("fault_storm: needs at least 2 vCPUs (one splits, the others fault)".into());
     }
     let regions = regions as u64;
     let readers = vcpus as u64 - 1;
-    // The split regions first, then a fresh region for every reader fault.
-    let pages = (regions * (1 + readers)) * REGION;
+    // The split regions first, then fresh regions for the readers: STORM faults per split, so
+    // the readers keep faulting while the splits go on.
+    let pages = (regions * (1 + readers * STORM)) * REGION;
     let gib = pages.div_ceil(PAGES_PER_GIB).max(1);
     let vm = vm_config(gib, vcpus)?;
     let mut setup = vec![Vec::new(); vcpus as usize];
@@ -254,8 +258,8 @@ fn fault_storm(vcpus: u16, regions: u32) -> CoreResult<Plan> {
     let mut storm = vec![Vec::new(); vcpus as usize];
     storm[0] = (0..regions).map(|r| accept(r * REGION + 1, PG_LEVEL_4K)).collect();
     for v in 1..vcpus as u64 {
-        storm[v as usize] =
-            (0..regions).map(|i| ProgramOp::Access { gfn: (regions + (v - 1) * regions + i) * REGION }).collect();
+        let first = regions + (v - 1) * regions * STORM;
+        storm[v as usize] = (first..first + regions * STORM).map(|r| ProgramOp::Access { gfn: r * REGION }).collect();
     }
     Ok(Plan {
         vm,
@@ -264,7 +268,7 @@ fn fault_storm(vcpus: u16, regions: u32) -> CoreResult<Plan> {
         accepts_4k: regions,
         accepts_2m: 0,
         conversions: 0,
-        accesses: regions * (1 + readers),
+        accesses: regions * (1 + readers * STORM),
     })
 }
 
