@@ -447,8 +447,15 @@ impl Runtime for Sim<'_> {
             st.yielded[i] = true;
         }
         st.spun = true;
+        drop(st);
+        // The thread's local state at a loop head is the head and the locals it names.
+        self.local_state(tid, at);
+    }
+
+    fn local_state(&self, tid: Tid, at: Option<u64>) {
         if let Some(key) = at {
-            // The thread's local state at a loop head is the head and the locals it names.
+            let mut st = self.st.borrow_mut();
+            let i = tid as usize;
             st.history[i] = mix(0, ("loop", st.op_index[i], key));
         }
     }

@@ -120,6 +120,9 @@ where
 {
     let mut out = GuestOutcome { result: GuestResult::NoProgress, exits: 0, userspace_exits: 0 };
     while out.exits < cx.vm.retry.max_exits {
+        // What the vCPU observed while KVM handled its last exit no longer matters: only which
+        // operation it is re-issuing (the exit counters are retry counters, left out).
+        cx.rt.local_state(cx.tid, loop_head(("guest_op", gfn, accept_level)));
         if cx.vm.bugged.load(std::sync::atomic::Ordering::SeqCst) {
             out.result = GuestResult::Error(Errno::EIO);
             return out;

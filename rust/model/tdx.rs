@@ -208,6 +208,8 @@ pub enum ExitOutcome {
 /// tdx_handle_ept_violation() for a private gfn: the honour path once per exit, then KVM's
 /// local retry loop, which re-runs the fault on RET_PF_RETRY until the vCPU has a pending event.
 pub async fn tdx_handle_ept_violation<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, eeq: Eeq) -> ExitOutcome {
+    // From here on only the exit's gfn and EEQ matter, not how the vCPU got here.
+    cx.rt.local_state(cx.tid, loop_head(("ept_violation", gfn, eeq.accept_level)));
     if let Some(level) = eeq.accept_level
         && let Err(e) = tdx_honor_guest_accept_level(cx, gfn, level).await
     {
@@ -215,10 +217,12 @@ pub async fn tdx_handle_ept_violation<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, eeq:
     }
     let mut retries = 0;
     loop {
+        let max = cx.vm.retry.event_after_retries;
+        // The honour path's observations are spent; the retry count matters up to `max`.
+        cx.rt.local_state(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, retries.min(max))));
         match kvm_tdp_mmu_page_fault(cx, gfn, PG_LEVEL_2M).await {
             Err(e) => return ExitOutcome::ToUserspace(e),
             Ok(PfResult::Retry) => {
-                let max = cx.vm.retry.event_after_retries;
                 cx.rt.yield_now(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, retries.min(max))));
                 if cx.vm.retry.reenter_on_retry || cx.rt.event_pending(cx.tid, retries) {
                     return ExitOutcome::Reenter(PfResult::Retry);

@@ -267,6 +267,10 @@ pub trait Runtime {
     /// loop head and the locals that decide what the thread does next (not its retry
     /// counters), so an explorer can recognise the thread's state when it comes round again.
     fn yield_now(&self, tid: Tid, at: Option<u64>);
+    /// The thread is at the head of a loop whose future depends only on `at` (the head and the
+    /// locals that decide what happens next, retry counters left out) and on shared state: an
+    /// explorer may forget what the thread observed before. Other runtimes ignore it.
+    fn local_state(&self, _tid: Tid, _at: Option<u64>) {}
     /// Wait until `cond` holds; `holds_now` is its value at the call.
     fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) -> impl Future<Output = ()>;
     /// Every step, after it happened (always called: explorers hash and order steps).
