@@ -59,11 +59,12 @@ def writer_intrusion(repeat: int) -> dict:
             row = {"hold_p99_us": hold["hold_ns"]["p99"] / 1000, "hold_p50_us": hold["hold_ns"]["p50"] / 1000,
                    "writer_wait_p99_us": hold["wait_ns"]["p99"] / 1000,
                    "reader_wait_p99_us": wait["wait_ns"]["p99"] / 1000 if wait else 0.0,
+                   "reader_wait_max_us": wait["wait_ns"]["max"] / 1000 if wait else 0.0,
                    "splits": r.report["splits"], "ok": r.ok}
             out[f"{lock}/{cost}"] = row
             print(f"  {lock:<12} {cost:>4} us: hold p50 {row['hold_p50_us']:.1f} p99 {row['hold_p99_us']:.1f}; "
                   f"reader wait p99 {row['reader_wait_p99_us']:.1f} ({row['reader_wait_p99_us'] / max(row['hold_p99_us'], 1e-9):.2f}x hold, "
-                  f"target <= 2x); writer wait p99 {row['writer_wait_p99_us']:.1f} "
+                  f"target <= 2x; max {row['reader_wait_max_us']:,.0f}); writer wait p99 {row['writer_wait_p99_us']:.1f} "
                   f"({row['writer_wait_p99_us'] / max(row['hold_p99_us'], 1e-9):.2f}x hold, target <= 10x)")
     return out
 
