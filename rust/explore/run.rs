@@ -243,7 +243,7 @@ pub fn run_once(
         }
         // A step that commutes with everything the other threads can do now is taken without a
         // decision (a both-mover in Lipton's sense); see Movers.
-        let t = match sim.mover(&movers) {
+        let t = match sim.mover(&movers, &|obj| spte_is_table(&vm, obj)) {
             Some(t) => t,
             None => {
                 if enabled.len() > 1
@@ -415,11 +415,19 @@ impl Movers {
         }
     }
 
-    pub fn commutes(&self, op: crate::sync::Op, held: Option<Mode>, alloc_budget: u32) -> bool {
+    pub fn commutes(
+        &self,
+        op: crate::sync::Op,
+        held: Option<Mode>,
+        alloc_budget: u32,
+        spte_is_table: &dyn Fn(crate::sync::Obj) -> bool,
+    ) -> bool {
         use crate::sync::{Obj, OpKind};
         let load = op.kind == OpKind::Load;
         match op.obj {
-            Obj::Spte { .. } => held == Some(Mode::Write),
+            // Under the read lock no one changes a present non-leaf SPTE (readers only fill
+            // holes and replace huge leaves; zaps need the write lock), so loading one commutes.
+            Obj::Spte { .. } => held == Some(Mode::Write) || held == Some(Mode::Read) && load && spte_is_table(op.obj),
             Obj::LpageInfo { .. } => {
                 load && !self.lpage_writes_unlocked
                     && (held == Some(Mode::Write) || held == Some(Mode::Read) && !self.lpage_writes_under_read)
@@ -432,6 +440,16 @@ impl Movers {
             _ => false,
         }
     }
+}
+
+/// Whether the SPTE `obj` names holds a present page-table pointer now.
+fn spte_is_table(vm: &Vm, obj: crate::sync::Obj) -> bool {
+    use crate::model::spte::{is_last_spte, is_shadow_present_pte};
+    let crate::sync::Obj::Spte { level, gfn } = obj else { return false };
+    vm.mmu.peek(gfn, level).is_some_and(|p| {
+        let v = p.load(SeqCst);
+        is_shadow_present_pte(v) && !is_last_spte(v, level)
+    })
 }
 
 /// A cycle closed: with weak fairness it is a livelock only if every thread enabled at every

@@ -229,7 +229,7 @@ impl<'c> Sim<'c> {
 
     /// The current thread, if its next step commutes with everything else (run.rs, Movers) and
     /// fairness does not hold it back.
-    pub fn mover(&self, movers: &super::run::Movers) -> Option<Tid> {
+    pub fn mover(&self, movers: &super::run::Movers, spte_is_table: &dyn Fn(crate::sync::Obj) -> bool) -> Option<Tid> {
         let st = self.st.borrow();
         let t = st.current?;
         let i = t as usize;
@@ -238,7 +238,7 @@ impl<'c> Sim<'c> {
         }
         let op = st.next_op[i]?;
         let held = st.locks[0].holders.iter().find(|h| h.0 == t).map(|h| h.1);
-        movers.commutes(op, held, st.alloc_budget).then_some(t)
+        movers.commutes(op, held, st.alloc_budget, spte_is_table).then_some(t)
     }
 
     /// A thread starts program operation `i`: its local state is just that.
