@@ -129,20 +129,24 @@ def plot(data: dict, path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     pols = data["boot"]["policies"]
     names = list(pols)
-    a.bar(names, [statistics.median(r["accept_4k_write_acquisitions"] for r in pols[n]) or 0.5 for n in names])
-    a.set_yscale("log")
-    a.set_title("4 GiB boot: write-lock acquisitions on the 4K ACCEPT path")
+    counts = [statistics.median(r["accept_4k_write_acquisitions"] for r in pols[n]) for n in names]
+    a.bar(names, counts)
+    for i, c in enumerate(counts):
+        a.text(i, c, f"{c:,.0f}", ha="center", va="bottom", fontsize=7)
+    a.set_yscale("symlog", linthresh=1)
+    a.set_title("4 GiB boot: write-lock acquisitions, 4K ACCEPT path", fontsize=9)
     a.tick_params(axis="x", rotation=45, labelsize=7)
+    costs = [0, 1, 10, 100]
     for lock in ("parking_lot", "std"):
-        costs = [0, 1, 10, 100]
         rows = [data["intrusion"][f"{lock}/{c}"] for c in costs]
         b.plot(costs, [r["hold_p99_us"] for r in rows], marker="o", label=f"{lock}: split hold p99")
         b.plot(costs, [r["reader_wait_p99_us"] for r in rows], marker="x", label=f"{lock}: reader wait p99")
+        b.plot(costs, [r["reader_wait_max_us"] for r in rows], linestyle="--", label=f"{lock}: reader wait max")
     b.set_xscale("symlog")
     b.set_yscale("symlog")
     b.set_xlabel("SEAMCALL and kick cost (us)")
     b.set_ylabel("us")
-    b.set_title("fault storm: writer intrusion")
+    b.set_title("fault storm: writer intrusion", fontsize=9)
     b.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -83,3 +83,19 @@ def test_table_and_command_line(capsys):
 def test_bad_input_is_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
         tdxcore.bench(**{"repeat": 1, "progress": False, **kwargs})
+
+
+def test_policy_runner_writes_its_json(tmp_path, monkeypatch, capsys):
+    # benches/policies.py's sections, on one run each (the B6 and 64 GiB sections are the
+    # benchmark's own: a Python-spec boot takes about 20 s).
+    import runpy
+    from pathlib import Path
+
+    runner = runpy.run_path(str(Path(__file__).parent.parent / "benches" / "policies.py"), run_name="runner")
+    boot = runner["boot_comparison"](1)
+    assert boot["write_with_precheck"] == boot["regions_first_4k"] == 13
+    intrusion = runner["writer_intrusion"](1)
+    assert set(intrusion) == {f"{lock}/{c}" for lock in ("parking_lot", "std") for c in (0, 1, 10, 100)}
+    assert all(row["ok"] and row["splits"] == 256 for row in intrusion.values())
+    out = capsys.readouterr().out
+    assert "B4: write acquisitions with the pre-check 13" in out
