@@ -27,8 +27,6 @@ pub enum Path {
 }
 
 impl Path {
-    pub const ALL: [Path; 5] =
-        [Path::Accept4K, Path::Accept2M, Path::Access, Path::SetMemoryAttributes, Path::PunchHole];
     pub fn name(self) -> &'static str {
         match self {
             Path::Accept4K => "accept_4k",
