@@ -82,8 +82,10 @@ fn measure(gib: u64, seamcall_ns: u64, cores: usize) {
     let locks =
         [("parking_lot read", LockKind::ParkingLot), ("std read", LockKind::Std), ("exclusive", LockKind::Exclusive)];
     let mut table = std::collections::BTreeMap::new();
+    // 1 and 2 threads, and more where the machine has the cores.
+    let ns: Vec<u16> = (0..8).map(|k| 1u16 << k).filter(|&n| n <= 2 || n as usize <= cores).collect();
     for overlap in [false, true] {
-        for n in [1u16, 2] {
+        for &n in &ns {
             let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); locks.len()];
             for _ in 0..RUNS {
                 for (i, &(_, lock)) in locks.iter().enumerate() {
@@ -108,10 +110,13 @@ fn measure(gib: u64, seamcall_ns: u64, cores: usize) {
     let get = |o: bool, n: u16, name: &str| table[&(o, n, name)].0;
     println!("ratios (same run):");
     for (name, _) in &locks {
-        println!(
-            "  partitioned speed-up N=2/N=1, {name}: {:.2} (target >= 0.5*N = 1.0)",
-            get(false, 2, name) / get(false, 1, name)
-        );
+        for &n in &ns[1..] {
+            println!(
+                "  partitioned speed-up N={n}/N=1, {name}: {:.2} (target >= 0.5*N = {:.1})",
+                get(false, n, name) / get(false, 1, name),
+                0.5 * n as f64
+            );
+        }
     }
     println!(
         "  read (parking_lot) over exclusive at N=2: {:.2}",

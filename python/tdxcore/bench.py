@@ -144,14 +144,14 @@ def render_table(results: Sequence[BenchResult]) -> str:
     head = (f"workload {base.workload}: {r0['threads']} threads, mmu_lock {r0['lock']}, "
             f"{len(base.runs)} runs per policy (median shown; ratios to {base.policy})")
     cols = ["policy", "time ms", "x first", "accepts/s", "4K-path writes", "x first", "write hold p99 us",
-            "read wait p99 us", "retries", "splits", "2M", "4K", "ok"]
+            "reader stall p99/max us", "retries", "splits", "2M", "4K", "ok"]
     rows = []
     for res in results:
         r = res.report
         w4 = r["accept_4k_write_acquisitions"]
         w4_base = r0["accept_4k_write_acquisitions"]
         hold = res.lock_row("accept_4k", "write")
-        read = res.lock_row("accept_2m", "read") or res.lock_row("accept_4k", "read")
+        stall = r["reader_stall_ns"]
         rows.append([
             res.policy,
             f"{res.elapsed_s * 1000:.1f}",
@@ -160,7 +160,7 @@ def render_table(results: Sequence[BenchResult]) -> str:
             f"{w4:,}",
             f"{w4 / w4_base:.1f}" if w4_base else "-",
             _ns(hold, "hold_ns", "p99"),
-            _ns(read, "wait_ns", "p99"),
+            f"{stall['p99'] / 1000:.1f}/{stall['max'] / 1000:,.0f}",
             f"{r['retries']:,}",
             f"{r['splits']:,}",
             f"{r['mappings'].get('2M', 0):,}",

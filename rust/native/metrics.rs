@@ -143,6 +143,17 @@ pub struct LockRow {
 }
 
 impl ThreadMetrics {
+    /// Every mmu_lock read acquisition's wait, whatever the path.
+    pub fn reader_stall(&self) -> Percentiles {
+        let mut all = Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+        for ((_, lock, mode), s) in &self.locks {
+            if *lock == LockId::MmuLock && *mode == Mode::Read {
+                all.add(&s.wait).expect("auto-resizing histograms always merge");
+            }
+        }
+        Percentiles::of(&all)
+    }
+
     pub fn lock_rows(&self) -> Vec<LockRow> {
         self.locks
             .iter()

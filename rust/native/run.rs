@@ -61,6 +61,8 @@ pub struct Report {
     pub faults: u64,
     pub faults_per_s: f64,
     pub locks: Vec<LockRow>,
+    /// Reader stall: how long mmu_lock read acquisitions waited, over every path (ns).
+    pub reader_stall_ns: super::metrics::Percentiles,
     /// mmu_lock write acquisitions on the path of 4K ACCEPTs (the honour path and the faults it
     /// leads to): with a lockless pre-check, one per region whose first 4K ACCEPT finds it not
     /// inhibited (BENCHMARKS.md B4).
@@ -221,6 +223,7 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
         faults,
         faults_per_s: faults as f64 / secs,
         locks: m.lock_rows(),
+        reader_stall_ns: m.reader_stall(),
         accept_4k_write_acquisitions: writes(Path::Accept4K),
         accept_2m_write_acquisitions: writes(Path::Accept2M),
         retries: m.retries,
