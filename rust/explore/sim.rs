@@ -350,7 +350,10 @@ fn grant(l: &mut ModelLock, tid: Tid, mode: Mode) {
         Mode::Read => l.readers += 1,
         Mode::Write => l.writer = Some(tid),
     }
-    l.holders.push((tid, mode));
+    // Kept sorted: who holds the lock is a set, so the order of arrival must not tell two
+    // states apart.
+    let at = l.holders.partition_point(|&h| h < (tid, mode));
+    l.holders.insert(at, (tid, mode));
 }
 
 /// Parks the thread once: the first poll records its status and yields to the executor; the
@@ -467,7 +470,11 @@ impl Runtime for Sim<'_> {
     fn step(&self, mut event: Event) {
         let mut st = self.st.borrow_mut();
         let i = event.tid as usize;
-        st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, event.before, event.after));
+        // Table ids depend on who allocated first; as in the VM's fingerprint, a page-table
+        // pointer is recorded as "a table" (its SPTEs are cells of their own).
+        let value = |v| crate::model::vm::spte_fingerprint_value(event.op.obj, v);
+        let (before, after) = (value(event.before), value(event.after));
+        st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, before, after));
         st.steps[i] += 1;
         st.dirty |= matches!(
             event.op.kind,

@@ -66,7 +66,7 @@ pub fn cell_hash(obj: Obj, value: u64) -> u64 {
 
 /// What the fingerprint records of an SPTE: a table's id depends on allocation order, so every
 /// table pointer counts as the same value (the table's SPTEs are cells of their own).
-fn spte_fingerprint_value(obj: Obj, v: u64) -> u64 {
+pub(crate) fn spte_fingerprint_value(obj: Obj, v: u64) -> u64 {
     match obj {
         Obj::Spte { level, .. } if super::spte::is_shadow_present_pte(v) && !super::spte::is_last_spte(v, level) => {
             u64::MAX - 1
