@@ -108,6 +108,8 @@ pub struct SimState<'c> {
     pub spun: bool,
     /// Which program operation each thread is in.
     op_index: Vec<usize>,
+    /// The key of the last outer loop head each thread passed (local_state).
+    outer: Vec<u64>,
     pub tracing: bool,
     pub trace: Vec<TraceLine>,
     pub findings: Vec<Finding>,
@@ -168,6 +170,7 @@ impl<'c> Sim<'c> {
                 fair,
                 spun: false,
                 op_index: vec![0; nthreads],
+                outer: vec![0; nthreads],
                 tracing,
                 trace: Vec::new(),
                 findings: Vec::new(),
@@ -246,6 +249,7 @@ impl<'c> Sim<'c> {
         let mut st = self.st.borrow_mut();
         st.op_index[tid as usize] = i;
         st.history[tid as usize] = mix(0, ("op", i));
+        st.outer[tid as usize] = st.history[tid as usize];
     }
 
     pub fn replaying(&self) -> bool {
@@ -460,6 +464,15 @@ impl Runtime for Sim<'_> {
             let mut st = self.st.borrow_mut();
             let i = tid as usize;
             st.history[i] = mix(0, ("loop", st.op_index[i], key));
+            st.outer[i] = st.history[i];
+        }
+    }
+
+    fn local_state_within(&self, tid: Tid, at: Option<u64>) {
+        if let Some(key) = at {
+            let mut st = self.st.borrow_mut();
+            let i = tid as usize;
+            st.history[i] = mix(st.outer[i], ("inner", key));
         }
     }
 

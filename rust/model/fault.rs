@@ -121,6 +121,10 @@ async fn kvm_tdp_mmu_map<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_
     let gfn = fault.gfn;
     let mut iter = TdpIter::root(gfn);
     loop {
+        // The walk's state: the fault and the position (the table there is the one linked at
+        // that position, which no one changes under the read lock); not how it got here.
+        let at = (fault.max_level, fault.req_level, fault.goal_level, fault.mmu_seq, iter.level, iter.gfn);
+        cx.rt.local_state_within(cx.tid, crate::sync::loop_head(("tdp_mmu_map", at)));
         let spte = iter.read(cx).await;
         if is_frozen_spte(spte) {
             return PfResult::Retry;

@@ -271,6 +271,10 @@ pub trait Runtime {
     /// locals that decide what happens next, retry counters left out) and on shared state: an
     /// explorer may forget what the thread observed before. Other runtimes ignore it.
     fn local_state(&self, _tid: Tid, _at: Option<u64>) {}
+    /// Like `local_state`, for a loop nested inside the last one `local_state` named: the
+    /// thread's future depends on that outer head, on `at` (this loop's head and live locals)
+    /// and on shared state.
+    fn local_state_within(&self, _tid: Tid, _at: Option<u64>) {}
     /// Wait until `cond` holds; `holds_now` is its value at the call.
     fn block_until(&self, tid: Tid, cond: WaitCond, holds_now: bool) -> impl Future<Output = ()>;
     /// Every step, after it happened (always called: explorers hash and order steps).
