@@ -262,12 +262,14 @@ pub fn run_once(
         path.push((enabled.iter().fold(0u64, |m, &e| m | 1 << e), t));
         poll(t as usize, &mut threads, &mut results);
         steps += 1;
-        // Event-time consequences (install-time invariants, bugs, warnings).
-        let found: Vec<Finding> = std::mem::take(&mut sim.st.borrow_mut().findings);
-        let (design, consequences): (Vec<_>, Vec<_>) =
-            found.into_iter().partition(|f| f.kind == FindingKind::DesignRule);
-        sim.st.borrow_mut().findings = design;
-        if let Some(f) = consequences.into_iter().next() {
+        // Event-time consequences (install-time invariants, bugs, warnings); design-rule
+        // findings stay where they are.
+        let consequence = {
+            let mut st = sim.st.borrow_mut();
+            let i = st.findings.iter().position(|f| f.kind != FindingKind::DesignRule);
+            i.map(|i| st.findings.remove(i))
+        };
+        if let Some(f) = consequence {
             violation = Some(match f.kind {
                 FindingKind::Invariant => Violation::Invariant {
                     rule: f.rule.into(),

@@ -100,7 +100,7 @@ pub struct SimState<'c> {
     /// Set by a preempting Schedule decision, consumed by the next step's event.
     preempted: bool,
     /// Threads that yielded and must let these threads step first (fair scheduling).
-    waiting_for: Vec<Vec<Tid>>,
+    waiting_for: Vec<u64>,
     yielded: Vec<bool>,
     /// Fair scheduling (weak fairness for yielding threads) is on.
     fair: bool,
@@ -165,7 +165,7 @@ impl<'c> Sim<'c> {
                 decisions: Vec::new(),
                 preemptions: 0,
                 preempted: false,
-                waiting_for: vec![Vec::new(); nthreads],
+                waiting_for: vec![0; nthreads],
                 yielded: vec![false; nthreads],
                 fair,
                 spun: false,
@@ -196,23 +196,28 @@ impl<'c> Sim<'c> {
         let mut st = self.st.borrow_mut();
         // Fairness: a thread that yielded waits until the threads enabled at its yield have
         // stepped (or stopped being enabled).
+        let mask = |ts: &[Tid]| ts.iter().fold(0u64, |m, &t| m | 1 << t);
+        let enabled_mask = mask(enabled);
         for t in 0..st.yielded.len() {
             if std::mem::take(&mut st.yielded[t]) {
-                st.waiting_for[t] = enabled.iter().copied().filter(|&u| u as usize != t).collect();
+                st.waiting_for[t] = enabled_mask & !(1 << t);
             }
         }
-        let eligible: Vec<Tid> = enabled
+        let eligible = enabled
             .iter()
-            .copied()
-            .filter(|&t| !st.waiting_for[t as usize].iter().any(|u| enabled.contains(u)))
-            .collect();
-        let enabled: &[Tid] = if eligible.is_empty() { enabled } else { &eligible };
-        let current = st.current.filter(|c| enabled.contains(c));
+            .fold(0u64, |m, &t| if st.waiting_for[t as usize] & enabled_mask == 0 { m | 1 << t } else { m });
+        let eligible = if eligible == 0 { enabled_mask } else { eligible };
+        let current = st.current.filter(|&c| eligible & 1 << c != 0);
         // Option 0 is the current thread when it can run, then the others in tid order.
-        let mut order: Vec<Tid> = current.into_iter().collect();
-        order.extend(enabled.iter().copied().filter(|&t| Some(t) != current));
+        let mut order = [0 as Tid; 64];
+        let mut len = 0;
+        for t in current.into_iter().chain((0..64).filter(|&t| eligible & 1 << t != 0 && Some(t) != current)) {
+            order[len] = t;
+            len += 1;
+        }
+        let order = &order[..len];
         let n = order.len() as u32;
-        let chosen = if n == 1 { 0 } else { st.chooser.choose(ChoiceKind::Schedule, n, &order, 0).min(n - 1) };
+        let chosen = if n == 1 { 0 } else { st.chooser.choose(ChoiceKind::Schedule, n, order, 0).min(n - 1) };
         let tid = order[chosen as usize];
         let preemption = current.is_some() && chosen != 0;
         if n > 1 {
@@ -224,7 +229,7 @@ impl<'c> Sim<'c> {
             st.preempted = true;
         }
         for w in st.waiting_for.iter_mut() {
-            w.retain(|&u| u != tid);
+            *w &= !(1 << tid);
         }
         st.current = Some(tid);
         tid
@@ -236,7 +241,7 @@ impl<'c> Sim<'c> {
         let st = self.st.borrow();
         let t = st.current?;
         let i = t as usize;
-        if st.status[i] != Status::Ready || st.yielded[i] || !st.waiting_for[i].is_empty() {
+        if st.status[i] != Status::Ready || st.yielded[i] || st.waiting_for[i] != 0 {
             return None;
         }
         let op = st.next_op[i]?;

@@ -314,6 +314,10 @@ impl TdxModule {
         let base = level.round(gfn);
         let child = level.down();
         self.set(base, level, Some(SeptEntry { leaf: false, state: SeptState::Mapped, block_epoch: 0 }));
+        self.sept.reserve(512);
+        if let Some(t) = self.touched.as_mut() {
+            t.reserve(512);
+        }
         for i in 0..512 {
             let g = base + i * child.pages();
             self.set(g, child, Some(SeptEntry { leaf: true, state: child_state, block_epoch: 0 }));
