@@ -114,14 +114,25 @@ async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
 }
 
 /// One program operation; what the thread got, as a name.
-pub(crate) async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
+async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
+    run_op_counted(cx, op).await.0
+}
+
+/// One program operation: what the thread got, as a name, and the EPT-violation exits it took.
+pub(crate) async fn run_op_counted<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> (String, u32) {
     match *op {
-        ProgramOp::Accept { gfn, level } => guest_accept(cx, gfn, level).await.result.name(),
-        ProgramOp::Access { gfn } => guest_access(cx, gfn).await.result.name(),
-        ProgramOp::SetMemoryAttributes { start, end, private } => {
-            errno_name(kvm_vm_set_mem_attributes(cx, start, end, private).await)
+        ProgramOp::Accept { gfn, level } => {
+            let o = guest_accept(cx, gfn, level).await;
+            (o.result.name(), o.exits)
         }
-        ProgramOp::PunchHole { start, end } => errno_name(kvm_gmem_punch_hole(cx, start, end).await),
+        ProgramOp::Access { gfn } => {
+            let o = guest_access(cx, gfn).await;
+            (o.result.name(), o.exits)
+        }
+        ProgramOp::SetMemoryAttributes { start, end, private } => {
+            (errno_name(kvm_vm_set_mem_attributes(cx, start, end, private).await), 0)
+        }
+        ProgramOp::PunchHole { start, end } => (errno_name(kvm_gmem_punch_hole(cx, start, end).await), 0),
     }
 }
 

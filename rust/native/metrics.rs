@@ -1,6 +1,6 @@
 //! What a native run measures, per thread while it runs (no sharing on the hot path), merged
 //! at the end: lock acquisitions with wait and hold times per path, SEAMCALLs by result,
-//! retries and exits.
+//! retries and faults.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -62,7 +62,8 @@ pub struct ThreadMetrics {
     pub acquired_at: [Option<Instant>; 2],
     pub seamcalls: BTreeMap<(Seamcall, u64), u64>,
     pub retries: u64,
-    pub exits: u64,
+    /// EPT-violation exits (the guest operations' own count).
+    pub faults: u64,
     pub ops: BTreeMap<Path, u64>,
 }
 
@@ -74,7 +75,7 @@ impl ThreadMetrics {
             acquired_at: [None, None],
             seamcalls: BTreeMap::new(),
             retries: 0,
-            exits: 0,
+            faults: 0,
             ops: BTreeMap::new(),
         }
     }
@@ -98,7 +99,7 @@ impl ThreadMetrics {
             *self.ops.entry(*k).or_default() += n;
         }
         self.retries += other.retries;
-        self.exits += other.exits;
+        self.faults += other.faults;
     }
 }
 

@@ -10,7 +10,7 @@ use super::metrics::{LockRow, Path};
 use super::runtime::{Costs, Native};
 use super::workload::{Plan, Workload};
 use crate::error::{CoreError, CoreResult};
-use crate::explore::run::run_op;
+use crate::explore::run::run_op_counted;
 use crate::explore::scenario::ProgramOp;
 use crate::model::honor::HonorStep;
 use crate::model::invariants::check_state;
@@ -56,8 +56,7 @@ pub struct Report {
     /// Guest-visible results of the program operations, by name.
     pub results: BTreeMap<String, u64>,
     pub accepts_per_s: f64,
-    /// EPT-violation exits, each one a fault KVM handled: every exit but the one that ends a
-    /// guest operation.
+    /// EPT-violation exits, each one a fault KVM handled.
     pub faults: u64,
     pub faults_per_s: f64,
     pub locks: Vec<LockRow>,
@@ -106,7 +105,8 @@ fn run_program(vm: &Vm, rt: &Native, tid: Tid, ops: &[ProgramOp], stop: &AtomicB
             break;
         }
         rt.begin(tid, path_of(op));
-        let r = run_to_completion(run_op(&cx, op)).expect("a native operation never suspends");
+        let (r, exits) = run_to_completion(run_op_counted(&cx, op)).expect("a native operation never suspends");
+        rt.count_faults(tid, exits);
         if r == NO_PROGRESS {
             stop.store(true, Relaxed);
         }
@@ -203,7 +203,7 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
     let secs = elapsed.as_secs_f64().max(1e-9);
     let count = |p: Path| m.ops.get(&p).copied().unwrap_or(0);
     let accepts = count(Path::Accept4K) + count(Path::Accept2M);
-    let faults = m.exits - accepts - count(Path::Access);
+    let faults = m.faults;
     let writes = |p: Path| m.locks.get(&(p, LockId::MmuLock, Mode::Write)).map_or(0, |s| s.acquisitions);
     let splits =
         m.seamcalls.iter().filter(|((c, code), _)| *c == Seamcall::PageDemote && *code == 0).map(|(_, n)| n).sum();

@@ -86,6 +86,11 @@ impl<'a> Native<'a> {
         });
     }
 
+    /// A guest operation of `tid` took `exits` EPT-violation exits.
+    pub fn count_faults(&self, tid: Tid, exits: u32) {
+        self.with_metrics(tid, |m| m.faults += exits as u64);
+    }
+
     /// Every thread's metrics, merged.
     pub fn merged(&self) -> ThreadMetrics {
         let mut all = ThreadMetrics::new();
@@ -234,7 +239,6 @@ impl Runtime for Native<'_> {
             }),
             OpKind::VcpuExit => {
                 self.exits[event.tid as usize].0.fetch_add(1, Release);
-                self.with_metrics(event.tid, |m| m.exits += 1)
             }
             _ => {}
         }
