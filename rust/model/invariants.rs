@@ -218,53 +218,6 @@ pub fn mapping_level(vm: &Vm, gfn: Gfn) -> Option<Level> {
     is_shadow_present_pte(spte).then_some(level)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
-    use crate::model::vm::testing::{ok, vm};
-
-    fn rules(f: &[Finding]) -> Vec<&'static str> {
-        f.iter().map(|f| f.rule).collect()
-    }
-
-    #[test]
-    fn a_clean_vm_holds_everything() {
-        let vm = vm();
-        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
-        assert!(check_state(&vm, LockState::default()).is_empty());
-    }
-
-    #[test]
-    fn i4_sees_a_missing_sept_entry_but_not_under_the_write_lock() {
-        let vm = vm();
-        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
-        vm.tdx.lock().sept.remove(&(PG_LEVEL_2M, 0x200));
-        assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I4"]);
-        let writer = LockState { readers: 0, writer: Some(0) };
-        assert!(check_state(&vm, writer).is_empty(), "I4 need not hold while a writer is inside");
-    }
-
-    #[test]
-    fn i1_and_stats() {
-        let vm = vm();
-        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
-        vm.slots[0].lpage_info_slot(0x200, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
-        vm.mmu.stats[2].store(7, SeqCst);
-        assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I1", "S1"]);
-    }
-
-    #[test]
-    fn the_folio_order_caps_the_mapping_so_i9_holds() {
-        let cfg = crate::model::config::VmConfig { folio_order: 0, ..Default::default() };
-        let vm = Vm::new(&cfg).unwrap();
-        let ok2m = ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await);
-        assert_eq!(ok2m, Ok(crate::model::fault::PfResult::Fixed));
-        assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_4K, "the folio caps the level");
-        assert!(check_state(&vm, LockState::default()).is_empty());
-    }
-}
-
 /// The state invariants I1 and I4 where the page tables, lpage_info or the S-EPT changed since
 /// the last look (`Vm::touched`, `TdxModule::touched`), when their conditions hold. Equivalent to
 /// `check_state` for a run whose earlier states were checked the same way, at a fraction of the
@@ -339,4 +292,51 @@ pub fn check_touched(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::vm::testing::{ok, vm};
+
+    fn rules(f: &[Finding]) -> Vec<&'static str> {
+        f.iter().map(|f| f.rule).collect()
+    }
+
+    #[test]
+    fn a_clean_vm_holds_everything() {
+        let vm = vm();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
+        assert!(check_state(&vm, LockState::default()).is_empty());
+    }
+
+    #[test]
+    fn i4_sees_a_missing_sept_entry_but_not_under_the_write_lock() {
+        let vm = vm();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
+        vm.tdx.lock().sept.remove(&(PG_LEVEL_2M, 0x200));
+        assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I4"]);
+        let writer = LockState { readers: 0, writer: Some(0) };
+        assert!(check_state(&vm, writer).is_empty(), "I4 need not hold while a writer is inside");
+    }
+
+    #[test]
+    fn i1_and_stats() {
+        let vm = vm();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
+        vm.slots[0].lpage_info_slot(0x200, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
+        vm.mmu.stats[2].store(7, SeqCst);
+        assert_eq!(rules(&check_state(&vm, LockState::default())), vec!["I1", "S1"]);
+    }
+
+    #[test]
+    fn the_folio_order_caps_the_mapping_so_i9_holds() {
+        let cfg = crate::model::config::VmConfig { folio_order: 0, ..Default::default() };
+        let vm = Vm::new(&cfg).unwrap();
+        let ok2m = ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await);
+        assert_eq!(ok2m, Ok(crate::model::fault::PfResult::Fixed));
+        assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_4K, "the folio caps the level");
+        assert!(check_state(&vm, LockState::default()).is_empty());
+    }
 }
