@@ -100,6 +100,9 @@ pub struct RunOptions<'a> {
     /// Check the state invariants only where things changed (else the whole state each time;
     /// a test compares the two).
     pub incremental: bool,
+    /// The chooser's replayed prefix was run, checked, by an earlier execution (a depth-first
+    /// search), so its steps need no state-invariant checks again.
+    pub trust_prefix: bool,
 }
 
 type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
@@ -300,7 +303,13 @@ pub fn run_once(
         // The state invariants' conditions need mmu_lock free of writers. The huge-leaf ones
         // are checked after any write; the whole-table ones after page-table writes and
         // write-lock releases, the only steps that can change them while their condition holds.
-        if opts.check_every_step && transient.is_none() && dirty && sim.lock_state_mmu().writer.is_none() {
+        let checked_before = opts.trust_prefix && sim.replaying();
+        if opts.check_every_step
+            && !checked_before
+            && transient.is_none()
+            && dirty
+            && sim.lock_state_mmu().writer.is_none()
+        {
             let lock = sim.lock_state_mmu();
             let found = if opts.incremental {
                 check_touched(&vm, lock)

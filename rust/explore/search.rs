@@ -240,6 +240,8 @@ pub struct Search {
     done: bool,
     /// A hash of every schedule run, in order (determinism checks).
     schedule_hash: u64,
+    /// Skip re-checking the invariants on a depth-first run's replayed prefix (RunOptions).
+    trust_prefix: bool,
 }
 
 fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
@@ -284,6 +286,7 @@ impl Search {
             results: BTreeMap::new(),
             done: false,
             schedule_hash: 0,
+            trust_prefix: true,
         };
         if let Strategy::Pct { depth, .. } = s.strategy {
             // k: the steps of a run that takes the default choices.
@@ -298,7 +301,15 @@ impl Search {
     }
 
     fn opts<'a>(&self, tracing: bool, cache: Option<&'a mut StateCache>) -> RunOptions<'a> {
-        RunOptions { tracing, check_every_step: true, cache, key_preemptions: true, races: true, incremental: true }
+        RunOptions {
+            tracing,
+            check_every_step: true,
+            cache,
+            key_preemptions: true,
+            races: true,
+            incremental: true,
+            trust_prefix: false,
+        }
     }
 
     pub fn done(&self) -> bool {
@@ -433,6 +444,8 @@ impl Search {
         let mut cache = std::mem::take(&mut self.cache);
         let mut opts = self.opts(false, use_cache.then_some(&mut cache));
         opts.key_preemptions = self.phase != Phase::Unbounded;
+        // Every run of the depth-first search replays a prefix an earlier run checked.
+        opts.trust_prefix = self.trust_prefix;
         let e = run_once(&self.scenario, &self.busy, &mut chooser, opts);
         self.cache = cache;
         self.prefix = next_prefix(&e.decisions, bound, &mut self.bound_hit);
@@ -547,6 +560,7 @@ pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
         key_preemptions: false,
         races: true,
         incremental: true,
+        trust_prefix: false,
     };
     Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
 }
@@ -597,6 +611,33 @@ pub(crate) mod tests {
         assert!(r.certificate.complete);
     }
 
+    /// Not re-checking a depth-first run's replayed prefix changes no verdict, counterexample
+    /// or schedule count: every preset policy, with and without an allocation failure.
+    #[test]
+    fn trusting_the_replayed_prefix_changes_nothing() {
+        use HonorStep::*;
+        let policies: [&[HonorStep]; 4] = [
+            &HonorStep::FINAL,
+            &[PreCheck, ReadLock, SetInhibit, ReadUnlock, WriteLock, Split, WriteUnlock],
+            &[PreCheck, WriteLock, SetInhibit, Split, WriteUnlock],
+            &[PreCheck, ReadLock, SetInhibit, ReadUnlock],
+        ];
+        for policy in policies {
+            for failures in [0, 1] {
+                let run = |trust| {
+                    let strategy = Strategy::Exhaustive { bound: None, cache: true };
+                    let budget = Budget { max_schedules: 2_000_000, max_time: None };
+                    let mut search = Search::new(seed_scenario(policy, failures), strategy, budget).unwrap();
+                    search.trust_prefix = trust;
+                    while !search.run_for(Duration::from_secs(60)) {}
+                    let r = search.report();
+                    (r.verdict, r.counterexample.map(|c| (c.violation.summary(), c.choices)), r.certificate.schedules)
+                };
+                assert_eq!(run(true), run(false), "{policy:?}, {failures} failure(s)");
+            }
+        }
+    }
+
     /// The incremental invariant checks find what checking the whole state after every step
     /// finds, on random schedules of every preset policy.
     #[test]
@@ -624,6 +665,7 @@ pub(crate) mod tests {
                         key_preemptions: false,
                         races: false,
                         incremental,
+                        trust_prefix: false,
                     };
                     run_once(&s, &Default::default(), &mut c, opts).violation.map(|v| v.summary())
                 };
