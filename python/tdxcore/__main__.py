@@ -28,8 +28,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario (the default)")
-    cmp_.add_argument("--per-cell", type=float, default=5.0,
-                      help="seconds per cell at most (default 5; shrunk to keep the total near --total)")
+    cmp_.add_argument("--per-cell", type=float, default=10.0,
+                      help="seconds per cell at most (default 10; shrunk to keep the total near --total)")
     cmp_.add_argument("--total", type=float, default=50.0, help="seconds for the whole matrix (default 50)")
     cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
     bn = sub.add_parser("bench", help="run policies on OS threads with a real mmu_lock and compare their cost")

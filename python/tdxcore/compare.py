@@ -45,7 +45,7 @@ class Cell:
 
 
 def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequence[str]] = None,
-            per_cell_seconds: float = 5.0, total_seconds: float = 50.0, workers: Optional[int] = None,
+            per_cell_seconds: float = 10.0, total_seconds: float = 50.0, workers: Optional[int] = None,
             on_cell: Optional[Callable[[Cell], None]] = None) -> list[Cell]:
     """Run the matrix: each cell as the kernel behaves and with one allocation failure allowed.
 
