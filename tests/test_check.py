@@ -112,6 +112,21 @@ def test_planted_bugs_are_found_by_every_strategy(mutation, scenario, strategy):
     assert tdxcore.replay(r.counterexample.token).violation == r.violation
 
 
+def test_planted_bug_is_found_beside_a_thread_alone_in_its_region():
+    # vCPU2's region is its own, so its SPTE and lpage_info steps are taken without decisions
+    # (docs/EXPLORER.md, Movers); the race in the shared region is still found, and only the
+    # planted bug makes it a violation.
+    s = tdxcore.Scenario(threads=(tdxcore.vcpu(0, tdxcore.accept(0x201, "4K")), tdxcore.vcpu(1, tdxcore.access(0x3ff)),
+                                  tdxcore.vcpu(2, tdxcore.accept(0x600, "4K"))),
+                         vm={"memslots": [{"base_gfn": 0, "npages": 2048}], "vcpus": 3}, name="shared-and-own")
+    assert tdxcore.check(s, "v3", bound=1, progress=False).verdict == "holds"
+    r = tdxcore.check(dataclasses.replace(s, mutations=("fault_ignores_guest_inhibit",)), "v3", progress=False)
+    seed = tdxcore.check(dataclasses.replace(SEED, mutations=("fault_ignores_guest_inhibit",)), "v3", progress=False)
+    # The same breach as on the seed scenario alone: I3, a 2M leaf installed over GUEST_INHIBIT.
+    assert r.verdict == "violated" and r.violation == seed.violation and r.violation["rule"] == "I3"
+    assert tdxcore.replay(r.counterexample.token).violation == r.violation
+
+
 def test_same_seed_same_schedules():
     hashes = set()
     for seed in range(1000):

@@ -402,8 +402,13 @@ impl Sim<'_> {
 /// so under the write lock they are the holder's alone; lpage_info is written only under the
 /// write lock unless the policy sets the flag under the read lock or with no lock; the
 /// attributes and the invalidation counters are written only by host threads (the counters
-/// under the write lock); an allocation is local when no failure can be injected.
+/// under the write lock); an allocation is local when no failure can be injected; and the
+/// SPTEs (2M and below), 2M lpage_info and attributes of a 2M region that only one thread's
+/// operations touch are that thread's alone.
 pub struct Movers {
+    /// 2M region -> the threads whose operations touch it (bit per tid; every bit for a region
+    /// a host operation touches).
+    region_users: std::collections::HashMap<u64, u64, foldhash::fast::FixedState>,
     host_threads: bool,
     attribute_writers: bool,
     lpage_writes_under_read: bool,
@@ -429,7 +434,23 @@ impl Movers {
             }
         }
         let hosts = || scenario.threads.iter().filter(|p| p.vcpu.is_none()).flat_map(|p| &p.ops);
+        let mut region_users: std::collections::HashMap<u64, u64, foldhash::fast::FixedState> = Default::default();
+        for (i, p) in scenario.threads.iter().enumerate() {
+            let bit = 1u64 << scenario.tid(i);
+            for op in &p.ops {
+                let (range, who) = match *op {
+                    ProgramOp::Accept { gfn, .. } | ProgramOp::Access { gfn } => (gfn..gfn + 1, bit),
+                    ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
+                        (start..end, u64::MAX)
+                    }
+                };
+                for region in range.start >> 9..=range.end.saturating_sub(1) >> 9 {
+                    *region_users.entry(region).or_default() |= who;
+                }
+            }
+        }
         Movers {
+            region_users,
             host_threads: hosts().next().is_some(),
             attribute_writers: hosts().any(|op| matches!(op, ProgramOp::SetMemoryAttributes { .. })),
             lpage_writes_under_read: under_read,
@@ -440,11 +461,21 @@ impl Movers {
     pub fn commutes(
         &self,
         op: crate::sync::Op,
+        tid: Tid,
         held: Option<Mode>,
         alloc_budget: u32,
         spte_is_table: &dyn Fn(crate::sync::Obj) -> bool,
     ) -> bool {
+        use crate::model::types::PG_LEVEL_2M;
         use crate::sync::{Obj, OpKind};
+        let region = match op.obj {
+            Obj::Spte { level, gfn } | Obj::LpageInfo { level, gfn } if level <= PG_LEVEL_2M => Some(gfn >> 9),
+            Obj::Attributes { gfn } => Some(gfn >> 9),
+            _ => None,
+        };
+        if region.is_some_and(|r| self.region_users.get(&r) == Some(&(1 << tid))) {
+            return true;
+        }
         let load = op.kind == OpKind::Load;
         match op.obj {
             // Under the read lock no one changes a present non-leaf SPTE (readers only fill

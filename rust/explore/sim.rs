@@ -246,7 +246,7 @@ impl<'c> Sim<'c> {
         }
         let op = st.next_op[i]?;
         let held = st.locks[0].holders.iter().find(|h| h.0 == t).map(|h| h.1);
-        movers.commutes(op, held, st.alloc_budget, spte_is_table).then_some(t)
+        movers.commutes(op, t, held, st.alloc_budget, spte_is_table).then_some(t)
     }
 
     /// A thread starts program operation `i`: its local state is just that.
