@@ -288,10 +288,8 @@ pub trait Runtime {
 
 /// A key for `Runtime::yield_now`: a loop head's name and the locals that matter there.
 pub fn loop_head(x: impl std::hash::Hash) -> Option<u64> {
-    use std::hash::Hasher;
-    let mut h = std::hash::DefaultHasher::new();
-    x.hash(&mut h);
-    Some(h.finish())
+    use std::hash::BuildHasher;
+    Some(foldhash::quality::FixedState::with_seed(0x100b).hash_one(x))
 }
 
 /// Run a future that a non-switching backend drives to completion on its first poll.
