@@ -7,7 +7,6 @@
 //! (the compiler may tear, fuse or re-load a plain access), not a reordering the CPU would do.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
@@ -79,14 +78,17 @@ struct LockClocks {
 #[derive(Default)]
 pub struct RaceDetector {
     clocks: Vec<Clock>,
-    locks: HashMap<LockId, LockClocks>,
+    locks: [LockClocks; 2],
     held: Vec<u8>,
-    /// Atomic objects (SPTEs; None for the TD, which the module serialises): the clock of the
-    /// last write.
-    atomics: HashMap<Option<Obj>, Clock>,
-    /// Plain objects: the last write and the reads since, with the writer's/reader's epoch.
+    /// Atomic objects (SPTEs by Obj::code; u64::MAX for the TD, which the module serialises):
+    /// where the clock of the last write starts in `atomic_clocks` (one row per object).
+    atomics: HashMap<u64, usize>,
+    atomic_clocks: Vec<u32>,
+    /// Plain objects: the last write, with the writer's epoch.
     writes: HashMap<Obj, (Seen, u32)>,
-    reads: HashMap<Obj, BTreeMap<Tid, (Seen, u32)>>,
+    /// Plain objects: the reads since the last write, one per thread, with the reader's epoch
+    /// (a short list: a run reads few plain objects).
+    reads: Vec<(Obj, Seen, u32)>,
     pub races: Vec<Race>,
     step: u32,
 }
@@ -110,7 +112,8 @@ impl RaceDetector {
         for (t, c) in clocks.iter_mut().enumerate() {
             c[t] = 1;
         }
-        RaceDetector { clocks, held: vec![0; nthreads], ..Default::default() }
+        let lock = || LockClocks { write: vec![0; nthreads], read: vec![0; nthreads] };
+        RaceDetector { clocks, held: vec![0; nthreads], locks: [lock(), lock()], ..Default::default() }
     }
 
     fn tick(&mut self, t: usize) {
@@ -130,8 +133,7 @@ impl RaceDetector {
         let t = ev.tid as usize;
         match (ev.op.kind, ev.op.obj) {
             (OpKind::Lock(mode), Obj::Lock { lock }) => {
-                let n = self.clocks.len();
-                let lc = self.locks.entry(lock).or_insert_with(|| LockClocks { write: vec![0; n], read: vec![0; n] });
+                let lc = &self.locks[lock as usize];
                 join(&mut self.clocks[t], &lc.write);
                 if mode == Mode::Write {
                     join(&mut self.clocks[t], &lc.read);
@@ -139,8 +141,7 @@ impl RaceDetector {
                 self.held[t] |= Self::lock_bit(lock, mode);
             }
             (OpKind::Unlock(mode), Obj::Lock { lock }) => {
-                let n = self.clocks.len();
-                let lc = self.locks.entry(lock).or_insert_with(|| LockClocks { write: vec![0; n], read: vec![0; n] });
+                let lc = &mut self.locks[lock as usize];
                 let target = if mode == Mode::Write { &mut lc.write } else { &mut lc.read };
                 join(target, &self.clocks[t]);
                 self.held[t] &= !Self::lock_bit(lock, mode);
@@ -150,13 +151,19 @@ impl RaceDetector {
             (OpKind::Alloc | OpKind::CondResched, _) | (_, Obj::Page) => {}
             (kind, obj) => {
                 // Atomic or module-serialised: acquire on every access, release on writes.
-                let key = matches!(obj, Obj::Spte { .. }).then_some(obj);
+                let spte = matches!(obj, Obj::Spte { .. });
                 let n = self.clocks.len();
-                let o = self.atomics.entry(key).or_insert_with(|| vec![0; n]);
-                let (clocks, t_clock) = (&mut self.clocks, t);
-                join(&mut clocks[t_clock], o);
-                if kind != OpKind::Load || key.is_none() {
-                    join(o, &clocks[t_clock]);
+                let next = self.atomic_clocks.len();
+                let at = *self.atomics.entry(if spte { obj.code() } else { u64::MAX }).or_insert(next);
+                if at == next {
+                    self.atomic_clocks.resize(next + n, 0);
+                }
+                let o = &mut self.atomic_clocks[at..at + n];
+                for (x, y) in self.clocks[t].iter_mut().zip(o.iter()) {
+                    *x = (*x).max(*y);
+                }
+                if kind != OpKind::Load || !spte {
+                    o.copy_from_slice(&self.clocks[t]);
                     self.tick(t);
                 }
             }
@@ -176,17 +183,24 @@ impl RaceDetector {
             self.report(&name(&key), w, me);
         }
         if write {
-            let earlier: Vec<(Seen, u32)> =
-                self.reads.get(&key).map(|m| m.values().copied().collect()).unwrap_or_default();
-            for (r, e) in earlier {
+            let mut i = 0;
+            while i < self.reads.len() {
+                let (o, r, e) = self.reads[i];
+                if o != key {
+                    i += 1;
+                    continue;
+                }
                 if r.tid as usize != t && !ordered(&self.clocks[t], &r, e) {
                     self.report(&name(&key), r, me);
                 }
+                self.reads.swap_remove(i);
             }
             self.writes.insert(key, (me, epoch));
-            self.reads.remove(&key);
         } else {
-            self.reads.entry(key).or_default().insert(t as Tid, (me, epoch));
+            match self.reads.iter_mut().find(|(o, r, _)| *o == key && r.tid as usize == t) {
+                Some(slot) => *slot = (key, me, epoch),
+                None => self.reads.push((key, me, epoch)),
+            }
         }
     }
 

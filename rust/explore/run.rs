@@ -220,7 +220,7 @@ pub fn run_once(
     // States seen at places a cycle can close (after a yield): key -> position in `path`;
     // `path` holds, per step, the enabled threads and who stepped.
     let mut loop_states: std::collections::HashMap<u64, usize, foldhash::fast::FixedState> = Default::default();
-    let mut path: Vec<(u64, Tid)> = Vec::new();
+    let mut path: Vec<(u64, Tid)> = Vec::with_capacity(256);
     let movers = Movers::of(scenario);
     let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);
     loop {

@@ -162,7 +162,7 @@ impl<'c> Sim<'c> {
                 busy_budget,
                 max_local_retries,
                 chooser,
-                decisions: Vec::new(),
+                decisions: Vec::with_capacity(64),
                 preemptions: 0,
                 preempted: false,
                 waiting_for: vec![0; nthreads],
@@ -211,9 +211,16 @@ impl<'c> Sim<'c> {
         // Option 0 is the current thread when it can run, then the others in tid order.
         let mut order = [0 as Tid; 64];
         let mut len = 0;
-        for t in current.into_iter().chain((0..64).filter(|&t| eligible & 1 << t != 0 && Some(t) != current)) {
-            order[len] = t;
+        let mut rest = eligible;
+        if let Some(c) = current {
+            order[0] = c;
+            len = 1;
+            rest &= !(1 << c);
+        }
+        while rest != 0 {
+            order[len] = rest.trailing_zeros() as Tid;
             len += 1;
+            rest &= rest - 1;
         }
         let order = &order[..len];
         let n = order.len() as u32;
@@ -492,7 +499,14 @@ impl Runtime for Sim<'_> {
         // pointer is recorded as "a table" (its SPTEs are cells of their own).
         let value = |v| crate::model::vm::spte_fingerprint_value(event.op.obj, v);
         let (before, after) = (value(event.before), value(event.after));
-        st.history[i] = mix(st.history[i], (&event.op.kind, &event.op.obj, before, after));
+        st.history[i] = {
+            let mut h = crate::explore::state_hasher();
+            h.write_u64(st.history[i]);
+            h.write_u64(event.op.code());
+            h.write_u64(before);
+            h.write_u64(after);
+            h.finish()
+        };
         st.steps[i] += 1;
         st.dirty |= matches!(
             event.op.kind,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock};
 
 use super::config::{ModuleOptions, TdState};
 use super::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
@@ -111,7 +112,9 @@ pub struct TdxModule {
     /// kvm_tdx->wait_for_sept_zap: TDH.VP.ENTER is held off while set (tdh_do_no_vcpus()).
     pub wait_for_sept_zap: bool,
     pub options: ModuleOptions,
-    accept_table: BTreeMap<AcceptKey, AcceptOutcome>,
+    /// The ACCEPT outcomes (shared by every VM without overrides: an explorer builds a VM per
+    /// execution).
+    accept_table: Arc<BTreeMap<AcceptKey, AcceptOutcome>>,
     /// XOR over S-EPT entries of hash(key, entry), kept by every change (state keys in O(1)).
     pub fingerprint: u64,
     /// When an explorer asks (Some), the entries changed since it last looked.
@@ -128,8 +131,9 @@ fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
 
 impl TdxModule {
     pub fn new(vcpus: u16, td_state: TdState, options: ModuleOptions) -> CoreResult<Self> {
-        let mut accept_table: BTreeMap<AcceptKey, AcceptOutcome> =
-            accept_table().into_iter().map(|c| (c.key, c.outcome)).collect();
+        static DEFAULT: LazyLock<Arc<BTreeMap<AcceptKey, AcceptOutcome>>> =
+            LazyLock::new(|| Arc::new(accept_table().into_iter().map(|c| (c.key, c.outcome)).collect()));
+        let mut accept_table = DEFAULT.clone();
         for o in &options.accept_overrides {
             let key = AcceptKey { state: o.state, leaf: o.leaf, position: o.position, level: o.level };
             match accept_table.get(&key) {
@@ -144,7 +148,7 @@ impl TdxModule {
                     ));
                 }
                 Some(_) => {
-                    accept_table.insert(key, o.outcome);
+                    Arc::make_mut(&mut accept_table).insert(key, o.outcome);
                 }
             }
         }

@@ -54,13 +54,13 @@ pub struct Vm {
 /// hash(cell, value) for the fingerprint; 0 for a value of 0, so cells that appear (a split
 /// table's children) can be added without knowing a previous value.
 pub fn cell_hash(obj: Obj, value: u64) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::{BuildHasher, Hasher};
     if value == 0 {
         return 0;
     }
     let mut h = foldhash::quality::FixedState::with_seed(0x5e_97).build_hasher();
-    obj.hash(&mut h);
-    value.hash(&mut h);
+    h.write_u64(obj.code());
+    h.write_u64(value);
     h.finish()
 }
 

@@ -181,6 +181,48 @@ pub struct Op {
     pub obj: Obj,
 }
 
+impl Obj {
+    /// The object as one integer, distinct for distinct objects (gfns are below 2^36): cheap
+    /// to hash, for histories and fingerprints.
+    pub fn code(self) -> u64 {
+        let (tag, level, low) = match self {
+            Obj::Spte { level, gfn } => (1, level.0, gfn),
+            Obj::LpageInfo { level, gfn } => (2, level.0, gfn),
+            Obj::Attributes { gfn } => (3, 0, gfn),
+            Obj::InvalidateSeq => (4, 0, 0),
+            Obj::InvalidateRange => (5, 0, 0),
+            Obj::InvalidateStart => (6, 0, 0),
+            Obj::InvalidateEnd => (7, 0, 0),
+            Obj::Lock { lock } => (8, 0, lock as u64),
+            Obj::Sept { level, gfn } => (9, level.0, gfn),
+            Obj::Td => (10, 0, 0),
+            Obj::Vcpu { vcpu } => (11, 0, vcpu as u64),
+            Obj::Page => (12, 0, 0),
+        };
+        tag << 60 | (level as u64) << 52 | low
+    }
+}
+
+impl Op {
+    /// The operation as one integer, distinct for distinct operations.
+    pub fn code(self) -> u64 {
+        let kind: u64 = match self.kind {
+            OpKind::Load => 1,
+            OpKind::Store => 2,
+            OpKind::Cmpxchg => 3,
+            OpKind::Lock(m) => 4 + m as u64,
+            OpKind::Unlock(m) => 6 + m as u64,
+            OpKind::CondResched => 8,
+            OpKind::Seamcall(c) => 16 + c as u64,
+            OpKind::VcpuEnter => 9,
+            OpKind::VcpuExit => 10,
+            OpKind::Kick => 11,
+            OpKind::Alloc => 12,
+        };
+        self.obj.code() ^ kind << 40
+    }
+}
+
 /// One step of a trace: which thread did what to which object, with the value before and after
 /// (for a SEAMCALL `after` is its return code; for a failed allocation `after` is 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
