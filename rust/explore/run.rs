@@ -82,6 +82,17 @@ pub struct Execution {
     /// Design-rule findings: reported beside a verdict, never as one.
     pub design_rules: Vec<Finding>,
     pub races: Vec<super::race::Race>,
+    /// The cached states this execution reached after its replayed prefix (RunOptions).
+    pub path_states: Vec<PathState>,
+}
+
+/// A state an execution passed, cached at a decision point: its key, the steps taken before it,
+/// and the decisions made before it.
+#[derive(Clone, Copy, Debug)]
+pub struct PathState {
+    pub key: u64,
+    pub step: usize,
+    pub decisions: usize,
 }
 
 /// Hashes of states already explored (with the preemptions used, when bounded).
@@ -103,6 +114,9 @@ pub struct RunOptions<'a> {
     /// The chooser's replayed prefix was run, checked, by an earlier execution (a depth-first
     /// search), so its steps need no state-invariant checks again.
     pub trust_prefix: bool,
+    /// The cached states on the replayed prefix (earlier executions' `path_states`), so that a
+    /// cycle back to one of them is seen.
+    pub path_states: &'a [PathState],
 }
 
 type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
@@ -221,6 +235,8 @@ pub fn run_once(
     // `path` holds, per step, the enabled threads and who stepped.
     let mut loop_states: std::collections::HashMap<u64, usize, foldhash::fast::FixedState> = Default::default();
     let mut path: Vec<(u64, Tid)> = Vec::with_capacity(256);
+    // The cached states this execution reached after its replayed prefix.
+    let mut path_states: Vec<PathState> = Vec::new();
     let movers = Movers::of(scenario);
     let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);
     loop {
@@ -244,8 +260,9 @@ pub fn run_once(
             }
             break;
         }
+        // A livelock: a state where a thread spun repeats within the execution.
         if std::mem::take(&mut sim.st.borrow_mut().spun) {
-            let key = state_key(&vm, &sim, false);
+            let key = state_key(&vm, &sim);
             if let Some(&start) = loop_states.get(&key) {
                 if let Some(v) = livelock(&path[start..], scenario.fairness) {
                     violation = Some(v);
@@ -264,10 +281,22 @@ pub fn run_once(
                     && !sim.replaying()
                     && let Some(cache) = opts.cache.as_deref_mut()
                 {
-                    let key = state_key(&vm, &sim, opts.key_preemptions);
-                    if !cache.insert(key) {
-                        end = RunEnd::Pruned;
-                        break;
+                    let key = state_key(&vm, &sim);
+                    let cache_key = if opts.key_preemptions { with_preemptions(key, &sim) } else { key };
+                    if !cache.insert(cache_key) {
+                        // Seen before. Usually explored already: prune. But if this execution
+                        // was here (on its replayed prefix, or since) and the cycle is fair, it
+                        // may be a livelock whose spinning state comes round later: go on as a
+                        // replay of these choices would, with no cache, to the spin check.
+                        let earlier = opts.path_states.iter().chain(&path_states).find(|s| s.key == key);
+                        if earlier.and_then(|s| livelock(&path[s.step..], scenario.fairness)).is_none() {
+                            end = RunEnd::Pruned;
+                            break;
+                        }
+                        opts.cache = None;
+                    } else {
+                        let decisions = sim.st.borrow().decisions.len();
+                        path_states.push(PathState { key, step: path.len(), decisions });
                     }
                 }
                 sim.schedule(&enabled)
@@ -388,6 +417,7 @@ pub fn run_once(
         results,
         design_rules: st.findings,
         races: st.races.map(|r| r.races).unwrap_or_default(),
+        path_states,
     }
 }
 
@@ -540,7 +570,7 @@ fn deadlock(blocked: &[super::sim::Blocked]) -> Violation {
 
 /// The state key for caching: the VM's reachable state in a canonical form, the threads'
 /// histories and statuses, the locks and the fault budgets left.
-fn state_key(vm: &Vm, sim: &Sim<'_>, with_current: bool) -> u64 {
+fn state_key(vm: &Vm, sim: &Sim<'_>) -> u64 {
     let mut h = state_hasher();
     vm.fingerprint.load(SeqCst).hash(&mut h);
     {
@@ -555,9 +585,15 @@ fn state_key(vm: &Vm, sim: &Sim<'_>, with_current: bool) -> u64 {
     let inv = &vm.invalidate;
     [&inv.range_start, &inv.range_end].map(|c| c.load(SeqCst)).hash(&mut h);
     vm.bugged.load(SeqCst).hash(&mut h);
-    sim.state_hash(&mut h, with_current);
-    if with_current {
-        sim.st.borrow().preemptions.hash(&mut h);
-    }
+    sim.state_hash(&mut h);
+    h.finish()
+}
+
+/// A bounded search's key: the state with the current thread and the preemptions used, so a
+/// state reached with preemptions to spare is not cut by one reached with fewer left.
+fn with_preemptions(key: u64, sim: &Sim<'_>) -> u64 {
+    let st = sim.st.borrow();
+    let mut h = state_hasher();
+    (key, st.current, st.preemptions).hash(&mut h);
     h.finish()
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::run::{Execution, RunEnd, RunOptions, StateCache, Violation, run_once};
+use super::run::{Execution, PathState, RunEnd, RunOptions, StateCache, Violation, run_once};
 use super::scenario::Scenario;
 use super::sim::{ChoiceKind, Chooser, Decision};
 use crate::error::CoreResult;
@@ -242,6 +242,8 @@ pub struct Search {
     schedule_hash: u64,
     /// Skip re-checking the invariants on a depth-first run's replayed prefix (RunOptions).
     trust_prefix: bool,
+    /// The cached states on the current depth-first path (RunOptions::path_states).
+    path_states: Vec<PathState>,
 }
 
 fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
@@ -287,6 +289,7 @@ impl Search {
             done: false,
             schedule_hash: 0,
             trust_prefix: true,
+            path_states: Vec::new(),
         };
         if let Strategy::Pct { depth, .. } = s.strategy {
             // k: the steps of a run that takes the default choices.
@@ -309,6 +312,7 @@ impl Search {
             races: true,
             incremental: true,
             trust_prefix: false,
+            path_states: &[],
         }
     }
 
@@ -446,9 +450,16 @@ impl Search {
         opts.key_preemptions = self.phase != Phase::Unbounded;
         // Every run of the depth-first search replays a prefix an earlier run checked.
         opts.trust_prefix = self.trust_prefix;
-        let e = run_once(&self.scenario, &self.busy, &mut chooser, opts);
+        let path_states = std::mem::take(&mut self.path_states);
+        opts.path_states = &path_states;
+        let mut e = run_once(&self.scenario, &self.busy, &mut chooser, opts);
         self.cache = cache;
         self.prefix = next_prefix(&e.decisions, bound, &mut self.bound_hit);
+        // The next run replays the decisions before the one it changes, and the states there.
+        self.path_states = path_states;
+        self.path_states.append(&mut e.path_states);
+        let kept = self.prefix.as_ref().map_or(0, |p| p.len());
+        self.path_states.retain(|s| s.decisions < kept);
         self.record(e);
     }
 
@@ -457,6 +468,7 @@ impl Search {
         self.bound = bound;
         self.bound_hit = false;
         self.cache.clear();
+        self.path_states.clear();
         self.prefix = Some(Vec::new());
     }
 
@@ -561,6 +573,7 @@ pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
         races: true,
         incremental: true,
         trust_prefix: false,
+        path_states: &[],
     };
     Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
 }
@@ -666,6 +679,7 @@ pub(crate) mod tests {
                         races: false,
                         incremental,
                         trust_prefix: false,
+                        path_states: &[],
                     };
                     run_once(&s, &Default::default(), &mut c, opts).violation.map(|v| v.summary())
                 };
@@ -682,6 +696,27 @@ pub(crate) mod tests {
         assert_eq!(differ, 0);
         assert!(found > 100, "the broken policies must break in many of these runs ({found})");
         eprintln!("{found} violating runs of 750, all alike");
+    }
+
+    /// A livelock found where a cycle returns to a state the execution passed on its replayed
+    /// prefix (a cache hit, not a spin) is reported where a replay of its choices, which has no
+    /// cache, reports it: the same violation after the same steps. On two-accepts (three vCPUs)
+    /// the inhibit-only policy's livelock is found this way (docs/EXPLORER.md).
+    #[test]
+    fn livelock_counterexamples_replay_to_the_same_step() {
+        for threads in [2, 3] {
+            let mut s = seed_scenario(&[PreCheck, ReadLock, SetInhibit, ReadUnlock], 0);
+            if threads == 3 {
+                s.threads
+                    .push(Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] });
+                s.vm.vcpus = 3;
+            }
+            let r = check(s.clone(), Strategy::Exhaustive { bound: None, cache: true });
+            let cx = r.counterexample.expect("inhibit-only livelocks");
+            assert!(matches!(cx.violation, Violation::Livelock { .. }), "{:?}", cx.violation);
+            let e = replay(&s, &cx.choices).unwrap();
+            assert_eq!((e.violation.as_ref(), e.steps), (Some(&cx.violation), cx.steps), "{threads} threads");
+        }
     }
 
     #[test]

@@ -345,7 +345,7 @@ impl<'c> Sim<'c> {
     }
 
     /// Hash of the runtime's part of the state (threads and locks), for state caching.
-    pub fn state_hash(&self, h: &mut impl Hasher, with_current: bool) {
+    pub fn state_hash(&self, h: &mut impl Hasher) {
         let st = self.st.borrow();
         st.status.hash(h);
         st.next_op.hash(h);
@@ -355,9 +355,6 @@ impl<'c> Sim<'c> {
         st.yielded.hash(h);
         st.alloc_budget.hash(h);
         st.busy_budget.hash(h);
-        if with_current {
-            st.current.hash(h);
-        }
     }
 }
 

@@ -124,9 +124,13 @@ pub struct TdxModule {
 }
 
 fn entry_hash(key: (Level, Gfn), e: Option<SeptEntry>) -> u64 {
-    use std::hash::BuildHasher;
+    use std::hash::{BuildHasher, Hasher};
     let Some(e) = e else { return 0 };
-    foldhash::quality::FixedState::with_seed(0x5e_97).hash_one((key, e.leaf, e.state, e.block_epoch))
+    let mut h = foldhash::quality::FixedState::with_seed(0x5e_97).build_hasher();
+    h.write_u64((key.0.0 as u64) << 56 | key.1);
+    h.write_u64(e.leaf as u64 | (e.state as u64) << 1);
+    h.write_u64(e.block_epoch);
+    h.finish()
 }
 
 impl TdxModule {
