@@ -15,4 +15,4 @@ pub mod sync;
 mod py;
 
 /// Bumped whenever a change to the model can change an outcome or a trace.
-pub const MODEL_VERSION: u32 = 3;
+pub const MODEL_VERSION: u32 = 4;

@@ -47,7 +47,8 @@ def test_v3_holds_on_the_seed_scenario_with_a_complete_certificate():
     assert r.verdict == "holds", r.violation
     c = r.certificate
     assert c["complete"] and c["bound"] is None and c["cut_by"] is None
-    assert c["schedules"] > 1000 and c["distinct_states"] > 1000
+    # The search did real work: 1,939 executions over 987 states at model version 4.
+    assert c["schedules"] > 1000 and c["distinct_states"] > 500
     assert r.design_rules == {}
 
 
@@ -195,10 +196,10 @@ def test_ctrl_c_returns_what_was_covered():
     import sys
     import time
 
-    # The three-vCPU search does not complete in minutes; Ctrl-C a second into it. The child
+    # The four-vCPU boot search does not complete in minutes; Ctrl-C a second into it. The child
     # restores Python's SIGINT handler, which a non-interactive parent (CI) may have ignored.
     code = ("import signal, tdxcore; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "print('go', flush=True); r = tdxcore.check('two-accepts', 'v3', progress=False); "
+            "print('go', flush=True); r = tdxcore.check('boot-small', 'v3', progress=False); "
             "print(r.verdict, r.certificate['cut_by'], r.certificate['schedules'] > 0)")
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         try:

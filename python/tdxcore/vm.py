@@ -125,6 +125,7 @@ def vm_config(
     reenter_on_retry: bool = False,
     end_vcpu_on_error: bool = False,
     event_after_retries: int = 4,
+    event_at_any_retry: bool = True,
     max_exits: int = 8,
 ) -> dict[str, Any]:
     config = {
@@ -145,6 +146,7 @@ def vm_config(
             "reenter_on_retry": _bool(reenter_on_retry, "reenter_on_retry"),
             "end_vcpu_on_error": _bool(end_vcpu_on_error, "end_vcpu_on_error"),
             "event_after_retries": _int(event_after_retries, "event_after_retries", 0, 2**32 - 1),
+            "event_at_any_retry": _bool(event_at_any_retry, "event_at_any_retry"),
             "max_exits": _int(max_exits, "max_exits", 1, 2**32 - 1),
         },
     }

@@ -189,7 +189,7 @@ pub fn run_once(
         scenario.rwlock,
         scenario.faults.alloc_failures,
         busy.clone(),
-        scenario.vm.retry.event_after_retries,
+        if scenario.vm.retry.event_at_any_retry { u32::MAX } else { scenario.vm.retry.event_after_retries },
         scenario.fairness == Fairness::Weak,
         chooser,
         opts.tracing,

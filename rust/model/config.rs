@@ -56,6 +56,11 @@ pub struct RetryOptions {
     /// event after this many retries.
     #[serde(default = "default_event_after_retries")]
     pub event_after_retries: u32,
+    /// The explorer: every RET_PF_RETRY of the local retry loop may find an event pending or
+    /// not, a choice each time (the kernel's loop runs until one is). False: a choice up to
+    /// `event_after_retries` retries, then an event. (The sequential backend always counts.)
+    #[serde(default = "yes")]
+    pub event_at_any_retry: bool,
     /// A guest operation that exits this many times without a guest-visible result is reported
     /// as making no progress.
     #[serde(default = "default_max_exits")]
@@ -68,6 +73,9 @@ fn default_event_after_retries() -> u32 {
 fn default_max_exits() -> u32 {
     8
 }
+fn yes() -> bool {
+    true
+}
 
 impl Default for RetryOptions {
     fn default() -> Self {
@@ -75,6 +83,7 @@ impl Default for RetryOptions {
             reenter_on_retry: false,
             end_vcpu_on_error: false,
             event_after_retries: default_event_after_retries(),
+            event_at_any_retry: true,
             max_exits: default_max_exits(),
         }
     }

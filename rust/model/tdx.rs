@@ -217,13 +217,14 @@ pub async fn tdx_handle_ept_violation<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, eeq:
     }
     let mut retries = 0;
     loop {
-        let max = cx.vm.retry.event_after_retries;
-        // The honour path's observations are spent; the retry count matters up to `max`.
-        cx.rt.local_state(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, retries.min(max))));
+        // The honour path's observations are spent. The retry count matters only when an event
+        // comes after a number of retries; when it may come at any retry, every pass is alike.
+        let counted = if cx.vm.retry.event_at_any_retry { 0 } else { retries.min(cx.vm.retry.event_after_retries) };
+        cx.rt.local_state(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, counted)));
         match kvm_tdp_mmu_page_fault(cx, gfn, PG_LEVEL_2M).await {
             Err(e) => return ExitOutcome::ToUserspace(e),
             Ok(PfResult::Retry) => {
-                cx.rt.yield_now(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, retries.min(max))));
+                cx.rt.yield_now(cx.tid, loop_head(("pf_retry", gfn, eeq.accept_level, counted)));
                 if cx.vm.retry.reenter_on_retry || cx.rt.event_pending(cx.tid, retries) {
                     return ExitOutcome::Reenter(PfResult::Retry);
                 }
