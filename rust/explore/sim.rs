@@ -186,8 +186,12 @@ impl<'c> Sim<'c> {
         let mut st = self.st.borrow_mut();
         let chosen = st.chooser.choose(kind, n, &[], tid).min(n - 1);
         st.decisions.push(Decision { kind, n, chosen, tid, preemption: false, current_enabled: false });
-        let i = tid as usize;
-        st.history[i] = mix(st.history[i], (kind, chosen));
+        // An allocation's outcome is recorded by the allocation's own step, which this decision
+        // is part of; whether a decision was needed (the budget left) is no observation.
+        if kind != ChoiceKind::AllocFail {
+            let i = tid as usize;
+            st.history[i] = mix(st.history[i], (kind, chosen));
+        }
         chosen
     }
 
@@ -495,7 +499,13 @@ impl Runtime for Sim<'_> {
         // Table ids depend on who allocated first; as in the VM's fingerprint, a page-table
         // pointer is recorded as "a table" (its SPTEs are cells of their own).
         let value = |v| crate::model::vm::spte_fingerprint_value(event.op.obj, v);
-        let (before, after) = (value(event.before), value(event.after));
+        // Only what the thread can act on: a store's old value feeds checks made in this very
+        // step, and the epoch a vCPU entered at stays in the module.
+        let (before, after) = match event.op.kind {
+            crate::sync::OpKind::Store => (0, value(event.after)),
+            crate::sync::OpKind::VcpuEnter => (0, 0),
+            _ => (value(event.before), value(event.after)),
+        };
         st.history[i] = {
             let mut h = crate::explore::state_hasher();
             h.write_u64(st.history[i]);

@@ -15,7 +15,7 @@ use super::vm::Cx;
 use crate::sync::{FindingKind, Obj, Runtime};
 
 /// RET_PF_* results of a fault that did not fail.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PfResult {
     Fixed,
     Spurious,
@@ -85,6 +85,9 @@ pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, max_le
     }
     cx.read_lock().await;
     let r = if is_page_fault_stale(cx, &fault).await { PfResult::Retry } else { kvm_tdp_mmu_map(cx, &mut fault).await };
+    // What the walk observed is spent: from here only the result matters (the level in the
+    // note below is for the trace).
+    cx.rt.local_state_within(cx.tid, crate::sync::loop_head(("pf_done", r)));
     cx.read_unlock().await;
     cx.note(|| format!("kvm_tdp_mmu_page_fault({gfn:#x}) goal {} -> {}", fault.goal_level, r.name()));
     Ok(r)
