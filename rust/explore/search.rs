@@ -200,7 +200,10 @@ pub struct Budget {
 }
 
 /// An unbounded exhaustive search first tries these preemption bounds, bound by bound.
-const QUICK_BOUNDS: u32 = 2;
+const QUICK_BOUNDS: u32 = 1;
+/// The bound an unbounded search secures when half its budget is gone: it pauses, completes
+/// this bound, and goes on (a search the budget cuts still certifies this bound).
+const SECURED_BOUND: u32 = QUICK_BOUNDS + 1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -214,6 +217,16 @@ enum Phase {
     Minimize {
         below: u32,
     },
+    /// The unbounded search is paused (`paused`) while this bound is completed.
+    Securing,
+}
+
+/// A paused depth-first search: where it was, and what it had cached.
+struct PausedDfs {
+    prefix: Option<Vec<u32>>,
+    cache: StateCache,
+    path_states: Vec<PathState>,
+    schedules_last_pass: u64,
 }
 
 pub struct Search {
@@ -244,6 +257,9 @@ pub struct Search {
     trust_prefix: bool,
     /// The cached states on the current depth-first path (RunOptions::path_states).
     path_states: Vec<PathState>,
+    /// The unbounded search while SECURED_BOUND is being completed; `secured` once it was.
+    paused: Option<PausedDfs>,
+    secured: bool,
 }
 
 fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
@@ -290,6 +306,8 @@ impl Search {
             schedule_hash: 0,
             trust_prefix: true,
             path_states: Vec::new(),
+            paused: None,
+            secured: false,
         };
         if let Strategy::Pct { depth, .. } = s.strategy {
             // k: the steps of a run that takes the default choices.
@@ -342,9 +360,31 @@ impl Search {
                 self.cut(&format!("max_time ({:.1}s)", t.as_secs_f64()));
                 break;
             }
+            if self.phase == Phase::Unbounded && !self.secured && self.half_budget_gone() {
+                self.pause_unbounded();
+            }
             self.step();
         }
         self.done
+    }
+
+    fn half_budget_gone(&self) -> bool {
+        self.cert.schedules >= self.budget.max_schedules / 2
+            || self.budget.max_time.is_some_and(|t| self.started.elapsed() >= t / 2)
+    }
+
+    /// Half the budget is gone and the unbounded search goes on: complete SECURED_BOUND first,
+    /// so that a search the budget cuts still certifies it.
+    fn pause_unbounded(&mut self) {
+        self.secured = true;
+        self.paused = Some(PausedDfs {
+            prefix: self.prefix.take(),
+            cache: std::mem::take(&mut self.cache),
+            path_states: std::mem::take(&mut self.path_states),
+            schedules_last_pass: self.cert.schedules_last_pass,
+        });
+        self.phase = Phase::Securing;
+        self.restart_dfs(SECURED_BOUND);
     }
 
     fn record(&mut self, e: Execution) {
@@ -437,7 +477,7 @@ impl Search {
         let found_here = match self.phase {
             Phase::Unbounded => self.best.is_some(),
             Phase::Minimize { .. } => self.best.as_ref().is_some_and(|b| b.preemptions <= self.bound),
-            Phase::Bounded { .. } => self.best.is_some(),
+            Phase::Bounded { .. } | Phase::Securing => self.best.is_some(),
         };
         if found_here {
             self.end_of_dfs();
@@ -478,10 +518,13 @@ impl Search {
             Phase::Unbounded => {
                 self.cert.distinct_states = self.cache.len() as u64;
                 self.cert.bound = None;
+                // Every bound below `from` was searched clean, so a counterexample with `from`
+                // preemptions has the fewest there are; one with more starts the search for fewer.
+                let from = if self.secured { SECURED_BOUND + 1 } else { SECURED_BOUND };
                 match found {
-                    Some(p) if p > QUICK_BOUNDS + 1 => {
+                    Some(p) if p > from => {
                         self.phase = Phase::Minimize { below: p };
-                        self.restart_dfs(QUICK_BOUNDS + 1);
+                        self.restart_dfs(from);
                     }
                     _ => self.finish(found.is_none()),
                 }
@@ -502,6 +545,24 @@ impl Search {
                 } else {
                     self.cert.bound = Some(self.bound);
                     self.finish(true);
+                }
+            }
+            Phase::Securing => {
+                if found.is_none() && self.cert.cut_by.is_none() {
+                    self.cert.completed_bound = Some(self.bound);
+                }
+                // Bounds below were clean, so a counterexample here has the fewest preemptions.
+                // Without one, the unbounded search goes on where it was.
+                if found.is_some() || !self.bound_hit {
+                    self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
+                    self.finish(found.is_none());
+                } else if let Some(p) = self.paused.take() {
+                    self.phase = Phase::Unbounded;
+                    self.bound = u32::MAX;
+                    self.prefix = p.prefix;
+                    self.cache = p.cache;
+                    self.path_states = p.path_states;
+                    self.cert.schedules_last_pass = p.schedules_last_pass;
                 }
             }
             Phase::Minimize { below } => {
@@ -717,6 +778,23 @@ pub(crate) mod tests {
             let e = replay(&s, &cx.choices).unwrap();
             assert_eq!((e.violation.as_ref(), e.steps), (Some(&cx.violation), cx.steps), "{threads} threads");
         }
+    }
+
+    /// An unbounded search the budget cuts still certifies SECURED_BOUND: at half its budget it
+    /// pauses, completes that bound, and goes on. Three vCPUs: bounds 0 and 1 take about 500
+    /// executions, bound 2 about 9,700, the whole search about 45,000; a budget of 30,000 cuts
+    /// it after bound 2 is done.
+    #[test]
+    fn a_cut_unbounded_search_certifies_the_secured_bound() {
+        let mut s = seed_scenario(&HonorStep::FINAL, 0);
+        s.threads.push(Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] });
+        s.vm.vcpus = 3;
+        let budget = Budget { max_schedules: 30_000, max_time: None };
+        let mut search = Search::new(s, Strategy::Exhaustive { bound: None, cache: true }, budget).unwrap();
+        while !search.run_for(Duration::from_secs(60)) {}
+        let c = search.report().certificate;
+        assert_eq!((c.complete, c.cut_by.as_deref()), (false, Some("max_schedules (30000)")));
+        assert_eq!(c.completed_bound, Some(SECURED_BOUND));
     }
 
     #[test]
