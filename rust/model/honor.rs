@@ -69,7 +69,10 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
     let start = level.round(gfn);
     let mut held: Option<Mode> = None;
     let mut result = Ok(());
-    for &step in cx.vm.honor_policy.iter() {
+    for (i, &step) in cx.vm.honor_policy.iter().enumerate() {
+        // What earlier steps observed is spent (a split that returned Ok is done); the step
+        // and the lock held are what matter.
+        cx.rt.local_state_within(cx.tid, crate::sync::loop_head(("honor", i, held)));
         match step {
             HonorStep::PreCheck => {
                 if hugepage_test_guest_inhibit(cx, slot, gfn, level.up()).await {
