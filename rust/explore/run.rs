@@ -197,6 +197,10 @@ pub fn run_once(
     {
         // Slots of thread ids nobody runs are done from the start.
         let mut st = sim.st.borrow_mut();
+        #[cfg(test)]
+        {
+            st.forget = soundness::REDUCTIONS.get().forget;
+        }
         if opts.races {
             st.races = Some(super::race::RaceDetector::new(nslots));
         }
@@ -274,7 +278,11 @@ pub fn run_once(
         }
         // A step that commutes with everything the other threads can do now is taken without a
         // decision (a both-mover in Lipton's sense); see Movers.
-        let t = match sim.mover(&movers, &|obj| spte_is_table(&vm, obj)) {
+        #[cfg(test)]
+        let movers_on = soundness::REDUCTIONS.get().movers;
+        #[cfg(not(test))]
+        let movers_on = true;
+        let t = match sim.mover(&movers, &|obj| spte_is_table(&vm, obj)).filter(|_| movers_on) {
             Some(t) => t,
             None => {
                 if enabled.len() > 1
@@ -295,6 +303,8 @@ pub fn run_once(
                         }
                         opts.cache = None;
                     } else {
+                        #[cfg(test)]
+                        soundness::reached(|| state_key_with(&vm, &sim, false));
                         let decisions = sim.st.borrow().decisions.len();
                         path_states.push(PathState { key, step: path.len(), decisions });
                     }
@@ -571,6 +581,11 @@ fn deadlock(blocked: &[super::sim::Blocked]) -> Violation {
 /// The state key for caching: the VM's reachable state in a canonical form, the threads'
 /// histories and statuses, the locks and the fault budgets left.
 fn state_key(vm: &Vm, sim: &Sim<'_>) -> u64 {
+    state_key_with(vm, sim, true)
+}
+
+/// The state key, with or without what each thread observed.
+fn state_key_with(vm: &Vm, sim: &Sim<'_>, histories: bool) -> u64 {
     let mut h = state_hasher();
     vm.fingerprint.load(SeqCst).hash(&mut h);
     {
@@ -585,7 +600,7 @@ fn state_key(vm: &Vm, sim: &Sim<'_>) -> u64 {
     let inv = &vm.invalidate;
     [&inv.range_start, &inv.range_end].map(|c| c.load(SeqCst)).hash(&mut h);
     vm.bugged.load(SeqCst).hash(&mut h);
-    sim.state_hash(&mut h);
+    sim.state_hash(&mut h, histories);
     h.finish()
 }
 
@@ -596,4 +611,31 @@ fn with_preemptions(key: u64, sim: &Sim<'_>) -> u64 {
     let mut h = state_hasher();
     (key, st.current, st.preemptions).hash(&mut h);
     h.finish()
+}
+
+/// Test switches for the reductions, and the states a search reached without the threads'
+/// histories: forgetting what a thread can no longer act on must not lose one of them.
+#[cfg(test)]
+pub(crate) mod soundness {
+    use std::cell::{Cell, RefCell};
+    use std::collections::HashSet;
+
+    #[derive(Clone, Copy)]
+    pub struct Reductions {
+        pub movers: bool,
+        pub forget: bool,
+    }
+
+    thread_local! {
+        pub static REDUCTIONS: Cell<Reductions> = const { Cell::new(Reductions { movers: true, forget: true }) };
+        pub static REACHED: RefCell<Option<HashSet<u64>>> = const { RefCell::new(None) };
+    }
+
+    pub fn reached(key: impl FnOnce() -> u64) {
+        REACHED.with(|r| {
+            if let Some(set) = r.borrow_mut().as_mut() {
+                set.insert(key());
+            }
+        });
+    }
 }

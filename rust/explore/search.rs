@@ -797,6 +797,43 @@ pub(crate) mod tests {
         assert_eq!(c.completed_bound, Some(SECURED_BOUND));
     }
 
+    /// Forgetting what a thread can no longer act on (its observations before a loop head, a
+    /// fault's walk once its result is known, an honour step's once the next starts, a store's
+    /// old value, the epoch it entered at, whether an allocation needed a decision) merges
+    /// states whose futures are equal. It must not lose one: with movers off (which states they
+    /// skip depends on the path), the states reached, histories left out, are the same set with
+    /// forgetting and without, while forgetting needs fewer.
+    #[test]
+    fn forgetting_loses_no_reachable_state() {
+        use crate::explore::run::soundness::{REACHED, REDUCTIONS, Reductions};
+        let cases = [(2, 0, Some(2)), (2, 1, Some(2)), (3, 0, Some(1))];
+        for (threads, failures, bound) in cases {
+            let mut s = seed_scenario(&HonorStep::FINAL, failures);
+            if threads == 3 {
+                s.threads
+                    .push(Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] });
+                s.vm.vcpus = 3;
+            }
+            let reached = |forget| {
+                REDUCTIONS.set(Reductions { movers: false, forget });
+                REACHED.set(Some(Default::default()));
+                let r = check(s.clone(), Strategy::Exhaustive { bound, cache: true });
+                REDUCTIONS.set(Reductions { movers: true, forget: true });
+                assert_eq!((r.verdict, r.certificate.complete), ("holds", true), "forget {forget}, bound {bound:?}");
+                (REACHED.take().expect("set above"), r.certificate.distinct_states)
+            };
+            let ((with, with_states), (without, without_states)) = (reached(true), reached(false));
+            eprintln!(
+                "{threads} threads, {failures} failure(s), bound {bound:?}: {} states forgetting, {} not; {} without histories",
+                with_states,
+                without_states,
+                without.len()
+            );
+            assert_eq!(with, without, "{threads} threads, {failures} failure(s)");
+            assert!(with_states < without_states);
+        }
+    }
+
     #[test]
     fn inhibit_without_split_is_violated() {
         let r = check(

@@ -118,6 +118,9 @@ pub struct SimState<'c> {
     pub dirty: bool,
     /// The last step changed the page tables or released the write lock: I4 and S1 may have.
     pub dirty_mmu: bool,
+    /// Forget what a thread can no longer act on (loop heads, spent observations). Off only in
+    /// the test that checks that forgetting loses no reachable state.
+    pub forget: bool,
 }
 
 pub struct Sim<'c> {
@@ -177,6 +180,7 @@ impl<'c> Sim<'c> {
                 races: None,
                 dirty: false,
                 dirty_mmu: false,
+                forget: true,
             }),
         }
     }
@@ -188,7 +192,7 @@ impl<'c> Sim<'c> {
         st.decisions.push(Decision { kind, n, chosen, tid, preemption: false, current_enabled: false });
         // An allocation's outcome is recorded by the allocation's own step, which this decision
         // is part of; whether a decision was needed (the budget left) is no observation.
-        if kind != ChoiceKind::AllocFail {
+        if kind != ChoiceKind::AllocFail || !st.forget {
             let i = tid as usize;
             st.history[i] = mix(st.history[i], (kind, chosen));
         }
@@ -349,11 +353,14 @@ impl<'c> Sim<'c> {
     }
 
     /// Hash of the runtime's part of the state (threads and locks), for state caching.
-    pub fn state_hash(&self, h: &mut impl Hasher) {
+    /// Hash of the runtime's part of the state; `histories`: with what each thread observed.
+    pub fn state_hash(&self, h: &mut impl Hasher, histories: bool) {
         let st = self.st.borrow();
         st.status.hash(h);
         st.next_op.hash(h);
-        st.history.hash(h);
+        if histories {
+            st.history.hash(h);
+        }
         st.locks.hash(h);
         st.waiting_for.hash(h);
         st.yielded.hash(h);
@@ -473,7 +480,9 @@ impl Runtime for Sim<'_> {
     }
 
     fn local_state(&self, tid: Tid, at: Option<u64>) {
-        if let Some(key) = at {
+        if let Some(key) = at
+            && self.st.borrow().forget
+        {
             let mut st = self.st.borrow_mut();
             let i = tid as usize;
             st.history[i] = mix(0, ("loop", st.op_index[i], key));
@@ -482,7 +491,9 @@ impl Runtime for Sim<'_> {
     }
 
     fn local_state_within(&self, tid: Tid, at: Option<u64>) {
-        if let Some(key) = at {
+        if let Some(key) = at
+            && self.st.borrow().forget
+        {
             let mut st = self.st.borrow_mut();
             let i = tid as usize;
             st.history[i] = mix(st.outer[i], ("inner", key));
@@ -502,8 +513,8 @@ impl Runtime for Sim<'_> {
         // Only what the thread can act on: a store's old value feeds checks made in this very
         // step, and the epoch a vCPU entered at stays in the module.
         let (before, after) = match event.op.kind {
-            crate::sync::OpKind::Store => (0, value(event.after)),
-            crate::sync::OpKind::VcpuEnter => (0, 0),
+            crate::sync::OpKind::Store if st.forget => (0, value(event.after)),
+            crate::sync::OpKind::VcpuEnter if st.forget => (0, 0),
             _ => (value(event.before), value(event.after)),
         };
         st.history[i] = {
