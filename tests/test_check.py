@@ -211,3 +211,18 @@ def test_ctrl_c_returns_what_was_covered():
             p.kill()
     assert p.returncode == 0, err
     assert out.split() == ["holds", "interrupted", "(Ctrl-C)", "True"]
+
+
+def test_each_local_retry_may_find_an_event_or_counted_retries():
+    # Model version 4: every pass of KVM's local RET_PF_RETRY loop may or may not find an event
+    # pending. Counting (event_after_retries, here 1) explores fewer behaviours over more states,
+    # since a state after one retry differs from the same state before it; the verdict is the
+    # same.
+    base = PRESETS["two-accepts"]
+    counted = dataclasses.replace(base, vm={**base.vm, "event_at_any_retry": False})
+    any_retry, one_retry = (tdxcore.check(s, "v3", progress=False) for s in (base, counted))
+    assert any_retry.verdict == one_retry.verdict == "holds"
+    assert any_retry.certificate["complete"] and one_retry.certificate["complete"]
+    assert any_retry.certificate["distinct_states"] < one_retry.certificate["distinct_states"]
+    with pytest.raises(tdxcore.ArgumentTypeError, match="event_at_any_retry"):
+        tdxcore.check(dataclasses.replace(base, vm={"event_at_any_retry": "yes"}), "v3", progress=False)
