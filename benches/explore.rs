@@ -96,20 +96,10 @@ fn sequential_baseline(runs: u32) -> (f64, Vec<(Tid, Op)>) {
 fn deterministic_same_order(runs: u32) -> (f64, Vec<(Tid, Op)>) {
     let s = scenario(3, 0);
     let busy = s.busy_budget().unwrap();
-    let opts = |tracing| RunOptions {
-        tracing,
-        check_every_step: true,
-        cache: None,
-        key_preemptions: false,
-        races: true,
-        incremental: true,
-        trust_prefix: false,
-        path_states: &[],
-    };
-    let steps = steps(&run_once(&s, &busy, &mut Prefix::new(vec![]), opts(true)).trace);
+    let steps = steps(&run_once(&s, &busy, &mut Prefix::new(vec![]), RunOptions::checked(true)).trace);
     let t = Instant::now();
     for _ in 0..runs {
-        run_once(&s, &busy, &mut Prefix::new(vec![]), opts(false));
+        run_once(&s, &busy, &mut Prefix::new(vec![]), RunOptions::checked(false));
     }
     (t.elapsed().as_secs_f64() / runs as f64, steps)
 }

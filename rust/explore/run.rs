@@ -119,6 +119,23 @@ pub struct RunOptions<'a> {
     pub path_states: &'a [PathState],
 }
 
+impl RunOptions<'_> {
+    /// One execution with every check a search makes (invariants where they can change, data
+    /// races) and no cache: a replay, a random or PCT run, a caller's choices.
+    pub fn checked(tracing: bool) -> Self {
+        RunOptions {
+            tracing,
+            check_every_step: true,
+            cache: None,
+            key_preemptions: false,
+            races: true,
+            incremental: true,
+            trust_prefix: false,
+            path_states: &[],
+        }
+    }
+}
+
 type ThreadFuture<'a> = Pin<Box<dyn Future<Output = Vec<OpResult>> + 'a>>;
 
 async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {

@@ -322,16 +322,7 @@ impl Search {
     }
 
     fn opts<'a>(&self, tracing: bool, cache: Option<&'a mut StateCache>) -> RunOptions<'a> {
-        RunOptions {
-            tracing,
-            check_every_step: true,
-            cache,
-            key_preemptions: true,
-            races: true,
-            incremental: true,
-            trust_prefix: false,
-            path_states: &[],
-        }
+        RunOptions { cache, key_preemptions: true, ..RunOptions::checked(tracing) }
     }
 
     pub fn done(&self) -> bool {
@@ -626,17 +617,7 @@ fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Opti
 pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
     scenario.validate()?;
     let busy = scenario.busy_budget()?;
-    let opts = RunOptions {
-        tracing: true,
-        check_every_step: true,
-        cache: None,
-        key_preemptions: false,
-        races: true,
-        incremental: true,
-        trust_prefix: false,
-        path_states: &[],
-    };
-    Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), opts))
+    Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), RunOptions::checked(true)))
 }
 
 #[cfg(test)]
@@ -732,16 +713,7 @@ pub(crate) mod tests {
             for seed in 0..150u64 {
                 let run = |incremental| {
                     let mut c = Random(Xoshiro256PlusPlus::seed_from_u64(seed * 7 + i as u64));
-                    let opts = RunOptions {
-                        tracing: false,
-                        check_every_step: true,
-                        cache: None,
-                        key_preemptions: false,
-                        races: false,
-                        incremental,
-                        trust_prefix: false,
-                        path_states: &[],
-                    };
+                    let opts = RunOptions { races: false, incremental, ..RunOptions::checked(false) };
                     run_once(&s, &Default::default(), &mut c, opts).violation.map(|v| v.summary())
                 };
                 let (a, b) = (run(true), run(false));
