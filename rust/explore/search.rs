@@ -522,13 +522,10 @@ impl Search {
             }
             Phase::Bounded { max, then_unbounded } => {
                 self.cert.distinct_states = self.cache.len() as u64;
-                if found.is_none() && self.cert.cut_by.is_none() {
-                    self.cert.completed_bound = Some(self.bound);
+                if self.bounded_pass_ends_search(found) {
+                    return;
                 }
-                if found.is_some() || !self.bound_hit {
-                    self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
-                    self.finish(found.is_none());
-                } else if self.bound < max {
+                if self.bound < max {
                     self.restart_dfs(self.bound + 1);
                 } else if then_unbounded {
                     self.phase = Phase::Unbounded;
@@ -539,15 +536,10 @@ impl Search {
                 }
             }
             Phase::Securing => {
-                if found.is_none() && self.cert.cut_by.is_none() {
-                    self.cert.completed_bound = Some(self.bound);
-                }
                 // Bounds below were clean, so a counterexample here has the fewest preemptions.
                 // Without one, the unbounded search goes on where it was.
-                if found.is_some() || !self.bound_hit {
-                    self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
-                    self.finish(found.is_none());
-                } else if let Some(p) = self.paused.take() {
+                if !self.bounded_pass_ends_search(found) {
+                    let p = self.paused.take().expect("securing pauses the unbounded search");
                     self.phase = Phase::Unbounded;
                     self.bound = u32::MAX;
                     self.prefix = p.prefix;
@@ -564,6 +556,21 @@ impl Search {
                 }
             }
         }
+    }
+
+    /// A bounded pass ended: it certifies its bound if it found nothing and was not cut. It ends
+    /// the search when it found a counterexample, or when the bound never had to skip a
+    /// preemption (so it covered every schedule).
+    fn bounded_pass_ends_search(&mut self, found: Option<u32>) -> bool {
+        if found.is_none() && self.cert.cut_by.is_none() {
+            self.cert.completed_bound = Some(self.bound);
+        }
+        let ends = found.is_some() || !self.bound_hit;
+        if ends {
+            self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
+            self.finish(found.is_none());
+        }
+        ends
     }
 
     pub fn report(&self) -> Report {
