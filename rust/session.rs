@@ -12,7 +12,7 @@ use crate::model::guest::{GuestOutcome, guest_accept, guest_access, tdg_mem_page
 use crate::model::honor::tdx_honor_guest_accept_level;
 use crate::model::invariants::check_state;
 use crate::model::sept::AcceptOutcome;
-use crate::model::split::kvm_split_cross_boundary_leafs;
+use crate::model::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use crate::model::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::model::vm::{Cx, Vm};
@@ -254,11 +254,13 @@ impl Session {
         self.run(host, async move |cx| kvm_gmem_punch_hole(cx, start, end).await)
     }
 
-    /// kvm_split_cross_boundary_leafs() on [start, end) under the write lock, as the host.
+    /// kvm_split_cross_boundary_leafs() on [start, end) under the write lock, as the host (with
+    /// `split_alloc = prealloc`, after topping up its cache).
     pub fn split_cross_boundary_leafs(&mut self, start: Gfn, end: Gfn) -> CoreResult<OpReport<Result<(), Errno>>> {
         self.vm.check_range(start, end, "split range")?;
         let host = self.host();
         self.run(host, async move |cx| {
+            kvm_mmu_topup_memory_cache(cx).await?;
             cx.write_lock().await;
             let r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
             cx.write_unlock().await;
@@ -271,6 +273,7 @@ impl Session {
 mod tests {
     use super::*;
     use crate::model::invariants::mapping_level;
+    use crate::model::config::SplitAlloc;
     use crate::model::sept::SeptState;
 
     fn session() -> Session {
@@ -322,6 +325,42 @@ mod tests {
         // GUEST_INHIBIT was not set: the split failed first.
         let slot = s.vm.memslot(0x201).unwrap();
         assert_eq!(slot.lpage_info_slot(0x201, PG_LEVEL_2M).load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// The read-inhibit policy's known livelock, and how prealloc avoids it: vCPU1 faults 0x3ff
+    /// at 2M, one allocation failure is injected, vCPU0 ACCEPTs 0x201 at 4K.
+    fn read_inhibit_accept_with_a_failed_allocation(split_alloc: SplitAlloc) -> (GuestOutcome, Session) {
+        let cfg = VmConfig {
+            honor_policy: crate::model::honor::HonorStep::READ_INHIBIT.to_vec(),
+            split_alloc,
+            ..Default::default()
+        };
+        let mut s = Session::new(&cfg, FaultPlan { event_after_retries: 4, ..Default::default() }).unwrap();
+        s.fault(1, 0x3ff, PG_LEVEL_2M).unwrap();
+        s.set_plan(FaultPlan { alloc_failures: 1, event_after_retries: 4, ..Default::default() });
+        let r = s.guest_accept(0, 0x201, PG_LEVEL_4K).unwrap();
+        (r.value, s)
+    }
+
+    #[test]
+    fn drop_lock_read_inhibit_with_a_failed_split_makes_no_progress() {
+        // The split fails after the flag is set; the re-issued ACCEPT's pre-check skips the
+        // honour path and the 4K fault meets the surviving 2M leaf for ever.
+        let (out, s) = read_inhibit_accept_with_a_failed_allocation(SplitAlloc::DropLock);
+        assert_eq!(out.result, crate::model::guest::GuestResult::NoProgress);
+        assert_eq!((out.exits, out.userspace_exits), (8, 1));
+        assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_2M));
+    }
+
+    #[test]
+    fn prealloc_read_inhibit_with_a_failed_topup_succeeds() {
+        // The top-up fails before the flag is set; the re-issued ACCEPT runs the honour path again.
+        let (out, s) = read_inhibit_accept_with_a_failed_allocation(SplitAlloc::Prealloc);
+        assert_eq!(out.result, crate::model::guest::GuestResult::Accept(AcceptOutcome::Success));
+        assert_eq!((out.exits, out.userspace_exits), (2, 1));
+        assert_eq!(mapping_level(&s.vm, 0x201), Some(PG_LEVEL_4K));
+        assert_eq!(s.counters().allocations_failed, 1);
+        assert!(s.check_invariants().is_empty(), "{:?}", s.check_invariants());
     }
 
     #[test]

@@ -118,9 +118,27 @@ pub struct VmConfig {
     /// The honour path as steps; defaults to the final algorithm.
     #[serde(default = "default_honor_policy")]
     pub honor_policy: Vec<HonorStep>,
+    /// Where the split engine gets its page tables: "drop-lock" (the default) or "prealloc".
+    #[serde(default)]
+    pub split_alloc: SplitAlloc,
     /// Test-only: known bugs planted in the model, to prove the explorer finds them.
     #[serde(default)]
     pub mutations: Vec<Mutation>,
+}
+
+/// Where kvm_split_cross_boundary_leafs() gets the page table for each huge leaf it splits
+/// (a choice the sources leave open: docs/MODEL.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SplitAlloc {
+    /// tdp_mmu_alloc_sp_for_split() inside the split: drop mmu_lock, allocate, re-take the lock
+    /// and restart the walk (v3, and v5's honour path through tdp_mmu_split_huge_pages_root()).
+    #[default]
+    #[serde(rename = "drop-lock")]
+    DropLock,
+    /// kvm_mmu_topup_memory_cache() before the caller takes mmu_lock (as v5's conversion path
+    /// tops up its cache); the split takes its pages from that cache and never drops the lock.
+    #[serde(rename = "prealloc")]
+    Prealloc,
 }
 
 /// Bugs planted on purpose (for tests of the explorer). None is part of any kernel.
@@ -153,7 +171,29 @@ impl Default for VmConfig {
             module: ModuleOptions::default(),
             retry: RetryOptions::default(),
             honor_policy: default_honor_policy(),
+            split_alloc: SplitAlloc::DropLock,
             mutations: vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_alloc_is_named_as_in_the_docs_and_defaults_to_drop_lock() {
+        let json = serde_json::to_value(VmConfig::default()).unwrap();
+        assert_eq!(json["split_alloc"], "drop-lock");
+        // A config (or replay token) written before the option means what it meant then.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("split_alloc");
+        assert_eq!(serde_json::from_value::<VmConfig>(old).unwrap().split_alloc, SplitAlloc::DropLock);
+        let mut v = json.clone();
+        v["split_alloc"] = "prealloc".into();
+        assert_eq!(serde_json::from_value::<VmConfig>(v.clone()).unwrap().split_alloc, SplitAlloc::Prealloc);
+        v["split_alloc"] = "drop_lock".into();
+        let e = serde_json::from_value::<VmConfig>(v).unwrap_err().to_string();
+        assert!(e.contains("drop-lock") && e.contains("prealloc"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::attributes::{KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attributes, store_memory_attributes};
 use super::lpage_info::kvm_arch_post_set_memory_attributes;
-use super::split::kvm_split_cross_boundary_leafs;
+use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::tdp_mmu::tdp_mmu_zap_leafs;
 use super::types::{Errno, Gfn};
 use super::vm::Cx;
@@ -70,7 +70,8 @@ async fn invalidate_split_unmap<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn
 /// kvm_vm_set_mem_attributes(): under slots_lock, a first write-lock section (invalidate
 /// begin; for private-to-shared, split and unmap the private mappings), the attribute store
 /// outside mmu_lock, a second write-lock section (recompute MIXED, invalidate end). If the
-/// split fails the ioctl fails: the invalidation is ended and no attribute changes.
+/// split fails the ioctl fails: the invalidation is ended and no attribute changes. (With
+/// `split_alloc = prealloc` a failed top-up fails it before the first section.)
 /// (Shared-to-private zaps shared mappings, which the model does not have.)
 pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     cx: &Cx<'_, R>,
@@ -83,6 +84,13 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     if kvm_range_has_memory_attributes(cx, start, end, attrs).await {
         cx.slots_unlock().await;
         return Ok(());
+    }
+    // split_alloc = prealloc: a conversion to shared may split, so top up the split's cache
+    // before mmu_lock; on -ENOMEM nothing has begun and the ioctl fails.
+    if !private && let Err(e) = kvm_mmu_topup_memory_cache(cx).await {
+        cx.slots_unlock().await;
+        cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {e:?}"));
+        return Err(e);
     }
     let r = invalidate_split_unmap(cx, start, end, !private).await;
     if r.is_ok() {
@@ -102,6 +110,11 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
 /// kvm_gmem_punch_hole(): kvm_gmem_invalidate_begin() (write lock: invalidate begin, split,
 /// zap), truncate the folios (a later fault allocates fresh ones), kvm_gmem_invalidate_end().
 pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<(), Errno> {
+    // split_alloc = prealloc: top up the split's cache before mmu_lock (as above).
+    if let Err(e) = kvm_mmu_topup_memory_cache(cx).await {
+        cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {e:?}"));
+        return Err(e);
+    }
     let r = invalidate_split_unmap(cx, start, end, true).await;
     cx.write_lock().await;
     kvm_mmu_invalidate_end(cx).await;
@@ -113,8 +126,59 @@ pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::vm::testing::ok;
+    use crate::model::config::{SplitAlloc, VmConfig};
+    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::invariants::mapping_level;
+    use crate::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
+    use crate::model::vm::Vm;
+    use crate::model::vm::testing::{ok, run};
+    use crate::sync::sequential::FaultPlan;
     use std::sync::atomic::Ordering::SeqCst;
+
+    /// A 2M leaf over 0x200, then a conversion of [0x300, 0x310) to shared (`punch`: a punch
+    /// hole of it) with `failures` injected allocation failures: the result, the level mapping
+    /// 0x201, whether 0x300 is still private, the invalidation's (in_progress, seq), and the
+    /// write-lock acquisitions.
+    fn convert_inside_2m(
+        split_alloc: SplitAlloc,
+        punch: bool,
+        failures: u32,
+    ) -> (Result<(), Errno>, Option<crate::model::types::Level>, bool, (u64, u64), u64) {
+        let vm = Vm::new(&VmConfig { split_alloc, ..Default::default() }).unwrap();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x3ff, PG_LEVEL_2M).await).unwrap();
+        let plan = FaultPlan { alloc_failures: failures, ..Default::default() };
+        let (r, rt) = run(&vm, 0, plan, async |cx| {
+            if punch {
+                kvm_gmem_punch_hole(cx, 0x300, 0x310).await
+            } else {
+                kvm_vm_set_mem_attributes(cx, 0x300, 0x310, false).await
+            }
+        });
+        let inv = (vm.invalidate.in_progress.load(SeqCst), vm.invalidate.seq.load(SeqCst));
+        (r, mapping_level(&vm, 0x201), vm.is_private(0x300), inv, rt.counters().write_lock_acquisitions)
+    }
+
+    #[test]
+    fn prealloc_topup_failure_fails_a_conversion_before_mmu_lock() {
+        for punch in [false, true] {
+            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::Prealloc, punch, 1);
+            assert_eq!((r, level, private, inv, writes), (Err(Errno::ENOMEM), Some(PG_LEVEL_2M), true, (0, 0), 0));
+        }
+    }
+
+    #[test]
+    fn a_conversion_drops_the_write_lock_to_allocate_only_with_drop_lock() {
+        for punch in [false, true] {
+            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::Prealloc, punch, 0);
+            assert_eq!((r, level, private, inv, writes), (Ok(()), Some(PG_LEVEL_4K), punch, (0, 1), 2));
+            // drop-lock: the split drops and re-takes the write lock once.
+            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::DropLock, punch, 0);
+            assert_eq!((r, level, private, inv, writes), (Ok(()), Some(PG_LEVEL_4K), punch, (0, 1), 3));
+            // drop-lock, failing: the split's -ENOMEM under the first write-lock section.
+            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::DropLock, punch, 1);
+            assert_eq!((r, level, private, inv, writes), (Err(Errno::ENOMEM), Some(PG_LEVEL_2M), true, (0, 1), 3));
+        }
+    }
 
     #[test]
     fn invalidation_is_balanced_and_bumps_the_sequence() {

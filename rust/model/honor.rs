@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lpage_info::{hugepage_set_guest_inhibit, hugepage_test_guest_inhibit};
-use super::split::kvm_split_cross_boundary_leafs;
+use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::types::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
 use crate::sync::{Mode, Runtime};
@@ -31,6 +31,19 @@ pub enum HonorStep {
 impl HonorStep {
     pub const FINAL: [HonorStep; 5] =
         [HonorStep::PreCheck, HonorStep::WriteLock, HonorStep::Split, HonorStep::SetInhibit, HonorStep::WriteUnlock];
+
+    /// The read-inhibit preset (python/tdxcore/policy.py): set the flag under the read lock,
+    /// then split under the write lock.
+    #[cfg(test)]
+    pub const READ_INHIBIT: [HonorStep; 7] = [
+        HonorStep::PreCheck,
+        HonorStep::ReadLock,
+        HonorStep::SetInhibit,
+        HonorStep::ReadUnlock,
+        HonorStep::WriteLock,
+        HonorStep::Split,
+        HonorStep::WriteUnlock,
+    ];
 }
 
 /// The lock discipline a policy must keep to run on real locks: no lock taken while one is held
@@ -58,7 +71,8 @@ pub fn check_lock_discipline(steps: &[HonorStep]) -> Result<(), String> {
 
 /// tdx_honor_guest_accept_level(vcpu, gfn, level): run the VM's honour policy for an ACCEPT
 /// of `level` at `gfn`. Levels above 2M are ignored, as in the kernel. An error (-ENOMEM from
-/// the split) releases the locks the policy holds (scoped_guard) and goes back to the caller.
+/// the split, or from the cache top-up with `split_alloc = prealloc`) releases the locks the
+/// policy holds (scoped_guard) and goes back to the caller.
 pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Level) -> Result<(), Errno> {
     if level > PG_LEVEL_2M {
         return Ok(());
@@ -67,6 +81,15 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
         return Err(Errno::EFAULT);
     };
     let start = level.round(gfn);
+    // split_alloc = prealloc: top up the split's cache before the first step, so -ENOMEM comes
+    // back before the pre-check, before any lock and before GUEST_INHIBIT can be set (the
+    // re-issued ACCEPT then runs the honour path again). A policy that never splits needs none.
+    if cx.vm.honor_policy.contains(&HonorStep::Split)
+        && let Err(e) = kvm_mmu_topup_memory_cache(cx).await
+    {
+        cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {e:?}"));
+        return Err(e);
+    }
     let mut held: Option<Mode> = None;
     let mut result = Ok(());
     for (i, &step) in cx.vm.honor_policy.iter().enumerate() {
@@ -125,7 +148,12 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::VmConfig;
+    use crate::model::config::{SplitAlloc, VmConfig};
+    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::invariants::mapping_level;
+    use crate::model::vm::testing::run;
+    use crate::sync::sequential::FaultPlan;
+    use crate::sync::{LockId, Obj, Op, OpKind, TraceLine};
     use crate::model::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
     use crate::model::vm::Vm;
     use crate::model::vm::testing::ok;
@@ -151,6 +179,78 @@ mod tests {
         });
         let steps = rt.take_trace().into_iter().filter(|l| matches!(l, crate::sync::TraceLine::Step(_))).count();
         assert_eq!(steps, 1, "one lockless load");
+    }
+
+    /// A 2M PENDING leaf over 0x200 (vCPU1 faults 0x3ff), then the read-inhibit honour path for
+    /// a 4K ACCEPT of 0x201 with `failures` injected allocation failures: its result, whether
+    /// GUEST_INHIBIT is set at 2M, the level mapping 0x201, and the trace's steps.
+    fn read_inhibit_honour(split_alloc: SplitAlloc, failures: u32) -> (Result<(), Errno>, bool, Option<Level>, Vec<Op>) {
+        let cfg = VmConfig { honor_policy: HonorStep::READ_INHIBIT.to_vec(), split_alloc, ..Default::default() };
+        let vm = Vm::new(&cfg).unwrap();
+        ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x3ff, PG_LEVEL_2M).await).unwrap();
+        assert_eq!(mapping_level(&vm, 0x201), Some(PG_LEVEL_2M));
+        let plan = FaultPlan { alloc_failures: failures, ..Default::default() };
+        let (r, rt) = run(&vm, 0, plan, async |cx| tdx_honor_guest_accept_level(cx, 0x201, PG_LEVEL_4K).await);
+        let inhibit = vm.slots[0].lpage_info_slot(0x201, PG_LEVEL_2M).load(SeqCst) & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0;
+        let steps = rt
+            .take_trace()
+            .into_iter()
+            .filter_map(|l| if let TraceLine::Step(e) = l { Some(e.op) } else { None })
+            .collect();
+        (r, inhibit, mapping_level(&vm, 0x201), steps)
+    }
+
+    /// The mmu_lock acquisitions and releases among `steps`, in order.
+    fn mmu_lock_ops(steps: &[Op]) -> Vec<OpKind> {
+        steps
+            .iter()
+            .filter(|o| o.obj == Obj::Lock { lock: LockId::MmuLock })
+            .map(|o| o.kind)
+            .filter(|k| matches!(k, OpKind::Lock(_) | OpKind::Unlock(_)))
+            .collect()
+    }
+
+    const R: Mode = Mode::Read;
+    const W: Mode = Mode::Write;
+
+    #[test]
+    fn prealloc_topup_failure_returns_enomem_before_the_flag_is_set() {
+        let (r, inhibit, level, steps) = read_inhibit_honour(SplitAlloc::Prealloc, 1);
+        assert_eq!(r, Err(Errno::ENOMEM));
+        assert!(!inhibit, "GUEST_INHIBIT must not be set");
+        assert_eq!(level, Some(PG_LEVEL_2M), "the 2M leaf is intact");
+        // One step: the failed top-up; no pre-check load, no lock.
+        assert_eq!(steps.iter().map(|o| o.kind).collect::<Vec<_>>(), vec![OpKind::Alloc]);
+    }
+
+    #[test]
+    fn prealloc_split_never_releases_mmu_lock_mid_split() {
+        let (r, inhibit, level, steps) = read_inhibit_honour(SplitAlloc::Prealloc, 0);
+        assert_eq!((r, inhibit, level), (Ok(()), true, Some(PG_LEVEL_4K)));
+        assert_eq!(steps[0].kind, OpKind::Alloc, "the top-up comes before the policy's first step");
+        assert_eq!(steps.iter().filter(|o| o.kind == OpKind::Alloc).count(), 1);
+        use OpKind::{Lock, Unlock};
+        assert_eq!(mmu_lock_ops(&steps), vec![Lock(R), Unlock(R), Lock(W), Unlock(W)]);
+    }
+
+    #[test]
+    fn drop_lock_split_releases_mmu_lock_to_allocate() {
+        let (r, inhibit, level, steps) = read_inhibit_honour(SplitAlloc::DropLock, 0);
+        assert_eq!((r, inhibit, level), (Ok(()), true, Some(PG_LEVEL_4K)));
+        use OpKind::{Alloc, Lock, Unlock};
+        assert_eq!(mmu_lock_ops(&steps), vec![Lock(R), Unlock(R), Lock(W), Unlock(W), Lock(W), Unlock(W)]);
+        // The allocation happens with the lock dropped: after the fourth lock op, before the fifth.
+        let i = steps.iter().position(|o| o.kind == Alloc).unwrap();
+        assert_eq!(mmu_lock_ops(&steps[..i]), vec![Lock(R), Unlock(R), Lock(W), Unlock(W)]);
+    }
+
+    #[test]
+    fn drop_lock_split_failure_leaves_the_flag_set_over_the_2m_leaf() {
+        // As before the option: the split fails after the flag was set (the read-inhibit livelock).
+        let (r, inhibit, level, steps) = read_inhibit_honour(SplitAlloc::DropLock, 1);
+        assert_eq!((r, inhibit, level), (Err(Errno::ENOMEM), true, Some(PG_LEVEL_2M)));
+        use OpKind::{Lock, Unlock};
+        assert_eq!(mmu_lock_ops(&steps), vec![Lock(R), Unlock(R), Lock(W), Unlock(W), Lock(W), Unlock(W)]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The split engine: kvm_split_cross_boundary_leafs() (v3 patch 11), on the mirror root.
 
-use super::config::Mutation;
+use super::config::{Mutation, SplitAlloc};
 use super::fault::tdp_mmu_split_huge_page;
 use super::spte::*;
 use super::tdp_mmu::TdpIter;
@@ -9,11 +9,28 @@ use super::types::{Errno, Gfn, PG_LEVEL_2M};
 use super::vm::Cx;
 use crate::sync::{FindingKind, Mode, Runtime};
 
+/// kvm_mmu_topup_memory_cache() for the split's page tables, called before the caller takes
+/// mmu_lock. Only with `split_alloc = prealloc`: one allocation stands for filling the cache
+/// with every page the split may need, so the injected -ENOMEM is this top-up failing, before
+/// any lock is taken. With drop-lock the split allocates for itself and this does nothing.
+pub async fn kvm_mmu_topup_memory_cache<R: Runtime>(cx: &Cx<'_, R>) -> Result<(), Errno> {
+    if cx.vm.split_alloc != SplitAlloc::Prealloc {
+        return Ok(());
+    }
+    let r = cx.alloc_page().await;
+    if let Err(e) = r {
+        cx.note(|| format!("kvm_mmu_topup_memory_cache() -> {}", e.name()));
+    }
+    r
+}
+
 /// kvm_split_cross_boundary_leafs(kvm, [start, end), shared): split, down to 4K, every huge
-/// leaf that crosses the range boundary (`!(gfn >= start && gfn + size <= end)`). To allocate a
-/// page table it drops mmu_lock, allocates, re-takes the lock in the same mode and restarts its
-/// walk, since anything may have changed meanwhile. -ENOMEM leaves every leaf it has not split
-/// untouched. Does not flush: BLOCK + TRACK + kick already did.
+/// leaf that crosses the range boundary (`!(gfn >= start && gfn + size <= end)`). With
+/// `split_alloc = drop-lock`, to allocate a page table it drops mmu_lock, allocates, re-takes
+/// the lock in the same mode and restarts its walk, since anything may have changed meanwhile;
+/// -ENOMEM leaves every leaf it has not split untouched. With `prealloc` the page comes from
+/// the cache the caller topped up before taking mmu_lock, so the lock is held throughout.
+/// Does not flush: BLOCK + TRACK + kick already did.
 pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
     cx: &Cx<'_, R>,
     start: Gfn,
@@ -43,7 +60,9 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                 let crosses = !(iter.gfn >= start && iter.gfn + PG_LEVEL_2M.pages() <= end);
                 let spte = iter.old_spte;
                 if crosses && is_shadow_present_pte(spte) && is_last_spte(spte, PG_LEVEL_2M) {
-                    if !sp_in_hand {
+                    // prealloc: kvm_mmu_memory_cache_alloc() from the cache topped up before
+                    // mmu_lock was taken; it cannot fail and needs no unlock.
+                    if !sp_in_hand && cx.vm.split_alloc == SplitAlloc::DropLock {
                         // tdp_mmu_alloc_sp_for_split(): drop the lock to allocate.
                         cx.note(|| format!("split {:#x}: drop mmu_lock to allocate a page table", iter.gfn));
                         relock(cx, mode, false).await;

@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 use super::attributes::KVM_MEMORY_ATTRIBUTE_PRIVATE;
-use super::config::{ModuleOptions, Mutation, RetryOptions, TdState, VmConfig};
+use super::config::{ModuleOptions, Mutation, RetryOptions, SplitAlloc, TdState, VmConfig};
 use super::honor::HonorStep;
 use super::lpage_info;
 use super::memslot::{Memslot, check_no_overlap};
@@ -36,6 +36,7 @@ pub struct Vm {
     pub module: ModuleOptions,
     pub retry: RetryOptions,
     pub honor_policy: Vec<HonorStep>,
+    pub split_alloc: SplitAlloc,
     pub mutations: Vec<Mutation>,
     /// kvm->vm_bugged: set by KVM_BUG_ON; every later operation fails with -EIO.
     pub bugged: AtomicBool,
@@ -107,6 +108,7 @@ impl Vm {
             module: cfg.module.clone(),
             retry: cfg.retry.clone(),
             honor_policy: cfg.honor_policy.clone(),
+            split_alloc: cfg.split_alloc,
             mutations: cfg.mutations.clone(),
             bugged: AtomicBool::new(false),
             fingerprint: AtomicU64::new(0),
