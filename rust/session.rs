@@ -272,8 +272,8 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::invariants::mapping_level;
     use crate::model::config::SplitAlloc;
+    use crate::model::invariants::mapping_level;
     use crate::model::sept::SeptState;
 
     fn session() -> Session {

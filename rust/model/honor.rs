@@ -151,12 +151,12 @@ mod tests {
     use crate::model::config::{SplitAlloc, VmConfig};
     use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::invariants::mapping_level;
-    use crate::model::vm::testing::run;
-    use crate::sync::sequential::FaultPlan;
-    use crate::sync::{LockId, Obj, Op, OpKind, TraceLine};
     use crate::model::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
     use crate::model::vm::Vm;
     use crate::model::vm::testing::ok;
+    use crate::model::vm::testing::run;
+    use crate::sync::sequential::FaultPlan;
+    use crate::sync::{LockId, Obj, Op, OpKind, TraceLine};
     use std::sync::atomic::Ordering::SeqCst;
 
     fn vm_with(policy: &[HonorStep]) -> Vm {
@@ -184,7 +184,10 @@ mod tests {
     /// A 2M PENDING leaf over 0x200 (vCPU1 faults 0x3ff), then the read-inhibit honour path for
     /// a 4K ACCEPT of 0x201 with `failures` injected allocation failures: its result, whether
     /// GUEST_INHIBIT is set at 2M, the level mapping 0x201, and the trace's steps.
-    fn read_inhibit_honour(split_alloc: SplitAlloc, failures: u32) -> (Result<(), Errno>, bool, Option<Level>, Vec<Op>) {
+    fn read_inhibit_honour(
+        split_alloc: SplitAlloc,
+        failures: u32,
+    ) -> (Result<(), Errno>, bool, Option<Level>, Vec<Op>) {
         let cfg = VmConfig { honor_policy: HonorStep::READ_INHIBIT.to_vec(), split_alloc, ..Default::default() };
         let vm = Vm::new(&cfg).unwrap();
         ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x3ff, PG_LEVEL_2M).await).unwrap();
