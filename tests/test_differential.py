@@ -69,6 +69,7 @@ configs = st.fixed_dictionaries({
     "folio_orders": st.sampled_from([[], [(0x800, 0xA00, 0)], [(0x200, 0x400, 0)]]),
     "atomic_demote": st.booleans(),
     "honor_policy": st.sampled_from([None, None, READ_LOCK_SPLIT]),
+    "split_alloc": st.sampled_from(["drop-lock", "prealloc"]),
     "reenter_on_retry": st.booleans(),
     "end_vcpu_on_error": st.booleans(),
     "event_after_retries": st.integers(0, 3),

@@ -93,7 +93,8 @@ class SpecVm:
                  td_state: str = "runnable", shared: Iterable[Any] = (), folio_order: int = 9,
                  folio_orders: Iterable[Any] = (), atomic_demote: bool = False,
                  accept_overrides: Iterable[Mapping[str, Any]] = (),
-                 honor_policy: Optional[Sequence[str]] = None, reenter_on_retry: bool = False,
+                 honor_policy: Optional[Sequence[str]] = None, split_alloc: str = "drop-lock",
+                 reenter_on_retry: bool = False,
                  end_vcpu_on_error: bool = False, event_after_retries: int = 4,
                  max_exits: int = 8, alloc_failures: int = 0,
                  busy: Optional[Mapping[str, int]] = None) -> None:
@@ -112,6 +113,9 @@ class SpecVm:
                 raise ConfigError("memslots must be non-empty and disjoint")
         self.slots.sort(key=lambda s: s.base)  # kvm_for_each_memslot_in_gfn_range() order
         self.policy = tuple(s.lower() for s in (honor_policy or FINAL_POLICY))
+        if split_alloc not in ("drop-lock", "prealloc"):
+            raise ConfigError(f"unknown split_alloc {split_alloc!r}: allowed are drop-lock, prealloc")
+        self.prealloc = split_alloc == "prealloc"
         self.reenter_on_retry, self.end_vcpu_on_error = reenter_on_retry, end_vcpu_on_error
         self.event_after_retries, self.max_exits = event_after_retries, max_exits
         self.overrides = {(o["state"].upper(), o["leaf"], o["position"].lower(), o["level"].upper()):
@@ -204,6 +208,12 @@ class SpecVm:
             self.alloc_failures -= 1
             self.counters["allocations_failed"] += 1
             raise Errno("-ENOMEM")
+
+    def _topup_split_cache(self) -> None:
+        """kvm_mmu_topup_memory_cache() before mmu_lock, with split_alloc="prealloc" only: one
+        allocation fills the cache with every page table the split may take."""
+        if self.prealloc:
+            self._alloc()
 
     def _lock(self, mode: str) -> None:
         self.counters[f"{mode}_lock_acquisitions"] += 1
@@ -313,12 +323,13 @@ class SpecVm:
         """kvm_split_cross_boundary_leafs(): split to 4K every huge leaf that crosses the range
         boundary. For each one it first drops mmu_lock, allocates a page table
         (tdp_mmu_alloc_sp_for_split(); -ENOMEM ends the split, leaving what it has not split
-        untouched), re-takes the lock in the same mode and restarts its walk. Under the read lock
-        a BUSY retries the same leaf."""
+        untouched), re-takes the lock in the same mode and restarts its walk; with
+        split_alloc="prealloc" it takes the page from the cache its caller topped up and keeps
+        the lock. Under the read lock a BUSY retries the same leaf."""
         g, have_page = rnd(start, M2), False
         while g < end:
             if not (start <= g and g + 512 <= end) and self.mirror.get((M2, g)) == LEAF:
-                if not have_page:  # unlock, allocate, re-lock (counted), check the allocation
+                if not have_page and not self.prealloc:  # unlock, allocate, re-lock (counted)
                     self._lock("read" if shared else "write")
                     self._alloc()
                     g, have_page = rnd(start, M2), True
@@ -381,8 +392,11 @@ class SpecVm:
     def _honor_guest_accept_level(self, gfn: int, level: int) -> None:
         """tdx_honor_guest_accept_level(), run as the VM's policy; by default the final
         algorithm: GUEST_INHIBIT pre-check at level+1 with no lock; write lock; split the accept
-        granule; GUEST_INHIBIT at level+1, and 1G for a 4K accept; unlock. Errors propagate."""
+        granule; GUEST_INHIBIT at level+1, and 1G for a 4K accept; unlock. Errors propagate.
+        With split_alloc="prealloc" a policy that splits first tops up the split's cache."""
         start, held = rnd(gfn, level), None
+        if "split" in self.policy:
+            self._topup_split_cache()
         for step in self.policy:
             if step == "pre_check" and self._lpage(gfn, level + 1) & GUEST_INHIBIT:
                 return
@@ -557,6 +571,10 @@ class SpecVm:
         self._check_range(start, end)
         if all(self.private[g] == private for g in range(start, end)):
             return Result("ok")
+        if not private:  # the split's cache, before mmu_lock
+            r = self._errno(self._topup_split_cache)
+            if r.result != "ok":
+                return r
         self._lock("write")
         r = self._errno(lambda: None if private else self._split_and_zap(start, end))
         if r.result == "ok":
@@ -571,6 +589,9 @@ class SpecVm:
         crossing the boundary and zap the leafs inside; then end the invalidation under the
         write lock. (Folios are not truncated: the model keeps their order.)"""
         self._check_range(start, end)
+        r = self._errno(self._topup_split_cache)
+        if r.result != "ok":
+            return r
         self._lock("write")
         r = self._errno(lambda: self._split_and_zap(start, end))
         self._lock("write")
@@ -579,6 +600,9 @@ class SpecVm:
     def split_cross_boundary_leafs(self, start: int, end: int) -> Result:
         """kvm_split_cross_boundary_leafs() on [start, end) under the write lock."""
         self._check_range(start, end)
+        r = self._errno(self._topup_split_cache)
+        if r.result != "ok":
+            return r
         self._lock("write")
         return self._errno(lambda: self._split_cross_boundary_leafs(start, end, False))
 

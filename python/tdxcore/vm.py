@@ -22,6 +22,9 @@ SEAMCALL_KEYS = (
     "page_add", "sept_add", "page_aug", "range_block", "page_demote",
     "page_remove", "mem_track", "range_unblock", "accept",
 )
+# Where the split gets its page tables (docs/MODEL.md): drop mmu_lock to allocate, or take them
+# from a cache topped up before mmu_lock is taken.
+SPLIT_ALLOC = ("drop-lock", "prealloc")
 GUEST_INHIBIT = 1 << 30
 MIXED = 1 << 31
 
@@ -122,6 +125,7 @@ def vm_config(
     atomic_demote: bool = False,
     accept_overrides: Iterable[Mapping[str, Any]] = (),
     honor_policy: Optional[Sequence[str]] = None,
+    split_alloc: str = "drop-lock",
     reenter_on_retry: bool = False,
     end_vcpu_on_error: bool = False,
     event_after_retries: int = 4,
@@ -149,6 +153,7 @@ def vm_config(
             "event_at_any_retry": _bool(event_at_any_retry, "event_at_any_retry"),
             "max_exits": _int(max_exits, "max_exits", 1, 2**32 - 1),
         },
+        "split_alloc": _choice(split_alloc, "split_alloc", SPLIT_ALLOC),
     }
     if honor_policy is not None:
         config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in _seq(honor_policy, "honor_policy")]
