@@ -129,21 +129,26 @@ mod tests {
     use crate::model::config::{SplitAlloc, VmConfig};
     use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::invariants::mapping_level;
-    use crate::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
+    use crate::model::types::{Level, PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::vm::Vm;
     use crate::model::vm::testing::{ok, run};
     use crate::sync::sequential::FaultPlan;
     use std::sync::atomic::Ordering::SeqCst;
 
+    /// What a conversion left: its result, the level mapping 0x201, whether 0x300 is still
+    /// private, the invalidation's (in_progress, seq), and the write-lock acquisitions.
+    #[derive(Debug, PartialEq)]
+    struct Left {
+        r: Result<(), Errno>,
+        level: Option<Level>,
+        private: bool,
+        invalidate: (u64, u64),
+        write_locks: u64,
+    }
+
     /// A 2M leaf over 0x200, then a conversion of [0x300, 0x310) to shared (`punch`: a punch
-    /// hole of it) with `failures` injected allocation failures: the result, the level mapping
-    /// 0x201, whether 0x300 is still private, the invalidation's (in_progress, seq), and the
-    /// write-lock acquisitions.
-    fn convert_inside_2m(
-        split_alloc: SplitAlloc,
-        punch: bool,
-        failures: u32,
-    ) -> (Result<(), Errno>, Option<crate::model::types::Level>, bool, (u64, u64), u64) {
+    /// hole of it) with `failures` injected allocation failures.
+    fn convert_inside_2m(split_alloc: SplitAlloc, punch: bool, failures: u32) -> Left {
         let vm = Vm::new(&VmConfig { split_alloc, ..Default::default() }).unwrap();
         ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x3ff, PG_LEVEL_2M).await).unwrap();
         let plan = FaultPlan { alloc_failures: failures, ..Default::default() };
@@ -154,29 +159,47 @@ mod tests {
                 kvm_vm_set_mem_attributes(cx, 0x300, 0x310, false).await
             }
         });
-        let inv = (vm.invalidate.in_progress.load(SeqCst), vm.invalidate.seq.load(SeqCst));
-        (r, mapping_level(&vm, 0x201), vm.is_private(0x300), inv, rt.counters().write_lock_acquisitions)
+        Left {
+            r,
+            level: mapping_level(&vm, 0x201),
+            private: vm.is_private(0x300),
+            invalidate: (vm.invalidate.in_progress.load(SeqCst), vm.invalidate.seq.load(SeqCst)),
+            write_locks: rt.counters().write_lock_acquisitions,
+        }
     }
 
     #[test]
     fn prealloc_topup_failure_fails_a_conversion_before_mmu_lock() {
         for punch in [false, true] {
-            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::Prealloc, punch, 1);
-            assert_eq!((r, level, private, inv, writes), (Err(Errno::ENOMEM), Some(PG_LEVEL_2M), true, (0, 0), 0));
+            let left = convert_inside_2m(SplitAlloc::Prealloc, punch, 1);
+            let nothing = Left {
+                r: Err(Errno::ENOMEM),
+                level: Some(PG_LEVEL_2M),
+                private: true,
+                invalidate: (0, 0),
+                write_locks: 0,
+            };
+            assert_eq!(left, nothing);
         }
     }
 
     #[test]
     fn a_conversion_drops_the_write_lock_to_allocate_only_with_drop_lock() {
         for punch in [false, true] {
-            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::Prealloc, punch, 0);
-            assert_eq!((r, level, private, inv, writes), (Ok(()), Some(PG_LEVEL_4K), punch, (0, 1), 2));
+            // Split, zapped, converted (a punch hole leaves the attributes), in two write-lock sections.
+            let done = Left { r: Ok(()), level: Some(PG_LEVEL_4K), private: punch, invalidate: (0, 1), write_locks: 2 };
+            assert_eq!(convert_inside_2m(SplitAlloc::Prealloc, punch, 0), done);
             // drop-lock: the split drops and re-takes the write lock once.
-            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::DropLock, punch, 0);
-            assert_eq!((r, level, private, inv, writes), (Ok(()), Some(PG_LEVEL_4K), punch, (0, 1), 3));
-            // drop-lock, failing: the split's -ENOMEM under the first write-lock section.
-            let (r, level, private, inv, writes) = convert_inside_2m(SplitAlloc::DropLock, punch, 1);
-            assert_eq!((r, level, private, inv, writes), (Err(Errno::ENOMEM), Some(PG_LEVEL_2M), true, (0, 1), 3));
+            assert_eq!(convert_inside_2m(SplitAlloc::DropLock, punch, 0), Left { write_locks: 3, ..done });
+            // drop-lock, failing: the split's -ENOMEM inside the first write-lock section.
+            let failed = Left {
+                r: Err(Errno::ENOMEM),
+                level: Some(PG_LEVEL_2M),
+                private: true,
+                invalidate: (0, 1),
+                write_locks: 3,
+            };
+            assert_eq!(convert_inside_2m(SplitAlloc::DropLock, punch, 1), failed);
         }
     }
 
