@@ -153,8 +153,7 @@ mod tests {
     use crate::model::invariants::mapping_level;
     use crate::model::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
     use crate::model::vm::Vm;
-    use crate::model::vm::testing::ok;
-    use crate::model::vm::testing::run;
+    use crate::model::vm::testing::{ok, run};
     use crate::sync::sequential::FaultPlan;
     use crate::sync::{LockId, Obj, Op, OpKind, TraceLine};
     use std::sync::atomic::Ordering::SeqCst;
