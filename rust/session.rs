@@ -262,7 +262,7 @@ impl Session {
         self.run(host, async move |cx| {
             kvm_mmu_topup_memory_cache(cx).await?;
             cx.write_lock().await;
-            let r = kvm_split_cross_boundary_leafs(cx, start, end, false).await;
+            let r = kvm_split_cross_boundary_leafs(cx, start, end, false, 0).await;
             cx.write_unlock().await;
             r
         })

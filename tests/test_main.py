@@ -7,19 +7,31 @@ import sys
 from tdxcore.__main__ import main
 
 
-def test_python_m_tdxcore_runs_the_comparison():
-    # The README's first command, end to end: the matrix, then one trace per violating cell.
+def test_python_m_tdxcore_states_the_answer_first():
+    # The README's first command, end to end: the conclusion, computed from the cells; the
+    # policies, the invariants, a legend, one matrix per split allocation mode, then the worst
+    # consequence's trace of each harmful policy. What is asserted does not depend on the budget
+    # (tests/test_compare.py bounds the cells by schedules and asserts each one).
     r = subprocess.run([sys.executable, "-m", "tdxcore"], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:9]}
-    assert set(rows) == {"v3", "v3-no-precheck", "read-inhibit", "set-then-split", "read-demote",
-                         "inhibit-only", "read-demote+atomic-demote"}
-    assert all(c.startswith("ok") for p in ("v3", "v3-no-precheck") for cell in rows[p] for c in cell.split("/"))
-    assert rows["inhibit-only"][0] == "LL/LL" and rows["read-inhibit"][0] == "I1~/I1~"
-    violating = sum(1 for p, cells in rows.items() for cell in cells if not cell.startswith("ok"))
-    assert out.count("\n== ") == violating == 25
-    assert out.count("replay: tdxcore replay tdxcore1:") == violating
+    order = ["CONCLUSION", "POLICIES", "INVARIANTS", "each cell:", "split allocation: drop-lock",
+             "split allocation: prealloc", "\n== "]
+    assert [out.index(h) for h in order] == sorted(out.index(h) for h in order)
+    conclusion = out[out.index("CONCLUSION"):out.index("POLICIES")]
+    # v3 is never harmed (its cells either complete or are marked cut); inhibit-only always is.
+    assert conclusion.splitlines()[1].startswith("v3, v3-no-precheck")
+    assert "inhibit-only: trap (TRAP)" in conclusion
+    for mode in ("drop-lock", "prealloc"):
+        block = out[out.index(f"split allocation: {mode}"):].split("\n\n")[0].splitlines()
+        rows = {line.split()[0]: line.split()[1:] for line in block[2:]}
+        assert set(rows) == {"v3", "v3-no-precheck", "read-inhibit", "set-then-split", "read-demote",
+                             "inhibit-only", "read-demote+atomic-demote"}
+        assert all(c.startswith("ok") or c.startswith("cut") for p in ("v3", "v3-no-precheck")
+                   for cell in rows[p] for c in cell.split("/"))
+        assert rows["inhibit-only"][0] == "TRAP/TRAP"
+    harmful = [line for line in conclusion.splitlines() if ": trap (" in line or "(LL)" in line]
+    assert out.count("\n== ") == len(harmful) and out.count("replay: tdxcore replay tdxcore1:") == len(harmful)
 
 
 def test_walk_shows_the_seed_situation():
@@ -41,3 +53,6 @@ def test_other_commands(capsys):
     assert main(["invariants"]) == 0
     out = capsys.readouterr().out
     assert all(f"I{i} " in out for i in range(1, 12))
+    # Every property with its class, worst first.
+    lines = [line.split()[:2] for line in out.splitlines()[1:11]]
+    assert lines[0] == ["isolation", "[harm]"] and lines[3] == ["trap", "[harm]"] and lines[-1] == ["race", "[contract]"]

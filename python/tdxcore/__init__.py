@@ -14,7 +14,7 @@ from tdxcore.errors import (
     TdxError,
 )
 from tdxcore.bench import BenchResult, bench
-from tdxcore.check import CheckResult, Counterexample, Replay, check, replay
+from tdxcore.check import CheckResult, Counterexample, PropertyResult, Replay, check, properties, replay
 from tdxcore.policy import Policy
 from tdxcore.scenario import Scenario, accept, access, host, punch_hole, set_memory_attributes, vcpu
 from tdxcore.vm import Finding, Outcome, Vm, accept_table, invariants
@@ -25,12 +25,14 @@ __all__ = [
     "CheckResult",
     "Counterexample",
     "Policy",
+    "PropertyResult",
     "Replay",
     "Scenario",
     "accept",
     "access",
     "check",
     "host",
+    "properties",
     "punch_hole",
     "replay",
     "set_memory_attributes",

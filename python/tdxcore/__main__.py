@@ -13,7 +13,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("walk", help="walk the seed thread's situation step by step, sequentially")
     sub.add_parser("accept-table", help="print the TDG.MEM.PAGE.ACCEPT outcome table")
-    sub.add_parser("invariants", help="print I1-I11 with their conditions")
+    sub.add_parser("invariants", help="print the properties a check answers, and I1-I11 with their conditions")
     chk = sub.add_parser("check", help="explore a scenario's interleavings under a policy")
     chk.add_argument("--scenario", default="accept-vs-fault", help="a scenario preset (default accept-vs-fault)")
     chk.add_argument("--policy", default="v3", help="a policy preset, or comma-separated steps")
@@ -23,14 +23,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--runs", type=int, default=10_000, help="runs (random, pct)")
     chk.add_argument("--depth", type=int, default=2, help="PCT depth")
     chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
+    chk.add_argument("--split-alloc", help="where the split's page table comes from: drop-lock (default: mmu_lock "
+                                           "is dropped to allocate) or prealloc (a cache topped up before the lock)")
     chk.add_argument("--max-time", type=float, default=60.0,
                      help="seconds before the search is cut (default 60; the certificate says so)")
     chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
+    chk.add_argument("--property", action="append", metavar="NAME",
+                     help="ask about this property (repeatable; an asked contract property decides too); "
+                          "`tdxcore invariants` lists them")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario (the default)")
     cmp_.add_argument("--per-cell", type=float, default=10.0,
                       help="seconds per cell at most (default 10; shrunk to keep the total near --total)")
     cmp_.add_argument("--total", type=float, default=50.0, help="seconds for the whole matrix (default 50)")
+    cmp_.add_argument("--max-schedules", type=int,
+                      help="bound every cell by this many schedules instead of by time (the same matrix on any machine)")
     cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
     bn = sub.add_parser("bench", help="run policies on OS threads with a real mmu_lock and compare their cost")
     bn.add_argument("--policy", help="comma-separated presets (default: every preset, and read-demote+atomic-demote)")
@@ -74,6 +81,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(r.jsonl() if args.json else r.render())
             return 1 if r.violation else 0
         elif args.command == "invariants":
+            from tdxcore import properties
+
+            print("properties a check answers, worst first (harm decides the verdict; contract is reported):")
+            for p in properties():
+                print(f"{p['name']:<15} [{p['class']}] {p['statement']}")
+            print()
             for inv in invariants():
                 print(f"{inv['id']:<8} [{inv['kind']}] {inv['statement']}\n         holds when: {inv['holds_when']}\n         checked in: {inv['checked']}")
     except TdxError as e:
@@ -83,29 +96,64 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from tdxcore.compare import compare, render_matrix
+    import textwrap
+
+    from tdxcore import MODEL_VERSION, invariants
+    from tdxcore.compare import compare, legend, render_matrix
+    from tdxcore.conclusion import _worst, conclusion, policy_steps
 
     progress = sys.stderr.isatty()
     done = []
 
     def on_cell(c) -> None:
         done.append(c)
-        print(f"\r  {len(done)} cells done: {c.policy} x {c.scenario} ({c.alloc_failures})" + " " * 20,
-              end="", file=sys.stderr, flush=True)
+        end = "" if progress else "\n"
+        print(f"\r  {len(done)} cells done: {c.policy} x {c.scenario} ({c.split_alloc}, {c.alloc_failures})" + " " * 10,
+              end=end, file=sys.stderr, flush=True)
 
-    cells = compare(per_cell_seconds=args.per_cell, total_seconds=args.total, on_cell=on_cell if progress else None)
+    interrupted = False
+    try:
+        cells = compare(per_cell_seconds=args.per_cell, total_seconds=args.total, on_cell=on_cell,
+                        max_schedules=args.max_schedules)
+    except KeyboardInterrupt:
+        interrupted, cells = True, list(done)
     if progress:
         print(file=sys.stderr)
-    print(render_matrix(cells))
+    if not cells:
+        print("tdxcore: interrupted before any cell was computed", file=sys.stderr)
+        return 130
+    wrap = textwrap.TextWrapper(width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    print(f"tdxcore compare (model version {MODEL_VERSION}): every preset policy against every preset"
+          f" scenario\n")
+    print("CONCLUSION (computed from the cells below)")
+    for line in conclusion(cells).splitlines():
+        print("\n".join(wrap.wrap(line)))
+    print("\nPOLICIES (the honour path's steps)")
+    for label in dict.fromkeys(c.policy for c in cells):
+        print(f"  {label:<26} {', '.join(policy_steps(label))}" + (" (atomic demote)" if "atomic" in label else ""))
+    print("\nINVARIANTS")
+    for inv in invariants():
+        if inv["kind"] != "design_rule":
+            print("\n".join(wrap.wrap(f"  {inv['id']:<4} {inv['statement']}")))
+    print()
+    print(legend())
+    for mode in dict.fromkeys(c.split_alloc for c in cells):
+        print()
+        print(render_matrix(cells, mode))
+    if interrupted:
+        print(f"\ninterrupted (Ctrl-C): {len(cells)} cells computed, the others are '-'", file=sys.stderr)
+        return 130
     if not args.no_traces:
-        # One trace per violating cell; the one-failure variant only when its verdict differs.
-        plain = {(c.policy, c.scenario): c.text for c in cells if c.alloc_failures == 0}
-        for c in cells:
-            if c.result.counterexample is None or (c.alloc_failures and plain.get((c.policy, c.scenario)) == c.text):
+        # The worst consequence of each harmful policy, with its trace.
+        for label in dict.fromkeys(c.policy for c in cells):
+            harmful = [c for c in cells if c.policy == label and c.harmful]
+            if not harmful:
                 continue
+            c = _worst(harmful)
             cx = c.result.counterexample
-            failures = " with one allocation failure allowed" if c.alloc_failures else ""
-            print(f"\n== {c.policy} on {c.scenario}{failures}: {c.text}, {cx.preemptions} preemption(s), {cx.steps} steps")
+            failures = ", one allocation failure allowed" if c.alloc_failures else ""
+            print(f"\n== {label} on {c.scenario} ({c.split_alloc}{failures}): {cx.code}, "
+                  f"{cx.preemptions} preemption(s), shows at step {cx.steps}")
             print(f"   replay: tdxcore replay {cx.token}")
             print(cx.render())
     return 0
@@ -157,18 +205,41 @@ def _check(args: argparse.Namespace) -> int:
             policy = Policy.from_dict(data["policy"])
     if args.alloc_failures is not None:
         scenario = dataclasses.replace(scenario, alloc_failures=args.alloc_failures)
+    if args.split_alloc is not None:
+        scenario = dataclasses.replace(scenario, vm={**scenario.vm, "split_alloc": args.split_alloc})
     r = check(scenario, policy, strategy=args.strategy, bound=args.bound, seed=args.seed, runs=args.runs,
-              depth=args.depth, max_time=args.max_time)
+              depth=args.depth, max_time=args.max_time, properties=args.property)
     if args.json:
-        out = {"verdict": r.verdict, "scenario": r.scenario, "policy": r.policy, "certificate": r.certificate,
-               "design_rules": r.design_rules, "memory_model": r.memory_model, "violation": r.violation,
-               "counterexample": None if r.counterexample is None else {
-                   "token": r.counterexample.token, "steps": r.counterexample.steps,
-                   "preemptions": r.counterexample.preemptions}}
-        print(json.dumps(out, indent=2, sort_keys=True))
+        print(json.dumps(_check_json(r), indent=2, sort_keys=True))
     else:
         print(r.summary())
-    return 1 if r.verdict == "violated" else 0
+    return exit_code(r)
+
+
+def exit_code(r) -> int:
+    """0: no harm, complete search; 1: a deciding property violated; 3: nothing violated but the
+    search was cut, bounded or sampled; 130: interrupted (Ctrl-C)."""
+    if r.verdict == "violated":
+        return 1
+    if r.interrupted:
+        return 130
+    return 0 if r.verdict == "holds" else 3
+
+
+def _check_json(r) -> dict:
+    def cx(c):
+        return None if c is None else {"property": c.property, "code": c.code, "violation": c.violation,
+                                       "token": c.token, "steps": c.steps, "preemptions": c.preemptions}
+    return {
+        "verdict": r.verdict, "worst": r.worst, "scenario": r.scenario, "policy": r.policy,
+        "certificate": r.certificate, "design_rules": r.design_rules, "memory_model": r.memory_model,
+        "counterexample": cx(r.counterexample), "races": list(r.races),
+        "properties": {name: {"class": "harm" if p.harm else "contract", "decides": p.decides, "status": p.status,
+                              "code": p.code, "bound": p.bound, "runs": p.runs, "why": p.why,
+                              "preemptions_minimal": p.preemptions_minimal, "shortened": p.shortened,
+                              "counterexample": cx(p.counterexample)}
+                       for name, p in r.properties.items()},
+    }
 
 
 if __name__ == "__main__":

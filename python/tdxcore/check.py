@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Optional, Sequence
 
@@ -21,15 +21,26 @@ MEMORY_MODEL = "x86-TSO"
 
 @dataclass(frozen=True)
 class Replay:
-    """One execution, with its trace: what `replay(token)` returns."""
+    """One execution, with its trace: what `replay(token)` returns. `hits` lists every property
+    the run broke (property, code, violation, step), worst first."""
 
     token: str
-    violation: Optional[dict[str, Any]]
+    hits: tuple[dict[str, Any], ...]
     trace: tuple[dict[str, Any], ...]
     results: dict[str, Any]
     steps: int
     preemptions: int
     nr_vcpus: int
+    unfinished: Optional[str] = None
+
+    @property
+    def violation(self) -> Optional[dict[str, Any]]:
+        """The worst property's violation, if the run broke one."""
+        return self.hits[0]["violation"] if self.hits else None
+
+    def hit(self, prop: str) -> Optional[dict[str, Any]]:
+        """This run's hit of property `prop`, if any."""
+        return next((h for h in self.hits if h["property"] == prop), None)
 
     def render(self, columns: Optional[bool] = None) -> str:
         from tdxcore.report import render_schedule
@@ -44,11 +55,22 @@ class Replay:
 
 @dataclass(frozen=True)
 class Counterexample:
+    """A property's counterexample: replaying `token` shows `violation` at step `steps`."""
+
+    property: str
+    code: str
     violation: dict[str, Any]
     token: str
     choices: tuple[int, ...]
     steps: int
     preemptions: int
+
+    @classmethod
+    def _from(cls, cx: Optional[dict[str, Any]]) -> Optional["Counterexample"]:
+        if not cx:
+            return None
+        return cls(property=cx["property"], code=cx["code"], violation=cx["violation"], token=cx["token"],
+                   choices=tuple(cx["choices"]), steps=cx["steps"], preemptions=cx["preemptions"])
 
     @cached_property
     def replay(self) -> Replay:
@@ -59,7 +81,43 @@ class Counterexample:
 
 
 @dataclass(frozen=True)
+class PropertyResult:
+    """What a check shows about one property. `status`: "holds" (complete search, no bound),
+    "holds_up_to" (every schedule with up to `bound` preemptions), "none_found" (a cut or
+    sampled search found none: `why`), or "violated" (`counterexample`; `preemptions_minimal`:
+    no counterexample has fewer preemptions; `shortened`: a search for a shorter one found none)."""
+
+    name: str
+    harm: bool
+    decides: bool
+    status: str
+    code: Optional[str] = None
+    runs: Optional[int] = None
+    bound: Optional[int] = None
+    why: Optional[str] = None
+    preemptions_minimal: bool = False
+    shortened: bool = False
+    counterexample: Optional[Counterexample] = None
+
+    @property
+    def violated(self) -> bool:
+        return self.status == "violated"
+
+    @classmethod
+    def _from(cls, p: dict[str, Any]) -> "PropertyResult":
+        return cls(name=p["property"], harm=p["class"] == "harm", decides=p["decides"], status=p["status"],
+                   code=p.get("code"), runs=p.get("runs"), bound=p.get("bound"), why=p.get("why"),
+                   preemptions_minimal=p.get("preemptions_minimal", False), shortened=p.get("shortened", False),
+                   counterexample=Counterexample._from(p.get("counterexample")))
+
+
+@dataclass(frozen=True)
 class CheckResult:
+    """`verdict`: "violated" (a deciding property broke: `worst` names the worst, and
+    `counterexample` is its), "holds" (none did, and the search covered every schedule) or "cut"
+    (none did, but the search was cut, bounded or sampled: not a proof). `properties` answers
+    every property, worst first."""
+
     verdict: str
     scenario: str
     policy: str
@@ -69,12 +127,23 @@ class CheckResult:
     results: dict[str, Any]
     elapsed_ms: int
     schedule_hash: str
+    worst: Optional[str] = None
+    properties: dict[str, PropertyResult] = field(default_factory=dict)
     races: tuple[dict[str, Any], ...] = ()
     memory_model: str = MEMORY_MODEL
 
     @property
     def violation(self) -> Optional[dict[str, Any]]:
         return None if self.counterexample is None else self.counterexample.violation
+
+    @property
+    def violated(self) -> list[PropertyResult]:
+        """Every property broken, deciding or not, worst first."""
+        return [p for p in self.properties.values() if p.violated]
+
+    @property
+    def interrupted(self) -> bool:
+        return (self.certificate.get("cut_by") or "").startswith("interrupted")
 
     def summary(self) -> str:
         from tdxcore.report import render_check
@@ -111,29 +180,34 @@ def check(
     max_schedules: int = 10_000_000,
     max_time: Optional[float] = None,
     progress: Optional[bool] = None,
+    properties: Optional[Sequence[str]] = None,
 ) -> CheckResult:
     """Explore `scenario` (a Scenario or a preset name) under `policy` (a Policy, a preset name
-    or a list of steps). Returns the verdict, what was covered, design-rule findings and the
-    shortest counterexample found (fewest preemptions, then fewest steps)."""
+    or a list of steps) and answer every property (`tdxcore.properties()`), each with its own
+    result and counterexample (fewest preemptions, then fewest steps). Harm decides the verdict;
+    `properties=[names]` asks about those (the search stops once each has a counterexample) and
+    makes an asked contract property decide too."""
     scn = as_scenario(scenario)
     pol: Policy = as_policy(policy)
     strat = _strategy(strategy, bound, cache, seed, runs, depth, choices)
     budget = {"max_schedules": _int(max_schedules, "max_schedules", 1),
               "max_time": None if max_time is None else float(max_time)}
+    if properties is None:
+        asked: list[str] = []
+    elif isinstance(properties, (str, bytes)) or not isinstance(properties, (list, tuple)):
+        raise ArgumentTypeError(f"properties must be a list of property names, not {type(properties).__name__}")
+    else:
+        asked = [p if isinstance(p, str) else str(p) for p in properties]
     if progress is None:
         progress = sys.stderr.isatty()
-    out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), json.dumps(budget), bool(progress)))
-    cx = out.get("counterexample")
-    counterexample = None
-    if cx:
-        counterexample = Counterexample(
-            violation=cx["violation"], token=cx["token"], choices=tuple(cx["choices"]),
-            steps=cx["steps"], preemptions=cx["preemptions"])
+    out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), json.dumps(budget), bool(progress), asked))
+    props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
     return CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],
-        design_rules=out["design_rules"], counterexample=counterexample,
+        design_rules=out["design_rules"], counterexample=Counterexample._from(out.get("counterexample")),
         results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"],
-        schedule_hash=out["schedule_hash"], races=tuple(out["races"]), memory_model=out["memory_model"])
+        schedule_hash=out["schedule_hash"], worst=out["worst"], properties=props, races=tuple(out["races"]),
+        memory_model=out["memory_model"])
 
 
 def replay(token: str) -> Replay:
@@ -142,7 +216,19 @@ def replay(token: str) -> Replay:
         raise ArgumentTypeError(f"a replay token is a str, not {type(token).__name__}")
     scenario_json, choices = _core.read_token(token)
     out = json.loads(_core.replay_choices(scenario_json, choices))
+    hits = sorted(out["hits"], key=lambda h: _SEVERITY[h["property"]])
     return Replay(
-        token=out["token"], violation=out["violation"], trace=tuple(out["trace"]),
+        token=out["token"], hits=tuple(hits), trace=tuple(out["trace"]),
         results={str(k): v for k, v in out["results"].items()}, steps=out["steps"],
-        preemptions=out["preemptions"], nr_vcpus=json.loads(scenario_json)["vm"]["vcpus"])
+        preemptions=out["preemptions"], nr_vcpus=json.loads(scenario_json)["vm"]["vcpus"],
+        unfinished=out["unfinished"])
+
+
+def properties() -> list[dict[str, Any]]:
+    """The properties a check answers, worst first: name, class ("harm" decides the verdict,
+    "contract" is reported with its trace), statement, and the matrix code of a violation."""
+    return [dict(p, property=p["name"]) for p in _PROPERTIES]
+
+
+_PROPERTIES: list[dict[str, Any]] = json.loads(_core.properties_json())
+_SEVERITY = {p["name"]: i for i, p in enumerate(_PROPERTIES)}

@@ -1,4 +1,6 @@
-"""`tdxcore compare`: every preset policy against every preset scenario, as a verdict matrix."""
+"""`tdxcore compare`: every preset policy against every preset scenario, as the kernel behaves and
+with one allocation failure allowed, in each split allocation mode: one matrix per mode, each
+cell the worst consequence the check found."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from tdxcore.check import CheckResult, check
+from tdxcore.check import CheckResult, check, properties
 from tdxcore.policy import PRESETS as POLICIES
 from tdxcore.scenario import PRESETS as SCENARIOS
+from tdxcore.vm import SPLIT_ALLOC
 
 # read-demote runs twice: with today's module (the rollback path) and with the atomic demote.
 VARIANTS: tuple[tuple[str, str, bool], ...] = tuple(
@@ -24,35 +27,44 @@ class Cell:
     policy: str
     scenario: str
     alloc_failures: int
+    split_alloc: str
     result: CheckResult
 
     @property
+    def harmful(self) -> bool:
+        return self.result.verdict == "violated"
+
+    @property
     def text(self) -> str:
-        """A short code: ok, ok<=k (complete up to k preemptions), ok? (cut before any bound
-        completed), I1~ (transient), I1! (stable), BUG, DL, LL, NP."""
+        """The worst consequence, as a code: a harm's (TRAP, LL, DL, BUG, WARN, I9...), else how
+        far the search shows no harm (ok: complete; ok<=k: every schedule with up to k
+        preemptions; cut: neither), followed by the worst contract breach in parentheses."""
         r = self.result
-        c = r.certificate
-        if r.verdict == "holds":
-            if c["complete"] and c["bound"] is None:
-                return "ok"
-            k = c["bound"] if c["complete"] else c.get("completed_bound")
-            return "ok?" if k is None else f"ok<={k}"
-        v = r.violation or {}
-        kind = v.get("kind")
-        if kind == "invariant":
-            return f"{v['rule']}{'!' if v['stable'] else '~'}"
-        return {"bug": "BUG", "deadlock": "DL", "livelock": "LL", "no_progress": "NP"}.get(kind or "", "violated")
+        if self.harmful:
+            return r.properties[r.worst].code
+        harm = [p for p in r.properties.values() if p.harm]
+        if all(p.status == "holds" for p in harm):
+            base = "ok"
+        elif all(p.status in ("holds", "holds_up_to") for p in harm):
+            base = f"ok<={min(p.bound for p in harm if p.status == 'holds_up_to')}"
+        else:
+            base = "cut"
+        contract = next((p.code for p in r.violated if not p.harm), None)
+        return f"{base}({contract})" if contract else base
 
 
 def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequence[str]] = None,
             per_cell_seconds: float = 10.0, total_seconds: float = 50.0, workers: Optional[int] = None,
-            on_cell: Optional[Callable[[Cell], None]] = None) -> list[Cell]:
-    """Run the matrix: each cell as the kernel behaves and with one allocation failure allowed.
+            on_cell: Optional[Callable[[Cell], None]] = None, max_schedules: Optional[int] = None,
+            split_allocs: Sequence[str] = SPLIT_ALLOC) -> list[Cell]:
+    """Run the matrix: each cell as the kernel behaves and with one allocation failure allowed, in
+    each split allocation mode.
 
-    Cells run on `workers` threads (default: the machine's cores, at most 4; a check releases
-    the GIL). Every cell first gets a short budget, enough for most violations and for the small
-    scenarios; the cells it cut then share what is left of `total_seconds`, each getting at most
-    `per_cell_seconds`. A cell cut by its budget says so in its certificate.
+    Cells run on `workers` threads (default: the machine's cores, at most 4; a check releases the
+    GIL). With `max_schedules`, every cell is bounded by that many schedules and nothing else, so
+    the result does not depend on the machine's speed. Otherwise every cell first gets a short
+    time budget, enough for most cells; the cells it cut then share what is left of
+    `total_seconds`, each getting at most `per_cell_seconds`. A cut cell says so.
     """
     jobs = {}
     for label, policy, atomic in VARIANTS:
@@ -61,57 +73,84 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
         for name, scenario in SCENARIOS.items():
             if scenarios is not None and name not in scenarios:
                 continue
-            for failures in (0, 1):
-                vm = dict(scenario.vm)
-                if atomic:
-                    vm["atomic_demote"] = True
-                jobs[(label, name, failures)] = (policy, dataclasses.replace(scenario, vm=vm, alloc_failures=failures))
+            for mode in split_allocs:
+                for failures in (0, 1):
+                    vm = dict(scenario.vm, split_alloc=mode)
+                    if atomic:
+                        vm["atomic_demote"] = True
+                    jobs[(label, name, failures, mode)] = (
+                        policy, dataclasses.replace(scenario, vm=vm, alloc_failures=failures))
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     deadline = time.monotonic() + total_seconds
 
-    def run_all(keys: list, budget: float) -> dict:
+    def run_all(keys: list, budget: Optional[float], final: bool) -> dict:
         def run(key: tuple) -> Cell:
             policy, s = jobs[key]
-            cell = Cell(*key, check(s, policy, max_time=budget, progress=False))
-            if on_cell and not (budget == first and cell.result.certificate.get("cut_by")):
+            if max_schedules is not None:
+                r = check(s, policy, max_schedules=max_schedules, progress=False)
+            else:
+                r = check(s, policy, max_time=budget, progress=False)
+            cell = Cell(*key, r)
+            if on_cell and (final or not r.certificate.get("cut_by")):
                 on_cell(cell)
             return cell
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             return dict(zip(keys, pool.map(run, keys)))
 
+    if max_schedules is not None:
+        cells = run_all(list(jobs), None, True)
+        return [cells[k] for k in jobs]
     first = min(per_cell_seconds, FIRST_PASS_SECONDS)
-    cells = run_all(list(jobs), first)
-    cut = [k for k, c in cells.items() if c.result.certificate.get("cut_by")]
+    cells = run_all(list(jobs), first, per_cell_seconds <= first)
+    cut = [k for k, c in cells.items() if c.result.certificate.get("cut_by") and not c.result.interrupted]
     if cut and per_cell_seconds > first:
         budget = min(per_cell_seconds, (deadline - time.monotonic()) * workers / len(cut))
         if budget > first:
-            cells.update(run_all(cut, budget))
+            cells.update(run_all(cut, budget, True))
+        elif on_cell:
+            for k in cut:
+                on_cell(cells[k])
     return [cells[k] for k in jobs]
 
 
-# Most cells end (a violation found, or a small scenario's search complete) well within this.
+# Most cells end (complete, or a small scenario) well within this.
 FIRST_PASS_SECONDS = 0.5
 
 
-def render_matrix(cells: Sequence[Cell]) -> str:
+def render_matrix(cells: Sequence[Cell], split_alloc: str) -> str:
+    """One split allocation mode's matrix: a row per policy, a column per scenario, each cell
+    "as the kernel behaves / with one allocation failure allowed"."""
+    cells = [c for c in cells if c.split_alloc == split_alloc]
     scenarios = list(dict.fromkeys(c.scenario for c in cells))
     policies = list(dict.fromkeys(c.policy for c in cells))
     index = {(c.policy, c.scenario, c.alloc_failures): c for c in cells}
     width = max(len(p) for p in policies) + 1
-    col = max(14, *(len(s) + 1 for s in scenarios))
-    lines = ["each cell: as the kernel behaves / with one allocation failure allowed",
-             (" " * width + "".join(f"{s:<{col}}" for s in scenarios)).rstrip()]
+    text = {(p, s): f"{index[(p, s, 0)].text if (p, s, 0) in index else '-'}/"
+                    f"{index[(p, s, 1)].text if (p, s, 1) in index else '-'}" for p in policies for s in scenarios}
+    cols = [max(len(s), *(len(text[(p, s)]) for p in policies)) + 1 for s in scenarios]
+    lines = [f"split allocation: {split_alloc} ({SPLIT_ALLOC_MEANING.get(split_alloc, split_alloc)})",
+             (" " * width + "".join(f"{s:<{w}}" for s, w in zip(scenarios, cols))).rstrip()]
     for p in policies:
-        row = f"{p:<{width}}"
-        for s in scenarios:
-            a, b = index.get((p, s, 0)), index.get((p, s, 1))
-            row += f"{(a.text if a else '-') + '/' + (b.text if b else '-'):<{col}}"
-        lines.append(row.rstrip())
-    lines += [
-        "ok: holds, complete search with no preemption bound; ok<=k: holds, complete up to k preemptions (the",
-        "cell's budget cut the unbounded search); ok?: holds as far as the budget went, no bound completed;",
-        "I1~ / I1!: invariant I1 broken, transient (repaired later in the run) / stable; LL: livelock (weak",
-        "fairness); DL: deadlock; BUG: KVM_BUG_ON or WARN; NP: a program that cannot finish within its budget.",
-    ]
+        lines.append((f"{p:<{width}}" + "".join(f"{text[(p, s)]:<{w}}" for s, w in zip(scenarios, cols))).rstrip())
+    return "\n".join(lines)
+
+
+SPLIT_ALLOC_MEANING = {
+    "drop-lock": "the split drops mmu_lock to allocate its page table, as v3 and v5 do",
+    "prealloc": "page tables come from a cache topped up before mmu_lock is taken",
+}
+
+
+def legend() -> str:
+    """What a cell's codes mean, from the property table."""
+    lines = ["each cell: as the kernel behaves / with one allocation failure allowed; the worst consequence:"]
+    codes = {"ok": "no harm, complete search with no preemption bound",
+             "ok<=k": "no harm in every schedule with up to k preemptions (the budget cut the rest)",
+             "cut": "no harm found, but the budget cut the search before any bound was complete",
+             "(X)": "after ok: the worst contract breach X, reported, not harm"}
+    for p in properties():
+        codes[p["codes"]] = f"{p['name']} ({p['class']})"
+    for code, meaning in codes.items():
+        lines.append(f"  {code:<16} {meaning}")
     return "\n".join(lines)

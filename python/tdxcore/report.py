@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from functools import lru_cache
 from typing import Any, Iterable, Optional, Sequence
 
@@ -183,64 +184,117 @@ def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:
     return "\n".join(out)
 
 
+def _wrap(text: str, indent: str = "  ", width: int = 80) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _status(p: Any) -> str:
+    """One property's result in a few words."""
+    if p.status == "holds":
+        return "holds"
+    if p.status == "holds_up_to":
+        return f"holds up to {p.bound} preemption(s)"
+    if p.status == "none_found":
+        return f"none found in {p.runs:,} runs ({p.why})"
+    cx = p.counterexample
+    fewest = " (fewest)" if p.preemptions_minimal else ""
+    return f"VIOLATED {p.code}: {cx.preemptions} preemption(s){fewest}, step {cx.steps}"
+
+
 def render_check(result: Any) -> str:
+    """A check as text for an 80-column email: the verdict, what the search covered, every
+    property's result, the worst counterexample with its trace, and the others' replay tokens."""
     c = result.certificate
-    verdict = result.verdict.upper()
-    if result.verdict == "holds" and not c["complete"]:
-        verdict = "NO VIOLATION FOUND (the search was cut: not a proof)"
-    head = f"scenario {result.scenario}, policy {result.policy}: {verdict}"
+    if result.verdict == "violated":
+        verdict = f"VIOLATED: {result.worst}"
+    elif result.verdict == "holds":
+        verdict = "HOLDS (no harm; complete search, no preemption bound)"
+    elif result.interrupted:
+        verdict = "INTERRUPTED (no harm found in what was covered: not a proof)"
+    else:
+        verdict = "NO HARM FOUND (the search was cut, bounded or sampled: not a proof)"
+    lines = [f"scenario {result.scenario}, policy {result.policy}: {verdict}"]
     if c["strategy"] == "exhaustive":
         scope = "no preemption bound" if c["bound"] is None else f"up to {c['bound']} preemptions"
-        if result.verdict == "violated":
-            how = f"exhaustive, stopped at the first counterexample ({scope})"
-        else:
-            how = f"exhaustive, {'complete' if c['complete'] else 'not complete'} ({scope})"
+        how = f"exhaustive, {'complete' if c['complete'] else 'not complete'} ({scope})"
     elif c["strategy"] == "pct":
-        how = f"PCT, {c['schedules']} runs; one run finds a depth-d bug with p >= {c['pct_probability']:.3g}, {c['pct_runs_for_99']} runs give 99%"
+        how = (f"PCT: one run finds a depth-d bug with p >= {c['pct_probability']:.3g}; "
+               f"{c['pct_runs_for_99']} runs give 99%")
     else:
-        how = f"{c['strategy']}, {c['schedules']} runs"
-    lines = [head, f"  search: {how}; {c['schedules']:,} schedules, {c['distinct_states']:,} distinct states, "
-             f"{c['steps']:,} steps, {result.elapsed_ms / 1000:.2f} s"]
+        how = c["strategy"]
+    lines += _wrap(f"search: {how}; {c['schedules']:,} schedules, {c['distinct_states']:,} distinct states, "
+                   f"{c['steps']:,} steps, {result.elapsed_ms / 1000:.2f} s")
     if c.get("cut_by"):
-        lines.append(f"  cut by: {c['cut_by']}")
-        if result.verdict == "holds" and c.get("completed_bound") is not None:
-            lines.append(f"  complete up to {c['completed_bound']} preemption(s): every such schedule holds")
-    if result.design_rules:
-        for rule, (count, message) in result.design_rules.items():
-            lines.append(f"  design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")
-    else:
-        lines.append("  design rules: none broken")
-    lines.append(f"  memory model: {result.memory_model}")
+        lines += _wrap(f"cut by: {c['cut_by']}")
+    if c.get("stopped_when_found"):
+        lines += _wrap("stopped once every asked property had a counterexample")
+    if c.get("completed_bound") is not None and not c["complete"]:
+        lines += _wrap(f"every schedule with up to {c['completed_bound']} preemption(s) was covered")
+    if c.get("unfinished_runs"):
+        lines += _wrap(f"{c['unfinished_runs']} run(s) reached a budget before finishing (not a verdict: "
+                       f"what follows them was not searched), e.g. {c['unfinished']}")
+    if c.get("escape_schedules"):
+        lines += _wrap(f"{c['escape_schedules']:,} more runs searched the continuations of livelock cycles")
+    lines.append("")
+    lines.append(f"  {'property':<15} {'class':<9} result")
+    for p in result.properties.values():
+        cls = "harm" if p.harm else ("contract*" if p.decides else "contract")
+        lines.append(f"  {p.name:<15} {cls:<9} {_status(p)}")
+    lines += _wrap("(harm decides the verdict; contract* was asked for and decides too; the others "
+                   "are reported with a trace. `tdxcore invariants` lists the properties.)")
     if result.races:
-        lines.append(f"  data races on plain accesses ({len(result.races)} kinds):")
+        lines.append(f"  data races on plain accesses ({len(result.races)} pair(s); memory model x86-TSO):")
         for r in result.races:
             a, b = r["first"], r["second"]
-            lines.append(f"    {r['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
-                         f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {r['fix']}")
-    else:
-        lines.append("  data races on plain accesses: none reached")
+            lines += _wrap(f"{r['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
+                           f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {r['fix']}", "    ")
+    if result.design_rules:
+        for rule, (count, message) in result.design_rules.items():
+            lines += _wrap(f"design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")
     cx = result.counterexample
+    others = [p for p in result.violated if p.counterexample is not None and p.name != result.worst]
     if cx is not None:
-        v = cx.violation
-        lines.append(f"  violation: {_violation(v)}")
-        lines.append(f"  counterexample: {cx.preemptions} preemption(s), {cx.steps} steps; replay with:")
-        lines.append(f"    tdxcore replay {cx.token}")
+        lines.append("")
+        lines += _wrap(f"{result.worst}: {_violation(cx.violation)}", "")
+        lines.append(f"counterexample: {cx.preemptions} preemption(s), shows at step {cx.steps}; replay with:")
+        lines.append(f"  tdxcore replay {cx.token}")
         lines.append("")
         lines.append(cx.render())
+    if others:
+        lines.append("")
+        lines.append("the other properties broken, each with its own counterexample:")
+        for p in others:
+            o = p.counterexample
+            lines += _wrap(f"{p.name} ({p.code}): {_violation(o.violation)}; {o.preemptions} preemption(s), "
+                           f"step {o.steps}", "  ")
+            lines.append(f"    tdxcore replay {o.token}")
     return "\n".join(lines)
 
 
 def _violation(v: dict[str, Any]) -> str:
     kind = v["kind"]
     if kind == "invariant":
-        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'transient'}): {v['message']}"
+        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'repaired later'}): {v['message']}"
     if kind == "bug":
         return f"{v['rule']}: {v['message']}"
     if kind == "deadlock":
         return "deadlock: " + "; ".join(v["blocked"])
     if kind == "livelock":
-        return f"livelock: {v['message']}"
-    return f"no progress: {v['message']}"
+        e = v["escape"]
+        if e["escape"] == "trapped":
+            how = (f"no continuation completes the operation of {', '.join(thread_name(t, 64) for t in e['threads'])} "
+                   f"(all {e['schedules']:,} continuations searched): a trap")
+        elif e["escape"] == "leaves":
+            how = f"some schedule leaves the cycle (found within {e['schedules']:,} continuations)"
+        else:
+            how = f"whether some schedule leaves it is not known: {e['why']}"
+        return f"livelock: {v['message']}; {how}"
+    if kind == "race":
+        a, b = v["first"], v["second"]
+        return (f"race on {v['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
+                f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {v['fix']}")
+    return f"{kind}: {v}"
 
 
 def render_findings(findings: Iterable[Any]) -> str:

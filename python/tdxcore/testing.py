@@ -85,8 +85,8 @@ def _scenario_json(scenario: Scenario, steps: tuple[str, ...]) -> str:
 
 
 def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> dict[str, Any]:
-    """Run one schedule; the report's "verdict" and, when violated, "counterexample" (with its
-    "token")."""
+    """Run one schedule; the report's "verdict" ("violated" when it breaks a harm property, else
+    "cut": one run proves nothing) and, when violated, "counterexample" (with its "token")."""
     pol = as_policy(policy)
     sj = _scenario_json(as_scenario(scenario), pol.steps)
     strategy = json.dumps({"name": "choices", "choices": choices(schedule)})
@@ -96,7 +96,7 @@ def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> dict[str,
 def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> None:
     """Fail with the counterexample's trace if this schedule breaks something."""
     r = run(scenario, policy, schedule)
-    if r["verdict"] != "holds":
+    if r["verdict"] == "violated":
         cx = r["counterexample"]
         trace = replay(cx["token"])
         raise AssertionError(
@@ -107,7 +107,7 @@ def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> 
 def preemptions(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> Optional[int]:
     """The preemptions of the schedule's counterexample, or None if it holds."""
     r = run(scenario, policy, schedule)
-    return None if r["verdict"] == "holds" else r["counterexample"]["preemptions"]
+    return r["counterexample"]["preemptions"] if r["verdict"] == "violated" else None
 
 
 __all__ = ["STEPS", "assert_holds", "choices", "policies", "preemptions", "run", "scenarios", "schedules"]

@@ -1,6 +1,8 @@
 //! The interleaving explorer: the deterministic runtime (sim.rs), one execution (run.rs),
 //! scenarios as data (scenario.rs) and the search strategies (search.rs).
 
+pub mod escape;
+pub mod properties;
 pub mod race;
 pub mod run;
 pub mod scenario;

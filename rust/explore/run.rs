@@ -1,7 +1,9 @@
 //! One execution of a scenario: build the VM, start one simulated thread per program, and let
-//! the chooser pick who steps next until every thread is done, a consequence is found, or the
-//! run is cut. Verdicts come only from consequences: invariants broken where their condition
-//! holds, KVM_BUG_ON / WARN, deadlock, and programs that cannot finish within their budget.
+//! the chooser pick who steps next until every thread is done, the run cannot go on (a
+//! deadlock, a cycle without progress, a KVM_BUG_ON that kills the VM) or it is cut (a thread's
+//! step budget, a guest operation's exit budget). Everything else it finds (invariants broken
+//! where their condition holds, WARNs, contract breaches, races) is recorded as a property hit
+//! (properties.rs) and the run goes on, so the consequence a breach leads to is found too.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -13,6 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
 
+use super::properties::{Hit, Property, RunHits};
 use super::scenario::{Fairness, ProgramOp, Scenario};
 use super::sim::{Chooser, Decision, Sim, Status};
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
@@ -39,11 +42,37 @@ pub enum Violation {
     Bug { rule: String, message: String, tid: Tid, step: u32 },
     /// A wait-for cycle or a thread that waits for ever: every blocked thread with what it waits for.
     Deadlock { blocked: Vec<String> },
-    /// A program that did not finish within its budget (steps, or EPT-violation exits).
-    NoProgress { tid: Tid, message: String },
     /// A reachable cycle of states in which no thread completes an operation; `fairness` is
-    /// what the verdict assumes of the scheduler.
-    Livelock { threads: Vec<Tid>, cycle_steps: u32, fairness: Fairness, message: String },
+    /// what the verdict assumes of the scheduler; `escape`, whether some schedule leaves it.
+    Livelock {
+        threads: Vec<Tid>,
+        cycle_steps: u32,
+        fairness: Fairness,
+        message: String,
+        escape: Escape,
+        /// The operation each spinning thread is stuck in (program index): what an escape
+        /// must complete.
+        #[serde(skip)]
+        stuck: Vec<(Tid, usize)>,
+        /// The state the cycle closed at.
+        #[serde(skip)]
+        state: u64,
+    },
+    /// Two plain accesses unordered by happens-before.
+    Race(super::race::Race),
+}
+
+/// Whether some schedule leaves a livelock's cycle (escape.rs searches every continuation from
+/// the state it closed at).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "escape", rename_all = "snake_case")]
+pub enum Escape {
+    /// Not searched, or the search was cut: `why`.
+    Unknown { why: String },
+    /// Some continuation completes every stuck operation.
+    Leaves { schedules: u64 },
+    /// No continuation completes these threads' operations: a trap.
+    Trapped { threads: Vec<Tid>, schedules: u64 },
 }
 
 impl Violation {
@@ -54,8 +83,22 @@ impl Violation {
             }
             Violation::Bug { rule, message, .. } => format!("{rule}: {message}"),
             Violation::Deadlock { blocked } => format!("deadlock: {}", blocked.join("; ")),
-            Violation::NoProgress { message, .. } => format!("no progress: {message}"),
-            Violation::Livelock { message, .. } => format!("livelock: {message}"),
+            Violation::Livelock { message, escape, .. } => {
+                let how = match escape {
+                    Escape::Unknown { why } => format!("whether some schedule leaves it is not known: {why}"),
+                    Escape::Leaves { schedules } => {
+                        format!("some schedule leaves it ({schedules} continuations searched)")
+                    }
+                    Escape::Trapped { threads, schedules } => format!(
+                        "no continuation completes the operation of thread(s) {threads:?}: a trap ({schedules} continuations, all of them)"
+                    ),
+                };
+                format!("livelock: {message}; {how}")
+            }
+            Violation::Race(r) => format!(
+                "race on {}: thread {} {} ({}) vs thread {} {} ({}): {}",
+                r.object, r.first.tid, r.first.op, r.first.locks, r.second.tid, r.second.op, r.second.locks, r.fix
+            ),
         }
     }
 }
@@ -65,15 +108,22 @@ impl Violation {
 pub enum RunEnd {
     /// Every thread finished.
     Finished,
-    /// A consequence was found.
-    Violated,
+    /// The run cannot go on: a deadlock, a cycle without progress, a KVM_BUG_ON.
+    Stopped,
+    /// A thread's step budget or a guest operation's exit budget ran out: not a verdict.
+    Cut,
     /// State caching found a state already explored.
     Pruned,
+    /// Every operation of the run's goal completed (an escape search).
+    Goal,
 }
 
 pub struct Execution {
     pub end: RunEnd,
-    pub violation: Option<Violation>,
+    /// The properties the run broke, at most one hit per property and rule.
+    pub hits: Vec<Hit>,
+    /// Why the run was cut (RunEnd::Cut).
+    pub unfinished: Option<String>,
     pub decisions: Vec<Decision>,
     pub steps: u32,
     pub preemptions: u32,
@@ -84,6 +134,15 @@ pub struct Execution {
     pub races: Vec<super::race::Race>,
     /// The cached states this execution reached after its replayed prefix (RunOptions).
     pub path_states: Vec<PathState>,
+    /// The goal's threads whose stuck operation completed (a bit per tid).
+    pub progressed: u64,
+}
+
+/// An escape search's run (escape.rs): the cycle's state is reached after `from_step` steps;
+/// `ops` are the stuck threads' operations; the run ends once each has completed.
+pub struct Goal {
+    pub from_step: u32,
+    pub ops: Vec<(Tid, usize)>,
 }
 
 /// A state an execution passed, cached at a decision point: its key, the steps taken before it,
@@ -117,6 +176,8 @@ pub struct RunOptions<'a> {
     /// The cached states on the replayed prefix (earlier executions' `path_states`), so that a
     /// cycle back to one of them is seen.
     pub path_states: &'a [PathState],
+    /// An escape search's goal: cycles count only after it, and completing it ends the run.
+    pub goal: Option<&'a Goal>,
 }
 
 impl RunOptions<'_> {
@@ -132,6 +193,7 @@ impl RunOptions<'_> {
             incremental: true,
             trust_prefix: false,
             path_states: &[],
+            goal: None,
         }
     }
 }
@@ -142,7 +204,9 @@ async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
     let mut out = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         cx.rt.begin_op(cx.tid, i);
-        out.push(OpResult { op: i, result: run_op(&cx, op).await });
+        let result = run_op(&cx, op).await;
+        cx.rt.end_op(cx.tid, i, result != GuestResult::NoProgress.name());
+        out.push(OpResult { op: i, result });
     }
     out
 }
@@ -248,8 +312,8 @@ pub fn run_once(
     for &t in &tids {
         poll(t as usize, &mut threads, &mut results);
     }
-    let mut violation: Option<Violation> = None;
-    let mut transient: Option<Violation> = None;
+    let mut hits = RunHits::default();
+    let mut unfinished: Option<String> = None;
     let mut steps = 0u32;
     let mut end = RunEnd::Finished;
     // States seen at places a cycle can close (after a yield): key -> position in `path`;
@@ -260,6 +324,8 @@ pub fn run_once(
     let mut path_states: Vec<PathState> = Vec::new();
     let movers = Movers::of(scenario);
     let mut enabled: Vec<Tid> = Vec::with_capacity(nslots);
+    // An escape search's cycles count only after the state it starts from.
+    let from_step = opts.goal.map_or(0, |g| g.from_step);
     loop {
         enabled.clear();
         {
@@ -277,16 +343,18 @@ pub fn run_once(
         if enabled.is_empty() {
             let blocked = sim.blocked();
             if !blocked.is_empty() {
-                violation = Some(deadlock(&blocked));
+                hits.add(sim.hit(Property::Deadlock, deadlock(&blocked), steps));
+                end = RunEnd::Stopped;
             }
             break;
         }
         // A livelock: a state where a thread spun repeats within the execution.
-        if std::mem::take(&mut sim.st.borrow_mut().spun) {
+        if std::mem::take(&mut sim.st.borrow_mut().spun) && steps >= from_step {
             let key = state_key(&vm, &sim);
             if let Some(&start) = loop_states.get(&key) {
-                if let Some(v) = livelock(&path[start..], scenario.fairness) {
-                    violation = Some(v);
+                if let Some(v) = livelock(&path[start..], scenario.fairness, &sim, key) {
+                    hits.add(sim.hit(Property::Livelock, v, steps));
+                    end = RunEnd::Stopped;
                     break;
                 }
             } else {
@@ -314,7 +382,7 @@ pub fn run_once(
                         // may be a livelock whose spinning state comes round later: go on as a
                         // replay of these choices would, with no cache, to the spin check.
                         let earlier = opts.path_states.iter().chain(&path_states).find(|s| s.key == key);
-                        if earlier.and_then(|s| livelock(&path[s.step..], scenario.fairness)).is_none() {
+                        if earlier.and_then(|s| livelock(&path[s.step..], scenario.fairness, &sim, key)).is_none() {
                             end = RunEnd::Pruned;
                             break;
                         }
@@ -332,24 +400,35 @@ pub fn run_once(
         path.push((enabled.iter().fold(0u64, |m, &e| m | 1 << e), t));
         poll(t as usize, &mut threads, &mut results);
         steps += 1;
-        // Event-time consequences (install-time invariants, bugs, warnings); design-rule
-        // findings stay where they are.
-        let consequence = {
+        // Event-time consequences (install-time invariants, contract breaches, bugs, warnings)
+        // are recorded; a KVM_BUG_ON kills the VM and ends the run. Design-rule findings stay.
+        let consequences: Vec<Finding> = {
             let mut st = sim.st.borrow_mut();
-            let i = st.findings.iter().position(|f| f.kind != FindingKind::DesignRule);
-            i.map(|i| st.findings.remove(i))
+            let (c, design) =
+                std::mem::take(&mut st.findings).into_iter().partition(|f| f.kind != FindingKind::DesignRule);
+            st.findings = design;
+            c
         };
-        if let Some(f) = consequence {
-            violation = Some(match f.kind {
-                FindingKind::Invariant => Violation::Invariant {
+        let mut bugged = false;
+        for f in consequences {
+            let Some(p) = Property::of_finding(&f) else { continue };
+            bugged |= p == Property::Bug;
+            let v = match f.kind {
+                FindingKind::Bug | FindingKind::Warn => {
+                    Violation::Bug { rule: f.rule.into(), message: f.message, tid: f.tid, step: steps }
+                }
+                _ => Violation::Invariant {
                     rule: f.rule.into(),
                     message: f.message,
                     tid: Some(f.tid),
                     step: steps,
                     stable: true,
                 },
-                _ => Violation::Bug { rule: f.rule.into(), message: f.message, tid: f.tid, step: steps },
-            });
+            };
+            hits.add(sim.hit(p, v, steps));
+        }
+        if bugged {
+            end = RunEnd::Stopped;
             break;
         }
         let (dirty, dirty_mmu) = {
@@ -360,12 +439,7 @@ pub fn run_once(
         // are checked after any write; the whole-table ones after page-table writes and
         // write-lock releases, the only steps that can change them while their condition holds.
         let checked_before = opts.trust_prefix && sim.replaying();
-        if opts.check_every_step
-            && !checked_before
-            && transient.is_none()
-            && dirty
-            && sim.lock_state_mmu().writer.is_none()
-        {
+        if opts.check_every_step && !checked_before && dirty && sim.lock_state_mmu().writer.is_none() {
             let lock = sim.lock_state_mmu();
             let found = if opts.incremental {
                 check_touched(&vm, lock)
@@ -374,14 +448,15 @@ pub fn run_once(
             } else {
                 crate::model::invariants::check_huge_leaves(&vm, lock)
             };
-            if let Some(f) = found.into_iter().next() {
-                transient = Some(Violation::Invariant {
+            for f in found {
+                let v = Violation::Invariant {
                     rule: f.rule.into(),
                     message: f.message,
                     tid: None,
                     step: steps,
                     stable: false,
-                });
+                };
+                hits.add(sim.hit(Property::of_state(f.rule, false), v, steps));
             }
         }
         let over = {
@@ -389,68 +464,84 @@ pub fn run_once(
             st.steps[t as usize] > scenario.max_steps
         };
         if over {
-            violation = Some(Violation::NoProgress {
-                tid: t,
-                message: format!("thread {t} took more than {} steps (the scenario's max_steps)", scenario.max_steps),
-            });
+            unfinished =
+                Some(format!("thread {t} took more than {} steps (the scenario's max_steps)", scenario.max_steps));
+            end = RunEnd::Cut;
+            break;
+        }
+        if opts.goal.is_some_and(|g| g.ops.iter().all(|&(t, i)| sim.completed(t, i))) {
+            end = RunEnd::Goal;
             break;
         }
     }
-    if violation.is_none() && end == RunEnd::Finished {
+    if end == RunEnd::Finished {
         // Programs that gave up: a guest operation that made no progress within max_exits.
         for (&t, rs) in &results {
             if let Some(r) = rs.iter().find(|r| r.result == GuestResult::NoProgress.name()) {
-                violation = Some(Violation::NoProgress {
-                    tid: t,
-                    message: format!(
-                        "thread {t} op {} made no progress in {} EPT-violation exits",
-                        r.op, vm.retry.max_exits
-                    ),
-                });
+                unfinished = Some(format!(
+                    "thread {t} op {} made no progress in {} EPT-violation exits (the VM's max_exits)",
+                    r.op, vm.retry.max_exits
+                ));
+                end = RunEnd::Cut;
                 break;
             }
         }
     }
-    if violation.is_none() && end == RunEnd::Finished {
-        // A breach still present when every thread has stopped is stable; else it was transient.
-        // Every earlier state was checked where it changed, so only a run that saw a breach (or
-        // checks the whole state each step) needs the whole final state looked at.
+    if end == RunEnd::Finished && opts.goal.is_none() {
+        // A breach still present when every thread has stopped is stable. Every earlier state
+        // was checked where it changed, so only a run that saw a breach (or checks the whole
+        // state each step) needs the whole final state looked at.
         let lock = sim.lock_state_mmu();
-        let whole = transient.is_some() || !opts.incremental || !opts.check_every_step;
-        let stable = if whole { check_state(&vm, lock) } else { check_touched(&vm, lock) }.into_iter().next();
-        violation = match (stable, transient) {
-            (Some(f), _) => Some(Violation::Invariant {
-                rule: f.rule.into(),
-                message: f.message,
-                tid: None,
-                step: steps,
-                stable: true,
-            }),
-            (None, t) => t,
-        };
-    }
-    if violation.is_some() {
-        end = RunEnd::Violated;
+        let whole = hits.has(Property::Window) || !opts.incremental || !opts.check_every_step;
+        for f in if whole { check_state(&vm, lock) } else { check_touched(&vm, lock) } {
+            let v =
+                Violation::Invariant { rule: f.rule.into(), message: f.message, tid: None, step: steps, stable: true };
+            hits.add(sim.hit(Property::of_state(f.rule, true), v, steps));
+        }
     }
     drop(threads);
+    let progressed = opts
+        .goal
+        .map_or(0, |g| g.ops.iter().filter(|&&(t, i)| sim.completed(t, i)).fold(0u64, |m, &(t, _)| m | 1 << t));
     let st = sim.st.into_inner();
+    let races = st.races.map(|r| r.races).unwrap_or_default();
+    let mut hits = hits.hits;
+    if let Some(r) = races.first() {
+        // The first race of the run stands for the property; every distinct pair is in `races`.
+        let step = r.second.step;
+        hits.push(Hit {
+            property: Property::Race,
+            violation: Violation::Race(r.clone()),
+            step,
+            preemptions: st.preemptions,
+            decisions: st.decisions.len(),
+        });
+    }
     Execution {
         end,
-        violation,
+        hits,
+        unfinished,
         decisions: st.decisions,
         steps,
         preemptions: st.preemptions,
         trace: st.trace,
         results,
         design_rules: st.findings,
-        races: st.races.map(|r| r.races).unwrap_or_default(),
+        races,
         path_states,
+        progressed,
     }
 }
 
 impl Sim<'_> {
     fn lock_state_mmu(&self) -> crate::sync::LockState {
         self.lock_state(LockId::MmuLock)
+    }
+
+    /// A hit at `step`, with the preemptions and decisions made so far.
+    fn hit(&self, property: Property, violation: Violation, step: u32) -> Hit {
+        let st = self.st.borrow();
+        Hit { property, violation, step, preemptions: st.preemptions, decisions: st.decisions.len() }
     }
 }
 
@@ -562,9 +653,9 @@ fn spte_is_table(vm: &Vm, obj: crate::sync::Obj) -> bool {
     })
 }
 
-/// A cycle closed: with weak fairness it is a livelock only if every thread enabled at every
-/// step of it took a step in it (else a fair scheduler would leave the cycle).
-fn livelock(cycle: &[(u64, Tid)], fairness: Fairness) -> Option<Violation> {
+/// A cycle closed at the state `key`: with weak fairness it is a livelock only if every thread
+/// enabled at every step of it took a step in it (else a fair scheduler would leave the cycle).
+fn livelock(cycle: &[(u64, Tid)], fairness: Fairness, sim: &Sim<'_>, key: u64) -> Option<Violation> {
     let stepped = cycle.iter().fold(0u64, |m, &(_, t)| m | 1 << t);
     let always = cycle.iter().fold(u64::MAX, |m, &(e, _)| m & e);
     if fairness == Fairness::Weak && always & !stepped != 0 {
@@ -579,7 +670,16 @@ fn livelock(cycle: &[(u64, Tid)], fairness: Fairness) -> Option<Violation> {
             Fairness::None => "assuming no fairness",
         }
     );
-    Some(Violation::Livelock { threads, cycle_steps: cycle.len() as u32, fairness, message })
+    let stuck = threads.iter().map(|&t| (t, sim.op_index(t))).collect();
+    Some(Violation::Livelock {
+        threads,
+        cycle_steps: cycle.len() as u32,
+        fairness,
+        message,
+        escape: Escape::Unknown { why: "not searched".into() },
+        stuck,
+        state: key,
+    })
 }
 
 fn deadlock(blocked: &[super::sim::Blocked]) -> Violation {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::run::{Execution, PathState, RunEnd, RunOptions, StateCache, Violation, run_once};
+use super::properties::{Coverage, Property, PropertyResult, Tracker, livelock_hits};
+use super::run::{Escape, Execution, PathState, RunEnd, RunOptions, StateCache, Violation, run_once};
 use super::scenario::Scenario;
 use super::sim::{ChoiceKind, Chooser, Decision};
 use crate::error::CoreResult;
@@ -151,6 +152,14 @@ pub struct Certificate {
     pub completed_bound: Option<u32>,
     /// Which budget stopped the search early, if one did.
     pub cut_by: Option<String>,
+    /// The search stopped because every asked property had a counterexample.
+    pub stopped_when_found: bool,
+    /// Runs cut by a thread's step budget or a guest operation's exit budget (not verdicts:
+    /// what follows them was not searched), with one example.
+    pub unfinished_runs: u64,
+    pub unfinished: Option<String>,
+    /// Runs spent searching the continuations of livelock cycles (escape.rs).
+    pub escape_schedules: u64,
     pub schedules: u64,
     /// Schedules of the last pass (an iterative search re-runs lower bounds first).
     pub schedules_last_pass: u64,
@@ -165,20 +174,45 @@ pub struct Certificate {
     pub pct_runs_for_99: Option<u64>,
 }
 
+/// A property's counterexample: the choices that replay it, and the step at which it shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Counterexample {
+    pub property: Property,
+    /// The verdict-matrix code (`TRAP`, `I1~`, ...).
+    pub code: String,
     pub violation: Violation,
     pub choices: Vec<u32>,
-    pub decisions: Vec<Decision>,
     pub steps: u32,
     pub preemptions: u32,
 }
 
+/// One property's answer, with its counterexample when it was broken.
+#[derive(Clone, Debug, Serialize)]
+pub struct PropertyReport {
+    #[serde(flatten)]
+    pub result: PropertyResult,
+    pub counterexample: Option<Counterexample>,
+}
+
+/// A distinct racing pair, with the choices of a run that shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RaceWitness {
+    #[serde(flatten)]
+    pub race: super::race::Race,
+    pub choices: Vec<u32>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// "holds" or "violated"
+    /// "violated": a deciding property broke; "holds": none did and the search was complete;
+    /// "cut": none did, but the search was cut, bounded or sampled.
     pub verdict: &'static str,
+    /// The worst deciding property broken.
+    pub worst: Option<Property>,
+    /// Its counterexample.
     pub counterexample: Option<Counterexample>,
+    /// Every property, worst first.
+    pub properties: Vec<PropertyReport>,
     pub certificate: Certificate,
     /// Design-rule findings across the search: rule -> (times seen, one message).
     pub design_rules: BTreeMap<String, (u64, String)>,
@@ -188,9 +222,12 @@ pub struct Report {
     /// A hash of every schedule the search ran, in order: equal inputs give equal hashes.
     pub schedule_hash: String,
     /// Pairs of unsynchronised plain accesses the search reached, one per kind of pair.
-    pub races: Vec<super::race::Race>,
+    pub races: Vec<RaceWitness>,
     pub memory_model: &'static str,
 }
+
+/// At most this many runs shorten one counterexample.
+const SHORTEN_RUNS: u32 = 2_000;
 
 /// Budgets that cut a search: schedules and wall time.
 #[derive(Clone, Copy, Debug)]
@@ -213,10 +250,8 @@ enum Phase {
         max: u32,
         then_unbounded: bool,
     },
-    /// Looking for a counterexample with fewer than `below` preemptions.
-    Minimize {
-        below: u32,
-    },
+    /// Looking for counterexamples with fewer preemptions for `Search::targets`.
+    Minimize,
     /// The unbounded search is paused (`paused`) while this bound is completed.
     Securing,
 }
@@ -244,11 +279,17 @@ pub struct Search {
     // random / pct
     run_index: u64,
     pct_k: u64,
+    /// Properties whose counterexamples may have more preemptions than needed (Minimize).
+    targets: Vec<Property>,
+    /// The whole space of schedules was covered by some pass.
+    space_covered: bool,
     // results
     cert: Certificate,
-    best: Option<Counterexample>,
+    props: Tracker,
     design: BTreeMap<String, (u64, String)>,
-    races: BTreeMap<String, super::race::Race>,
+    races: BTreeMap<String, RaceWitness>,
+    /// Livelock cycles already classified, by the state they close at.
+    escapes: std::collections::HashMap<u64, Escape>,
     results: BTreeMap<Tid, Vec<super::run::OpResult>>,
     done: bool,
     /// A hash of every schedule run, in order (determinism checks).
@@ -271,7 +312,17 @@ fn mix(h: u64, x: impl std::hash::Hash) -> u64 {
 }
 
 impl Search {
+    /// A search that answers every property (`properties` empty), or the named ones.
     pub fn new(scenario: Scenario, strategy: Strategy, budget: Budget) -> CoreResult<Search> {
+        Search::asking(scenario, strategy, budget, &[])
+    }
+
+    pub fn asking(
+        scenario: Scenario,
+        strategy: Strategy,
+        budget: Budget,
+        properties: &[Property],
+    ) -> CoreResult<Search> {
         scenario.validate()?;
         let busy = scenario.busy_budget()?;
         let name = match &strategy {
@@ -297,10 +348,13 @@ impl Search {
             cache: StateCache::default(),
             run_index: 0,
             pct_k: 0,
+            targets: Vec::new(),
+            space_covered: false,
             cert: Certificate { strategy: name.into(), ..Default::default() },
-            best: None,
+            props: Tracker::new(properties),
             design: BTreeMap::new(),
             races: BTreeMap::new(),
+            escapes: Default::default(),
             results: BTreeMap::new(),
             done: false,
             schedule_hash: 0,
@@ -378,50 +432,60 @@ impl Search {
         self.restart_dfs(SECURED_BOUND);
     }
 
-    fn record(&mut self, e: Execution) {
+    fn record(&mut self, mut e: Execution) {
         let chosen: Vec<u32> = e.decisions.iter().map(|d| d.chosen).collect();
         self.schedule_hash = mix(self.schedule_hash, (&chosen, e.steps));
         self.cert.schedules += 1;
         self.cert.schedules_last_pass += 1;
         self.cert.steps += e.steps as u64;
         *self.cert.preemption_histogram.entry(e.preemptions).or_default() += 1;
-        if e.end == RunEnd::Pruned {
-            self.cert.pruned += 1;
+        match e.end {
+            RunEnd::Pruned => self.cert.pruned += 1,
+            RunEnd::Cut => {
+                self.cert.unfinished_runs += 1;
+                self.cert.unfinished = self.cert.unfinished.take().or(e.unfinished.take());
+            }
+            _ => {}
         }
-        for r in e.races {
+        for r in std::mem::take(&mut e.races) {
             let mut pair = [format!("{}/{}", r.first.op, r.first.locks), format!("{}/{}", r.second.op, r.second.locks)];
             pair.sort();
             let key = format!("{} {} {}", r.object, pair[0], pair[1]);
-            self.races.entry(key).or_insert(r);
+            self.races.entry(key).or_insert_with(|| RaceWitness { race: r, choices: chosen.clone() });
         }
-        for f in e.design_rules {
+        for f in std::mem::take(&mut e.design_rules) {
             let entry = self.design.entry(f.rule.to_string()).or_insert((0, f.message.clone()));
             entry.0 += 1;
         }
-        if let Some(v) = e.violation {
-            let cx = Counterexample {
-                violation: v,
-                choices: e.decisions.iter().map(|d| d.chosen).collect(),
-                decisions: e.decisions,
-                steps: e.steps,
-                preemptions: e.preemptions,
-            };
-            let better = self.best.as_ref().is_none_or(|b| (cx.preemptions, cx.steps) < (b.preemptions, b.steps));
-            if better {
-                self.best = Some(cx);
-            }
-        }
+        let hits = self.classify_livelocks(std::mem::take(&mut e.hits), &chosen);
+        self.props.merge(&hits, &chosen);
         if matches!(self.strategy, Strategy::Choices { .. }) {
             self.results = e.results;
         }
+    }
+
+    /// A livelock hit gets its escape (escape.rs). Once a trap is found, a cycle is searched
+    /// only if it would be the livelock property's new best counterexample.
+    fn classify_livelocks(&mut self, hits: Vec<super::properties::Hit>, chosen: &[u32]) -> Vec<super::properties::Hit> {
+        let better = |h: &super::properties::Hit| {
+            self.props
+                .found
+                .get(&Property::Livelock)
+                .is_none_or(|f| (h.preemptions, h.step) < (f.hit.preemptions, f.hit.step))
+        };
+        let search =
+            !self.props.is_found(Property::Trap) || hits.iter().any(|h| h.property == Property::Livelock && better(h));
+        let (scenario, busy) = (&self.scenario, &self.busy);
+        let spent = &mut self.cert.escape_schedules;
+        super::escape::classify(scenario, busy, hits, chosen, &mut self.escapes, search, spent)
     }
 
     fn step(&mut self) {
         match self.strategy.clone() {
             Strategy::Exhaustive { cache, .. } => self.step_exhaustive(cache),
             Strategy::Random { seed, runs } => {
-                if self.run_index >= runs || self.best.is_some() {
-                    self.finish(self.best.is_none());
+                if self.run_index >= runs || !self.props.open() {
+                    self.finish();
                     return;
                 }
                 let mut c = Random(Xoshiro256PlusPlus::seed_from_u64(seed.wrapping_add(self.run_index)));
@@ -430,8 +494,8 @@ impl Search {
                 self.record(e);
             }
             Strategy::Pct { seed, depth, runs } => {
-                if self.run_index >= runs || self.best.is_some() {
-                    self.finish(self.best.is_none());
+                if self.run_index >= runs || !self.props.open() {
+                    self.finish();
                     return;
                 }
                 let tids: Vec<Tid> = (0..self.scenario.threads.len()).map(|i| self.scenario.tid(i)).collect();
@@ -443,14 +507,20 @@ impl Search {
             Strategy::Choices { choices } => {
                 let e = run_once(&self.scenario, &self.busy, &mut Prefix::new(choices), self.opts(false, None));
                 self.record(e);
-                self.finish(false);
+                self.finish();
             }
         }
     }
 
-    fn finish(&mut self, complete: bool) {
-        self.cert.complete = complete && self.cert.cut_by.is_none();
-        self.cert.distinct_states = self.cache.len() as u64;
+    /// The search ends: complete if some pass covered every schedule and nothing cut it. Each
+    /// counterexample is then shortened where one changed choice gives a shorter one.
+    fn finish(&mut self) {
+        let found: Vec<Property> = self.props.found.keys().copied().collect();
+        for p in found {
+            self.shorten(p);
+        }
+        self.cert.complete = self.space_covered && self.cert.cut_by.is_none() && self.cert.unfinished_runs == 0;
+        self.cert.distinct_states = self.cert.distinct_states.max(self.cache.len() as u64);
         self.done = true;
     }
 
@@ -460,18 +530,21 @@ impl Search {
     /// bound whose DFS never had to skip a preemption is complete for every bound.
     fn step_exhaustive(&mut self, use_cache: bool) {
         let Some(prefix) = self.prefix.take() else {
-            self.end_of_dfs();
+            self.end_of_pass(false);
             return;
         };
-        // Unbounded: the first violation starts the minimisation. Minimising: the first
-        // violation at the lowest bound has the fewest preemptions there is.
-        let found_here = match self.phase {
-            Phase::Unbounded => self.best.is_some(),
-            Phase::Minimize { .. } => self.best.as_ref().is_some_and(|b| b.preemptions <= self.bound),
-            Phase::Bounded { .. } | Phase::Securing => self.best.is_some(),
+        // Every asked property has a counterexample (minimising: every target has one within
+        // this pass's bound, which has the fewest preemptions there are): the pass ends early.
+        let found_all = match self.phase {
+            Phase::Minimize => {
+                self.targets.iter().all(|p| self.props.found.get(p).is_some_and(|f| f.hit.preemptions <= self.bound))
+            }
+            _ => !self.props.open(),
         };
-        if found_here {
-            self.end_of_dfs();
+        if found_all {
+            self.cert.stopped_when_found = self.phase != Phase::Minimize;
+            self.prefix = None;
+            self.end_of_pass(true);
             return;
         }
         let mut chooser = Prefix::new(prefix);
@@ -503,42 +576,39 @@ impl Search {
         self.prefix = Some(Vec::new());
     }
 
-    fn end_of_dfs(&mut self) {
-        let found = self.best.as_ref().map(|b| b.preemptions);
+    /// A depth-first pass ended: `early` when every property it looked for was found before
+    /// it covered its schedules.
+    fn end_of_pass(&mut self, early: bool) {
+        let clean = !early && self.cert.cut_by.is_none();
+        // A bounded pass that never had to skip a preemption covered every schedule.
+        if clean && (self.phase == Phase::Unbounded || !self.bound_hit) {
+            self.space_covered = true;
+        }
+        if clean && self.phase != Phase::Unbounded {
+            self.cert.completed_bound = Some(self.cert.completed_bound.map_or(self.bound, |b| b.max(self.bound)));
+        }
+        self.cert.distinct_states = self.cert.distinct_states.max(self.cache.len() as u64);
         match self.phase {
-            Phase::Unbounded => {
-                self.cert.distinct_states = self.cache.len() as u64;
-                self.cert.bound = None;
-                // Every bound below `from` was searched clean, so a counterexample with `from`
-                // preemptions has the fewest there are; one with more starts the search for fewer.
-                let from = if self.secured { SECURED_BOUND + 1 } else { SECURED_BOUND };
-                match found {
-                    Some(p) if p > from => {
-                        self.phase = Phase::Minimize { below: p };
-                        self.restart_dfs(from);
-                    }
-                    _ => self.finish(found.is_none()),
-                }
-            }
+            _ if self.cert.cut_by.is_some() => self.finish(),
             Phase::Bounded { max, then_unbounded } => {
-                self.cert.distinct_states = self.cache.len() as u64;
-                if self.bounded_pass_ends_search(found) {
-                    return;
-                }
-                if self.bound < max {
+                if early || !self.bound_hit {
+                    self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
+                    self.minimise_or_finish();
+                } else if self.bound < max {
                     self.restart_dfs(self.bound + 1);
                 } else if then_unbounded {
                     self.phase = Phase::Unbounded;
                     self.restart_dfs(u32::MAX);
                 } else {
                     self.cert.bound = Some(self.bound);
-                    self.finish(true);
+                    self.finish();
                 }
             }
             Phase::Securing => {
-                // Bounds below were clean, so a counterexample here has the fewest preemptions.
-                // Without one, the unbounded search goes on where it was.
-                if !self.bounded_pass_ends_search(found) {
+                if early || !self.bound_hit {
+                    self.minimise_or_finish();
+                } else {
+                    // The unbounded search goes on where it was.
                     let p = self.paused.take().expect("securing pauses the unbounded search");
                     self.phase = Phase::Unbounded;
                     self.bound = u32::MAX;
@@ -548,37 +618,143 @@ impl Search {
                     self.cert.schedules_last_pass = p.schedules_last_pass;
                 }
             }
-            Phase::Minimize { below } => {
-                if found.is_some_and(|p| p <= self.bound) || self.bound + 1 >= below {
-                    self.finish(false);
-                } else {
-                    self.restart_dfs(self.bound + 1);
-                }
+            Phase::Unbounded => {
+                self.cert.bound = None;
+                self.minimise_or_finish();
+            }
+            Phase::Minimize => {
+                self.minimise_or_finish();
             }
         }
     }
 
-    /// A bounded pass ended: it certifies its bound if it found nothing and was not cut. It ends
-    /// the search when it found a counterexample, or when the bound never had to skip a
-    /// preemption (so it covered every schedule).
-    fn bounded_pass_ends_search(&mut self, found: Option<u32>) -> bool {
-        if found.is_none() && self.cert.cut_by.is_none() {
-            self.cert.completed_bound = Some(self.bound);
+    /// Counterexamples found with more preemptions than the bounds searched to the end may have
+    /// shorter ones: search the next bound for them, bound by bound, until each is known to
+    /// have the fewest.
+    fn minimise_or_finish(&mut self) {
+        let next = self.cert.completed_bound.map_or(0, |b| b + 1);
+        self.targets = self.props.found.iter().filter(|(_, f)| f.hit.preemptions > next).map(|(p, _)| *p).collect();
+        if self.targets.is_empty() || matches!(self.strategy, Strategy::Exhaustive { bound: Some(_), .. }) {
+            self.finish();
+        } else {
+            self.phase = Phase::Minimize;
+            self.restart_dfs(next);
         }
-        let ends = found.is_some() || !self.bound_hit;
-        if ends {
-            self.cert.bound = if self.bound_hit { Some(self.bound) } else { None };
-            self.finish(found.is_none());
+    }
+
+    /// Shorten `p`'s counterexample greedily: try each choice changed to a lower option, or the
+    /// choices cut after it, and keep a run that breaks `p` at an earlier step with no more
+    /// preemptions; repeat until no single change helps (`shortened`) or SHORTEN_RUNS runs.
+    fn shorten(&mut self, p: Property) {
+        let mut best = self.props.found[&p].clone();
+        let mut runs = 0;
+        let mut improved = true;
+        while improved && runs < SHORTEN_RUNS {
+            improved = false;
+            'candidates: for i in (0..best.choices.len()).rev() {
+                for alt in (0..best.choices[i]).map(Some).chain([None]) {
+                    if runs >= SHORTEN_RUNS {
+                        break 'candidates;
+                    }
+                    let mut choices = best.choices[..i].to_vec();
+                    choices.extend(alt);
+                    runs += 1;
+                    let e = run_once(&self.scenario, &self.busy, &mut Prefix::new(choices), self.opts(false, None));
+                    let chosen: Vec<u32> = e.decisions.iter().map(|d| d.chosen).collect();
+                    let better = e.hits.iter().find(|h| {
+                        // A cycle counts once the search of its continuations classified it.
+                        let same = match p {
+                            Property::Trap => h.property == Property::Livelock && self.is_trap(&h.violation),
+                            Property::Livelock => {
+                                h.property == p
+                                    && matches!(&h.violation, Violation::Livelock { state, .. } if self.escapes.contains_key(state))
+                            }
+                            _ => h.property == p,
+                        };
+                        same && (h.preemptions, h.step) < (best.hit.preemptions, best.hit.step)
+                            && h.preemptions <= best.hit.preemptions
+                    });
+                    if let Some(h) = better {
+                        let hit = super::properties::Hit { property: p, ..h.clone() };
+                        best.choices = chosen[..hit.decisions.min(chosen.len())].to_vec();
+                        best.hit = hit;
+                        improved = true;
+                        break 'candidates;
+                    }
+                }
+            }
         }
-        ends
+        best.shortened = !improved;
+        if let Violation::Livelock { state, .. } = &best.hit.violation
+            && let Some(escape) = self.escapes.get(state)
+        {
+            best.hit = livelock_hits(&best.hit, escape.clone())
+                .pop()
+                .map(|h| super::properties::Hit { property: p, ..h })
+                .expect("one hit at least");
+        }
+        self.props.found.insert(p, best);
+    }
+
+    /// A livelock whose cycle state a search of its continuations found trapped.
+    fn is_trap(&self, v: &Violation) -> bool {
+        matches!(v, Violation::Livelock { state, .. } if matches!(self.escapes.get(state), Some(Escape::Trapped { .. })))
+    }
+
+    /// Whether `p` preemptions are known to be the fewest: every lower bound was searched.
+    fn preemptions_minimal(&self, p: u32) -> bool {
+        p == 0 || self.cert.completed_bound.is_some_and(|b| p <= b + 1)
     }
 
     pub fn report(&self) -> Report {
         let mut cert = self.cert.clone();
         cert.distinct_states = cert.distinct_states.max(self.cache.len() as u64);
+        let sampled = !matches!(self.strategy, Strategy::Exhaustive { .. });
+        let cached = matches!(self.strategy, Strategy::Exhaustive { cache: true, .. });
+        let cov = Coverage {
+            complete: cert.complete,
+            up_to: if cert.unfinished_runs == 0 { cert.completed_bound } else { None },
+            runs: cert.schedules,
+            sampled,
+            cached,
+        };
+        let counterexample = |p: Property| {
+            self.props.found.get(&p).map(|f| Counterexample {
+                property: p,
+                code: f.hit.code(),
+                violation: f.hit.violation.clone(),
+                choices: f.choices.clone(),
+                steps: f.hit.step,
+                preemptions: f.hit.preemptions,
+            })
+        };
+        let mut properties: Vec<PropertyReport> = self
+            .props
+            .results(cov, |p| self.preemptions_minimal(p))
+            .into_iter()
+            .map(|result| PropertyReport { counterexample: counterexample(result.property), result })
+            .collect();
+        if let Some(why) = &cert.unfinished {
+            for r in &mut properties {
+                if let super::properties::Status::NoneFound { why: w, .. } = &mut r.result.status
+                    && w == "the search was cut"
+                {
+                    *w = format!("{} run(s) were cut by a budget, e.g. {why}", cert.unfinished_runs);
+                }
+            }
+        }
+        let worst = self.props.worst().map(|(p, _)| p);
         Report {
-            verdict: if self.best.is_some() { "violated" } else { "holds" },
-            counterexample: self.best.clone(),
+            verdict: if worst.is_some() {
+                "violated"
+            } else if cert.complete {
+                "holds"
+            } else {
+                "cut"
+            },
+            worst,
+            counterexample: worst.and_then(counterexample),
+            properties,
             certificate: cert,
             design_rules: self.design.clone(),
             results: self.results.clone(),
@@ -596,7 +772,7 @@ impl Search {
 
 /// The DFS successor of a run: change the deepest decision that has an untried option allowed
 /// by the preemption bound. Sets `bound_hit` when the bound forbade an option.
-fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Option<Vec<u32>> {
+pub(crate) fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Option<Vec<u32>> {
     let mut before = Vec::with_capacity(decisions.len());
     let mut p = 0;
     for d in decisions {
@@ -620,11 +796,16 @@ fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bool) -> Opti
     None
 }
 
-/// Run `choices` once with tracing on: the counterexample's trace, and what the threads got.
+/// Run `choices` once with tracing on: the counterexample's trace, and what the threads got. A
+/// livelock's cycle is classified as a search classifies it (escape.rs), so a trap replays as one.
 pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
     scenario.validate()?;
     let busy = scenario.busy_budget()?;
-    Ok(run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), RunOptions::checked(true)))
+    let mut e = run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), RunOptions::checked(true));
+    let chosen: Vec<u32> = e.decisions.iter().map(|d| d.chosen).collect();
+    let hits = std::mem::take(&mut e.hits);
+    e.hits = super::escape::classify(scenario, &busy, hits, &chosen, &mut Default::default(), true, &mut 0);
+    Ok(e)
 }
 
 #[cfg(test)]
@@ -693,7 +874,13 @@ pub(crate) mod tests {
                     search.trust_prefix = trust;
                     while !search.run_for(Duration::from_secs(60)) {}
                     let r = search.report();
-                    (r.verdict, r.counterexample.map(|c| (c.violation.summary(), c.choices)), r.certificate.schedules)
+                    let found: Vec<_> = r
+                        .properties
+                        .into_iter()
+                        .filter_map(|p| p.counterexample)
+                        .map(|c| (c.violation.summary(), c.choices))
+                        .collect();
+                    (r.verdict, found, r.certificate.schedules)
                 };
                 assert_eq!(run(true), run(false), "{policy:?}, {failures} failure(s)");
             }
@@ -721,13 +908,14 @@ pub(crate) mod tests {
                 let run = |incremental| {
                     let mut c = Random(Xoshiro256PlusPlus::seed_from_u64(seed * 7 + i as u64));
                     let opts = RunOptions { races: false, incremental, ..RunOptions::checked(false) };
-                    run_once(&s, &Default::default(), &mut c, opts).violation.map(|v| v.summary())
+                    let e = run_once(&s, &Default::default(), &mut c, opts);
+                    let mut hits: Vec<_> = e.hits.iter().map(|h| (h.property, h.code(), h.step)).collect();
+                    hits.sort();
+                    hits
                 };
                 let (a, b) = (run(true), run(false));
-                found += a.is_some() as u32;
-                if a.as_ref().map(|x| x.split(':').next().map(String::from))
-                    != b.as_ref().map(|x| x.split(':').next().map(String::from))
-                {
+                found += !a.is_empty() as u32;
+                if a != b {
                     differ += 1;
                     eprintln!("policy {i} seed {seed}: incremental {a:?}, whole {b:?}");
                 }
@@ -752,10 +940,14 @@ pub(crate) mod tests {
                 s.vm.vcpus = 3;
             }
             let r = check(s.clone(), Strategy::Exhaustive { bound: None, cache: true });
-            let cx = r.counterexample.expect("inhibit-only livelocks");
-            assert!(matches!(cx.violation, Violation::Livelock { .. }), "{:?}", cx.violation);
+            let cx = r.properties[Property::Livelock as usize].counterexample.clone().expect("inhibit-only livelocks");
             let e = replay(&s, &cx.choices).unwrap();
-            assert_eq!((e.violation.as_ref(), e.steps), (Some(&cx.violation), cx.steps), "{threads} threads");
+            let hit = e.hits.iter().find(|h| h.property == Property::Livelock).expect("the replay livelocks");
+            let message = |v: &Violation| match v {
+                Violation::Livelock { message, .. } => message.clone(),
+                v => panic!("{v:?}"),
+            };
+            assert_eq!((message(&hit.violation), hit.step), (message(&cx.violation), cx.steps), "{threads} threads");
         }
     }
 
@@ -798,7 +990,9 @@ pub(crate) mod tests {
                 REACHED.set(Some(Default::default()));
                 let r = check(s.clone(), Strategy::Exhaustive { bound, cache: true });
                 REDUCTIONS.set(Reductions { movers: true, forget: true });
-                assert_eq!((r.verdict, r.certificate.complete), ("holds", true), "forget {forget}, bound {bound:?}");
+                // A bounded search that covered its bound is "cut" (not a proof for every schedule).
+                let covered = r.certificate.complete || r.certificate.completed_bound == bound;
+                assert_eq!((r.worst, covered), (None, true), "forget {forget}, bound {bound:?}");
                 (REACHED.take().expect("set above"), r.certificate.distinct_states)
             };
             let ((with, with_states), (without, without_states)) = (reached(true), reached(false));

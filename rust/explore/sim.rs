@@ -108,6 +108,9 @@ pub struct SimState<'c> {
     pub spun: bool,
     /// Which program operation each thread is in.
     op_index: Vec<usize>,
+    /// Per thread: the operations that completed with progress (an escape search's goal; not
+    /// part of the state, whose history records the operation index).
+    completed: Vec<Vec<usize>>,
     /// The key of the last outer loop head each thread passed (local_state).
     outer: Vec<u64>,
     pub tracing: bool,
@@ -173,6 +176,7 @@ impl<'c> Sim<'c> {
                 fair,
                 spun: false,
                 op_index: vec![0; nthreads],
+                completed: vec![Vec::new(); nthreads],
                 outer: vec![0; nthreads],
                 tracing,
                 trace: Vec::new(),
@@ -270,6 +274,23 @@ impl<'c> Sim<'c> {
         st.op_index[tid as usize] = i;
         st.history[tid as usize] = mix(0, ("op", i));
         st.outer[tid as usize] = st.history[tid as usize];
+    }
+
+    /// A thread finished program operation `i`; `progress`: with a result (not no_progress).
+    pub fn end_op(&self, tid: Tid, i: usize, progress: bool) {
+        if progress {
+            self.st.borrow_mut().completed[tid as usize].push(i);
+        }
+    }
+
+    /// Whether thread `tid` completed its operation `i`.
+    pub fn completed(&self, tid: Tid, i: usize) -> bool {
+        self.st.borrow().completed[tid as usize].contains(&i)
+    }
+
+    /// The program operation thread `tid` is in.
+    pub fn op_index(&self, tid: Tid) -> usize {
+        self.st.borrow().op_index[tid as usize]
     }
 
     pub fn replaying(&self) -> bool {

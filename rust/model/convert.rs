@@ -54,7 +54,7 @@ async fn invalidate_split_unmap<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn
     if unmap {
         for slot in cx.vm.slots.iter().filter(|s| s.base_gfn < end && start < s.end()) {
             let (s, e) = (start.max(slot.base_gfn), end.min(slot.end()));
-            r = kvm_split_cross_boundary_leafs(cx, s, e, false).await;
+            r = kvm_split_cross_boundary_leafs(cx, s, e, false, 0).await;
             if r.is_ok() {
                 r = kvm_unmap_gfn_range(cx, s, e).await.map(|_| ());
             }

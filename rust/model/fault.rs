@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::attributes::kvm_mem_is_private;
 use super::config::Mutation;
-use super::lpage_info::kvm_lpage_info_max_mapping_level;
+use super::lpage_info::{KVM_LPAGE_GUEST_INHIBIT_FLAG, kvm_lpage_info_max_mapping_level};
 use super::memslot::Memslot;
 use super::spte::*;
 use super::tdp_mmu::{TdpIter, tdp_mmu_set_spte, tdp_mmu_set_spte_atomic, tdp_mmu_set_spte_atomic_split};
@@ -215,8 +215,16 @@ fn check_install<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_>, level: Le
     let bad = |rule: &'static str, msg: String| cx.finding(rule, FindingKind::Invariant, msg);
     if level > PG_LEVEL_4K {
         let disallow = fault.slot.lpage_info_slot(gfn, level).load(SeqCst);
+        // The flag alone breaks the inhibit contract; MIXED or a count would map across
+        // attributes or a misaligned range: isolation.
+        let kind =
+            if disallow == KVM_LPAGE_GUEST_INHIBIT_FLAG { FindingKind::Contract } else { FindingKind::Invariant };
         if disallow != 0 {
-            bad("I3", format!("{level} leaf installed at {base:#x} while its lpage_info is {disallow:#x} (must be 0)"));
+            cx.finding(
+                "I3",
+                kind,
+                format!("{level} leaf installed at {base:#x} while its lpage_info is {disallow:#x} (must be 0)"),
+            );
         }
         if !vm.td_runnable() {
             bad("I8", format!("{level} leaf installed at {base:#x} before TD_STATE_RUNNABLE"));

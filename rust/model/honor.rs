@@ -95,7 +95,8 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
     for (i, &step) in cx.vm.honor_policy.iter().enumerate() {
         // What earlier steps observed is spent (a split that returned Ok is done); the step
         // and the lock held are what matter.
-        cx.rt.local_state_within(cx.tid, crate::sync::loop_head(("honor", i, held)));
+        let site = crate::sync::loop_head(("honor", i, held)).expect("a key");
+        cx.rt.local_state_within(cx.tid, Some(site));
         match step {
             HonorStep::PreCheck => {
                 if hugepage_test_guest_inhibit(cx, slot, gfn, level.up()).await {
@@ -123,7 +124,7 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
             }
             HonorStep::Split => {
                 let shared = held != Some(Mode::Write);
-                result = kvm_split_cross_boundary_leafs(cx, start, start + level.pages(), shared).await;
+                result = kvm_split_cross_boundary_leafs(cx, start, start + level.pages(), shared, site).await;
                 if result.is_err() {
                     break;
                 }

@@ -31,7 +31,7 @@ pub async fn lpage_store<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, l
     if old & KVM_LPAGE_GUEST_INHIBIT_FLAG != 0 && new & KVM_LPAGE_GUEST_INHIBIT_FLAG == 0 {
         cx.finding(
             "I2",
-            FindingKind::Invariant,
+            FindingKind::Contract,
             format!(
                 "GUEST_INHIBIT of {level} region {:#x} cleared (disallow_lpage {old:#x} -> {new:#x}); the flag is one-way",
                 level.round(gfn)
@@ -213,6 +213,6 @@ mod tests {
         slot.lpage_info_slot(0, PG_LEVEL_2M).store(KVM_LPAGE_GUEST_INHIBIT_FLAG, SeqCst);
         let (_, rt) = run(&vm, 0, FaultPlan::default(), async |cx| lpage_store(cx, slot, 0, PG_LEVEL_2M, 0).await);
         let f = rt.take_findings();
-        assert_eq!((f[0].rule, f[0].kind), ("I2", FindingKind::Invariant));
+        assert_eq!((f[0].rule, f[0].kind), ("I2", FindingKind::Contract));
     }
 }

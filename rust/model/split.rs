@@ -30,12 +30,15 @@ pub async fn kvm_mmu_topup_memory_cache<R: Runtime>(cx: &Cx<'_, R>) -> Result<()
 /// the lock in the same mode and restarts its walk, since anything may have changed meanwhile;
 /// -ENOMEM leaves every leaf it has not split untouched. With `prealloc` the page comes from
 /// the cache the caller topped up before taking mmu_lock, so the lock is held throughout.
-/// Does not flush: BLOCK + TRACK + kick already did.
+/// Does not flush: BLOCK + TRACK + kick already did. `site` names the caller's place (its loop
+/// head and the locals it acts on once the split returns): a retry under the read lock is a
+/// loop head of its own within it, so an explorer can tell when the retry comes round again.
 pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
     cx: &Cx<'_, R>,
     start: Gfn,
     end: Gfn,
     shared: bool,
+    site: u64,
 ) -> Result<(), Errno> {
     let mode = if shared { Mode::Read } else { Mode::Write };
     let held = cx.mmu_lock_held();
@@ -82,7 +85,10 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                         Ok(()) => sp_in_hand = false,
                         // Under the read lock a lost race or BUSY retries the same SPTE.
                         Err(Errno::EBUSY) if shared => {
+                            // What this pass observed is spent: the retry re-walks from `g`.
                             cx.rt.yield_now(cx.tid, None);
+                            let at = (site, "split_retry", start, end, g, sp_in_hand, shared);
+                            cx.rt.local_state_within(cx.tid, crate::sync::loop_head(at));
                             continue;
                         }
                         Err(e) => return Err(e),
@@ -134,7 +140,7 @@ mod tests {
     #[test]
     fn split_needs_the_lock_it_says_it_holds() {
         let vm = vm();
-        assert_eq!(ok(&vm, async |cx| kvm_split_cross_boundary_leafs(cx, 0, 1, false).await), Err(Errno::EIO));
+        assert_eq!(ok(&vm, async |cx| kvm_split_cross_boundary_leafs(cx, 0, 1, false, 0).await), Err(Errno::EIO));
         assert!(vm.bugged.load(std::sync::atomic::Ordering::SeqCst));
     }
 
@@ -143,7 +149,7 @@ mod tests {
         ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await).unwrap();
         let (r, _) = run(&vm, 0, plan, async |cx| {
             cx.read_lock().await;
-            let r = kvm_split_cross_boundary_leafs(cx, 0x200, 0x201, true).await;
+            let r = kvm_split_cross_boundary_leafs(cx, 0x200, 0x201, true, 0).await;
             cx.read_unlock().await;
             r
         });

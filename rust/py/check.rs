@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::errors::guarded;
 use crate::error::{CoreError, CoreResult};
+use crate::explore::properties::Property;
 use crate::explore::scenario::Scenario;
 use crate::explore::search::{Budget, Search, Strategy, replay};
 use crate::explore::token;
@@ -19,16 +20,18 @@ fn json<T: serde::Serialize>(v: &T) -> CoreResult<String> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
-/// Run a search. `budget_json`: {"max_schedules": n, "max_time": seconds or null}.
-/// Returns the report as JSON, with the counterexample's replay token.
+/// Run a search. `budget_json`: {"max_schedules": n, "max_time": seconds or null};
+/// `properties`: the names asked about (empty: every property). Returns the report as JSON,
+/// with a replay token beside every counterexample and every race.
 #[pyfunction]
-#[pyo3(signature = (scenario_json, strategy_json, budget_json, progress=false))]
+#[pyo3(signature = (scenario_json, strategy_json, budget_json, progress=false, properties=vec![]))]
 pub fn check(
     py: Python<'_>,
     scenario_json: &str,
     strategy_json: &str,
     budget_json: &str,
     progress: bool,
+    properties: Vec<String>,
 ) -> PyResult<String> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -43,8 +46,9 @@ pub fn check(
         if b.max_time.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
             return Err(CoreError::Config("max_time must be a positive number of seconds".into()));
         }
+        let asked = properties.iter().map(|p| Property::parse(p)).collect::<CoreResult<Vec<_>>>()?;
         let budget = Budget { max_schedules: b.max_schedules, max_time: b.max_time.map(Duration::from_secs_f64) };
-        Search::new(scenario, strategy, budget)
+        Search::asking(scenario, strategy, budget, &asked)
     })?;
     loop {
         let done = py.detach(|| guarded(|| Ok(search.run_for(Duration::from_millis(100)))))?;
@@ -77,23 +81,50 @@ pub fn check(
     guarded(|| {
         let report = search.report();
         let mut v = serde_json::to_value(&report).map_err(|e| CoreError::Internal(e.to_string()))?;
-        if let Some(cx) = &report.counterexample {
-            v["counterexample"]["token"] = serde_json::Value::String(token::encode(search.scenario(), &cx.choices));
+        let token = |choices: &serde_json::Value| {
+            let choices: Vec<u32> = serde_json::from_value(choices.clone()).unwrap_or_default();
+            serde_json::Value::String(token::encode(search.scenario(), &choices))
+        };
+        let obj = v.as_object_mut().ok_or_else(|| CoreError::Internal("a report is an object".into()))?;
+        let mut places: Vec<&mut serde_json::Value> = Vec::new();
+        for (k, x) in obj.iter_mut() {
+            match k.as_str() {
+                "counterexample" => places.push(x),
+                "properties" => places.extend(x.as_array_mut().into_iter().flatten().map(|p| &mut p["counterexample"])),
+                "races" => places.extend(x.as_array_mut().into_iter().flatten()),
+                _ => {}
+            }
+        }
+        for cx in places {
+            if cx.is_object() {
+                cx["token"] = token(&cx["choices"]);
+            }
         }
         json(&v)
     })
 }
 
-/// Replay `choices` on a scenario with tracing: {violation, trace, results, decisions, steps,
-/// preemptions} as JSON.
+/// Replay `choices` on a scenario with tracing: {hits, unfinished, end, trace, results,
+/// decisions, steps, preemptions, design_rules, token} as JSON.
 #[pyfunction]
 pub fn replay_choices(py: Python<'_>, scenario_json: &str, choices: Vec<u32>) -> PyResult<String> {
     py.detach(|| {
         guarded(|| {
             let scenario: Scenario = parse("scenario", scenario_json)?;
             let e = replay(&scenario, &choices)?;
+            let hits: Vec<serde_json::Value> = e
+                .hits
+                .iter()
+                .map(|h| {
+                    let mut v = serde_json::to_value(h).unwrap_or_default();
+                    v["code"] = serde_json::Value::String(h.code());
+                    v
+                })
+                .collect();
             json(&serde_json::json!({
-                "violation": e.violation,
+                "hits": hits,
+                "unfinished": e.unfinished,
+                "end": e.end,
                 "trace": e.trace,
                 "results": e.results,
                 "decisions": e.decisions,

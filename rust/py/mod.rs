@@ -30,6 +30,12 @@ mod core_module {
         serde_json::to_string(crate::model::invariants::INVARIANTS).unwrap_or_default()
     }
 
+    /// The properties a check answers, worst first, with their class, as JSON.
+    #[pyfunction]
+    fn properties_json() -> String {
+        serde_json::to_string(&crate::explore::properties::PROPERTIES).unwrap_or_default()
+    }
+
     /// TDX status codes the model returns, by value: {"0": "TDX_SUCCESS", ...}, as JSON.
     #[pyfunction]
     fn status_names_json() -> String {

@@ -246,12 +246,15 @@ pub enum TraceLine {
     Note { tid: Tid, text: String },
 }
 
-/// What kind of rule a finding breaks. Only `Invariant`, `Bug` and `Warn` are consequences;
-/// a `DesignRule` restates one design's choice and must never decide a verdict.
+/// What kind of rule a finding breaks. `Invariant` (isolation and memory safety), `Bug` and
+/// `Warn` are harm; `Contract` is a breach of the GUEST_INHIBIT contract between KVM's paths,
+/// reported with its trace; a `DesignRule` restates one design's choice and never decides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     Invariant,
+    /// The inhibit flag's contract (I2, I3 caused by the flag): the paths disagree about it.
+    Contract,
     DesignRule,
     /// KVM_BUG_ON / TDX_BUG_ON: the VM is marked bugged.
     Bug,

@@ -1,0 +1,121 @@
+"""The main job's conclusion, computed from the cells just checked: which policies are free of harm
+on every scenario, and for each other policy its worst consequence in one sentence that names the
+steps causing it. Every clause comes from the policy's steps or the counterexample's replay."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from tdxcore.check import properties
+from tdxcore.compare import VARIANTS, Cell
+from tdxcore.policy import PRESETS as POLICIES
+from tdxcore.report import thread_name
+
+_SEVERITY = {p["name"]: i for i, p in enumerate(properties())}
+_LOCK = {None: "with no lock", "read": "under the read lock", "write": "under the write lock"}
+
+
+def policy_steps(label: str) -> tuple[str, ...]:
+    """A compared policy's steps (the atomic-demote variant runs read-demote's)."""
+    return POLICIES[dict((v[0], v[1]) for v in VARIANTS)[label]][0]
+
+
+def locks_at_steps(steps: Sequence[str]) -> list[Optional[str]]:
+    """The mmu_lock mode each step runs under."""
+    held: Optional[str] = None
+    out = []
+    for s in steps:
+        if s in ("read_lock", "write_lock"):
+            held = s.split("_")[0]
+        out.append(held)
+        if s in ("read_unlock", "write_unlock"):
+            held = None
+    return out
+
+
+def _worst(cells: Sequence[Cell]) -> Cell:
+    modes = list(dict.fromkeys(c.split_alloc for c in cells))
+    scenarios = list(dict.fromkeys(c.scenario for c in cells))
+    return min(cells, key=lambda c: (_SEVERITY[c.result.worst], c.alloc_failures, modes.index(c.split_alloc),
+                                     c.result.counterexample.preemptions, scenarios.index(c.scenario)))
+
+
+def _cause(label: str, cell: Cell) -> str:
+    """Which steps, in which order and under which lock, and what the replay shows of the split."""
+    steps = policy_steps(label)
+    locks = locks_at_steps(steps)
+    trace = cell.result.counterexample.replay.trace
+    enomem = any(line.get("kind") == "alloc" and line.get("after") for line in trace)
+    parts = []
+    if "set_inhibit" in steps:
+        i = steps.index("set_inhibit")
+        where = _LOCK[locks[i]]
+        if "split" not in steps:
+            parts.append(f"set_inhibit ({where}) with no split after it")
+        else:
+            j = steps.index("split")
+            order = "before" if i < j else "after"
+            parts.append(f"set_inhibit ({where}) {order} split ({_LOCK[locks[j]]})")
+            if enomem and i < j:
+                parts.append("the split's allocation fails (-ENOMEM) after the flag is set, so it stays set "
+                             "over the unsplit 2M leaf")
+            elif enomem:
+                parts.append("the split's allocation fails (-ENOMEM)")
+    if "atomic" in label:
+        parts.append("with the single-SEAMCALL demote")
+    return "; ".join(parts)
+
+
+def _effect(cell: Cell) -> str:
+    r = cell.result
+    v = r.counterexample.violation
+    if v["kind"] == "livelock":
+        who = " and ".join(thread_name(t, 64) for t in v["threads"])
+        verb = "retries" if len(v["threads"]) == 1 else "retry"
+        if r.worst == "trap":
+            trapped = " and ".join(thread_name(t, 64) for t in v["escape"]["threads"])
+            return f"{who} {verb} for ever, and no continuation completes the operation of {trapped}"
+        return f"{who} can retry for ever under a fair schedule, though some schedule leaves the cycle"
+    if v["kind"] == "deadlock":
+        return "; ".join(v["blocked"])
+    return v.get("message", v["kind"])
+
+
+def sentence(label: str, cells: Sequence[Cell]) -> str:
+    """A policy's worst consequence across `cells`, in one sentence."""
+    c = _worst([c for c in cells if c.harmful])
+    r = c.result
+    where = f"{c.scenario}{' with one allocation failure' if c.alloc_failures else ''}, split allocation {c.split_alloc}"
+    cause = _cause(label, c)
+    others = sorted({o.split_alloc for o in cells if o.harmful and o.split_alloc != c.split_alloc})
+    clean_modes = sorted({o.split_alloc for o in cells} - {o.split_alloc for o in cells if o.harmful})
+    tail = ""
+    if clean_modes:
+        tail = f" With {' or '.join(clean_modes)}, no cell shows harm."
+    elif others:
+        tail = f" {', '.join(others)} shows harm too."
+    return (f"{label}: {r.worst} ({r.properties[r.worst].code}) on {where}, "
+            f"{r.counterexample.preemptions} preemption(s): {cause}; {_effect(c)}.{tail}")
+
+
+def conclusion(cells: Sequence[Cell]) -> str:
+    """The answer, first: the harm-free policies, then each other policy's worst consequence."""
+    labels = list(dict.fromkeys(c.policy for c in cells))
+    modes = list(dict.fromkeys(c.split_alloc for c in cells))
+    by = {p: [c for c in cells if c.policy == p] for p in labels}
+    free = [p for p in labels if not any(c.harmful for c in by[p])]
+    lines = []
+    if free:
+        cut = [c for p in free for c in by[p] if not c.text.startswith("ok") or c.text.startswith("ok<=")]
+        scope = (f"free of harm on every scenario, with and without one allocation failure, in "
+                 f"{'both' if len(modes) == 2 else 'every'} split allocation mode(s) ({', '.join(modes)})")
+        lines.append(f"{', '.join(free)}: {scope}.")
+        if cut:
+            lines.append(f"  ({len(cut)} of their {sum(len(by[p]) for p in free)} cells were cut by the budget: "
+                         f"no harm in what was searched, which is not a proof; see the matrices.)")
+    else:
+        lines.append("No policy is free of harm on every scenario.")
+    for p in labels:
+        if p not in free:
+            lines.append(sentence(p, by[p]))
+    return "\n".join(lines)
