@@ -130,11 +130,12 @@ def _compare(args: argparse.Namespace) -> int:
         print("\n".join(wrap.wrap(line)))
     print("\nPOLICIES (the honour path's steps)")
     for label in dict.fromkeys(c.policy for c in cells):
-        print(f"  {label:<26} {', '.join(policy_steps(label))}" + (" (atomic demote)" if "atomic" in label else ""))
+        steps = ", ".join(policy_steps(label)) + (" (atomic demote)" if "atomic" in label else "")
+        print("\n".join(textwrap.wrap(f"  {label:<26} {steps}", width=100, subsequent_indent=" " * 29)))
     print("\nINVARIANTS")
     for inv in invariants():
         if inv["kind"] != "design_rule":
-            print("\n".join(wrap.wrap(f"  {inv['id']:<4} {inv['statement']}")))
+            print("\n".join(textwrap.wrap(f"  {inv['id']:<4} {inv['statement']}", width=100, subsequent_indent=" " * 7)))
     print()
     print(legend())
     for mode in dict.fromkeys(c.split_alloc for c in cells):

@@ -95,8 +95,15 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
                 on_cell(cell)
             return cell
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             return dict(zip(keys, pool.map(run, keys)))
+        except KeyboardInterrupt:
+            # Ctrl-C: drop the cells not started; the running ones end within their budgets.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
     if max_schedules is not None:
         cells = run_all(list(jobs), None, True)

@@ -63,6 +63,10 @@ def _cause(label: str, cell: Cell) -> str:
                 parts.append("the split's allocation fails (-ENOMEM)")
     if "atomic" in label:
         parts.append("with the single-SEAMCALL demote")
+    install = cell.result.counterexample.replay.hit("install-breach")
+    if install is not None:
+        v = install["violation"]
+        parts.append(f"{thread_name(v['tid'], 64)}'s fault installs a huge leaf over the flag (I3, step {install['step']})")
     return "; ".join(parts)
 
 
@@ -93,7 +97,7 @@ def sentence(label: str, cells: Sequence[Cell]) -> str:
     if clean_modes:
         tail = f" With {' or '.join(clean_modes)}, no cell shows harm."
     elif others:
-        tail = f" {', '.join(others)} shows harm too."
+        tail = f" {' and '.join(others).capitalize()} does not remove it."
     return (f"{label}: {r.worst} ({r.properties[r.worst].code}) on {where}, "
             f"{r.counterexample.preemptions} preemption(s): {cause}; {_effect(c)}.{tail}")
 
@@ -108,7 +112,7 @@ def conclusion(cells: Sequence[Cell]) -> str:
     if free:
         cut = [c for p in free for c in by[p] if not c.text.startswith("ok") or c.text.startswith("ok<=")]
         scope = (f"free of harm on every scenario, with and without one allocation failure, in "
-                 f"{'both' if len(modes) == 2 else 'every'} split allocation mode(s) ({', '.join(modes)})")
+                 f"{'both split allocation modes' if len(modes) == 2 else 'split allocation'} ({', '.join(modes)})")
         lines.append(f"{', '.join(free)}: {scope}.")
         if cut:
             lines.append(f"  ({len(cut)} of their {sum(len(by[p]) for p in free)} cells were cut by the budget: "
