@@ -6,6 +6,8 @@ import tdxcore
 from tdxcore.__main__ import main
 from tdxcore.compare import compare, render_matrix
 
+from interrupt import interrupted
+
 SCENARIOS = ["accept-vs-fault", "two-accepts", "accept-vs-convert", "punch-hole"]
 # The worst consequence per cell, "as the kernel behaves / with one allocation failure allowed",
 # on the four scenarios whose searches complete within 500,000 schedules. docs/VERDICTS.md.
@@ -79,24 +81,8 @@ def test_compare_command_states_the_computed_conclusion(capsys):
 
 
 def test_ctrl_c_prints_the_partial_matrix_and_exits_130():
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "print('go', flush=True); from tdxcore.__main__ import main; sys.exit(main(['compare']))")
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1")) as p:
-        try:
-            assert p.stdout.readline().strip() == "go"
-            time.sleep(3)
-            p.send_signal(signal.SIGINT)
-            out, err = p.communicate(timeout=60)
-        finally:
-            p.kill()
-    assert p.returncode == 130, err
+    rc, out, err = interrupted("import sys; from tdxcore.__main__ import main; sys.exit(main(['compare']))", after=3)
+    assert rc == 130, err
     assert "interrupted (Ctrl-C)" in err and "split allocation: drop-lock" in out
     # Three seconds cannot finish the first pass over 140 cells: some cells are '-', some computed.
     matrix = out[out.index("split allocation: drop-lock"):]

@@ -11,15 +11,15 @@ has the trace). v3 sets the flag only after the split returned, under the same w
 
 import dataclasses
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 import tdxcore
 from tdxcore.scenario import PRESETS
+
+from interrupt import interrupted
 
 
 def _cli(*args, timeout=120):
@@ -66,21 +66,9 @@ def test_a_cut_search_exits_3_and_never_says_holds():
 
 
 def test_ctrl_c_exits_130_after_printing_what_was_covered():
-    import os
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "print('go', flush=True); from tdxcore.__main__ import main; "
-            "sys.exit(main(['check', '--scenario', 'boot-small', '--max-time', '600']))")
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env=env) as p:
-        try:
-            assert p.stdout.readline().strip() == "go"
-            time.sleep(1)
-            p.send_signal(signal.SIGINT)
-            out, err = p.communicate(timeout=30)
-        finally:
-            p.kill()
-    assert p.returncode == 130, err
+    code = "import sys; from tdxcore.__main__ import main; sys.exit(main(['check', '--scenario', 'boot-small']))"
+    rc, out, err = interrupted(code, after=1, timeout=30)
+    assert rc == 130, err
     assert "INTERRUPTED" in out and "cut by: interrupted (Ctrl-C)" in out
 
 

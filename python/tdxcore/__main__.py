@@ -77,9 +77,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif args.command == "replay":
             from tdxcore import replay
 
+            from tdxcore.report import render_hits
+
             r = replay(args.token)
-            print(r.jsonl() if args.json else r.render())
-            return 1 if r.violation else 0
+            if args.json:
+                print(r.jsonl())
+            else:
+                print(render_hits(r))
+                print(r.render())
+            # 1 when the run breaks a harm property, as `check` exits.
+            return 1 if any(h["class"] == "harm" for h in r.hits) else 0
         elif args.command == "invariants":
             from tdxcore import properties
 

@@ -199,7 +199,8 @@ def _status(p: Any) -> str:
         return f"none found in {p.runs:,} runs ({p.why})"
     cx = p.counterexample
     fewest = " (fewest)" if p.preemptions_minimal else ""
-    return f"VIOLATED {p.code}: {cx.preemptions} preemption(s){fewest}, step {cx.steps}"
+    shortened = " (shortened)" if p.shortened else ""
+    return f"VIOLATED {p.code}: {cx.preemptions} preemption(s){fewest}, step {cx.steps}{shortened}"
 
 
 def render_check(result: Any) -> str:
@@ -242,7 +243,9 @@ def render_check(result: Any) -> str:
         cls = "harm" if p.harm else ("contract*" if p.decides else "contract")
         lines.append(f"  {p.name:<15} {cls:<9} {_status(p)}")
     lines += _wrap("(harm decides the verdict; contract* was asked for and decides too; the others "
-                   "are reported with a trace. `tdxcore invariants` lists the properties.)")
+                   "are reported with a trace. fewest: no counterexample has fewer preemptions; "
+                   "shortened: no single changed choice gives a shorter one, which is not a proof "
+                   "that none is shorter. `tdxcore invariants` lists the properties.)")
     if result.races:
         lines.append(f"  data races on plain accesses ({len(result.races)} pair(s); memory model x86-TSO):")
         for r in result.races:
@@ -275,7 +278,7 @@ def render_check(result: Any) -> str:
 def _violation(v: dict[str, Any]) -> str:
     kind = v["kind"]
     if kind == "invariant":
-        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'repaired later'}): {v['message']}"
+        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'transient'}): {v['message']}"
     if kind == "bug":
         return f"{v['rule']}: {v['message']}"
     if kind == "deadlock":
@@ -295,6 +298,19 @@ def _violation(v: dict[str, Any]) -> str:
         return (f"race on {v['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
                 f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {v['fix']}")
     return f"{kind}: {v}"
+
+
+def render_hits(replay: Any) -> str:
+    """What a replayed run broke, worst first, each at its step."""
+    if not replay.hits:
+        lines = ["this run breaks no property"]
+    else:
+        lines = ["this run breaks (worst first):"]
+        for h in replay.hits:
+            lines += _wrap(f"{h['property']} ({h['code']}, {h['class']}) at step {h['step']}: {_violation(h['violation'])}")
+    if replay.unfinished:
+        lines += _wrap(f"the run was cut: {replay.unfinished}", "")
+    return "\n".join(lines)
 
 
 def render_findings(findings: Iterable[Any]) -> str:

@@ -513,11 +513,14 @@ impl Search {
     }
 
     /// The search ends: complete if some pass covered every schedule and nothing cut it. Each
-    /// counterexample is then shortened where one changed choice gives a shorter one.
+    /// counterexample is then shortened where one changed choice gives a shorter one (not a
+    /// caller's own choices). A search cut by a budget or Ctrl-C ends in `cut`, not here.
     fn finish(&mut self) {
-        let found: Vec<Property> = self.props.found.keys().copied().collect();
-        for p in found {
-            self.shorten(p);
+        if !matches!(self.strategy, Strategy::Choices { .. }) {
+            let found: Vec<Property> = self.props.found.keys().copied().collect();
+            for p in found {
+                self.shorten(p);
+            }
         }
         self.cert.complete = self.space_covered && self.cert.cut_by.is_none() && self.cert.unfinished_runs == 0;
         self.cert.distinct_states = self.cert.distinct_states.max(self.cache.len() as u64);

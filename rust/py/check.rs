@@ -118,6 +118,7 @@ pub fn replay_choices(py: Python<'_>, scenario_json: &str, choices: Vec<u32>) ->
                 .map(|h| {
                     let mut v = serde_json::to_value(h).unwrap_or_default();
                     v["code"] = serde_json::Value::String(h.code());
+                    v["class"] = serde_json::to_value(h.property.spec().class).unwrap_or_default();
                     v
                 })
                 .collect();
