@@ -84,23 +84,27 @@ def _scenario_json(scenario: Scenario, steps: tuple[str, ...]) -> str:
     return _canonical(json.dumps(scenario.to_dict(steps), sort_keys=True))
 
 
-def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> dict[str, Any]:
-    """Run one schedule; the report's "verdict" ("violated" when it breaks a harm property, else
-    "cut": one run proves nothing) and, when violated, "counterexample" (with its "token")."""
+def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int],
+        properties: Sequence[str] = ()) -> dict[str, Any]:
+    """Run one schedule; the report's "verdict" ("violated" when it breaks a harm property, or
+    one of `properties`, else "cut": one run proves nothing) and, when violated,
+    "counterexample" (with its "token")."""
     pol = as_policy(policy)
     sj = _scenario_json(as_scenario(scenario), pol.steps)
     strategy = json.dumps({"name": "choices", "choices": choices(schedule)})
-    return json.loads(_core.check(sj, strategy, json.dumps({"max_schedules": 1, "max_time": None}), False))
+    budget = json.dumps({"max_schedules": 1, "max_time": None})
+    return json.loads(_core.check(sj, strategy, budget, False, list(properties)))
 
 
-def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int]) -> None:
-    """Fail with the counterexample's trace if this schedule breaks something."""
-    r = run(scenario, policy, schedule)
+def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int], properties: Sequence[str] = ()) -> None:
+    """Fail with the counterexample's trace if this schedule breaks a harm property (or one of
+    `properties`, contract ones included: `tdxcore.properties()`)."""
+    r = run(scenario, policy, schedule, properties)
     if r["verdict"] == "violated":
         cx = r["counterexample"]
         trace = replay(cx["token"])
         raise AssertionError(
-            f"{json.dumps(cx['violation'])}\n{cx['preemptions']} preemption(s), {cx['steps']} steps; "
+            f"{cx['property']}: {json.dumps(cx['violation'])}\n{cx['preemptions']} preemption(s), step {cx['steps']}; "
             f"replay: tdxcore replay {cx['token']}\n{trace.render()}")
 
 

@@ -404,10 +404,14 @@ pub fn run_once(
         // are recorded; a KVM_BUG_ON kills the VM and ends the run. Design-rule findings stay.
         let consequences: Vec<Finding> = {
             let mut st = sim.st.borrow_mut();
-            let (c, design) =
-                std::mem::take(&mut st.findings).into_iter().partition(|f| f.kind != FindingKind::DesignRule);
-            st.findings = design;
-            c
+            if st.findings.iter().all(|f| f.kind == FindingKind::DesignRule) {
+                Vec::new()
+            } else {
+                let (c, design) =
+                    std::mem::take(&mut st.findings).into_iter().partition(|f| f.kind != FindingKind::DesignRule);
+                st.findings = design;
+                c
+            }
         };
         let mut bugged = false;
         for f in consequences {
