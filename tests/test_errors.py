@@ -137,6 +137,8 @@ def test_arbitrary_arguments_raise_only_tdxcore_errors(name, args):
     vm = tdxcore.Vm()
     try:
         getattr(vm, name)(*args[: METHODS[name]])
+    except tdxcore.InternalError:
+        raise  # a Rust panic: never a clean refusal
     except TdxError:
         pass
 
@@ -151,6 +153,22 @@ CONFIG_KEYS = ["memslots", "vcpus", "td_state", "shared", "folio_order", "folio_
 def test_arbitrary_configurations_raise_only_tdxcore_errors(kwargs):
     try:
         vm = tdxcore.Vm(**kwargs)
+    except tdxcore.InternalError:
+        raise  # a Rust panic: never a clean refusal
     except TdxError:
         return
     vm.check_invariants()
+
+
+@pytest.mark.parametrize("max_time", [1e300, float("nan"), float("inf"), -1.0, 0])
+def test_a_search_time_outside_its_range_is_refused_by_name(max_time):
+    with pytest.raises(tdxcore.ConfigError, match=r"max_time .*: a number of seconds above 0 and at most 1e6"):
+        tdxcore.check("accept-vs-fault", "v3", max_time=max_time, progress=False)
+    with pytest.raises(tdxcore.ArgumentTypeError, match="max_time must be a number of seconds, not str"):
+        tdxcore.check("accept-vs-fault", "v3", max_time="1", progress=False)
+
+
+def test_the_last_gfn_there_is_is_refused_not_a_panic():
+    s = tdxcore.Scenario(threads=(tdxcore.vcpu(0, tdxcore.access(2**64 - 1)),))
+    with pytest.raises(tdxcore.ConfigError, match="gfn 0xffffffffffffffff is the last gfn there is"):
+        tdxcore.check(s, progress=False)

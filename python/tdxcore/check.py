@@ -190,8 +190,8 @@ def check(
     scn = as_scenario(scenario)
     pol: Policy = as_policy(policy)
     strat = _strategy(strategy, bound, cache, seed, runs, depth, choices)
-    budget = {"max_schedules": _int(max_schedules, "max_schedules", 1),
-              "max_time": None if max_time is None else float(max_time)}
+    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))):
+        raise ArgumentTypeError(f"max_time must be a number of seconds, not {type(max_time).__name__}")
     if properties is None:
         asked: list[str] = []
     elif isinstance(properties, (str, bytes)) or not isinstance(properties, (list, tuple)):
@@ -200,7 +200,8 @@ def check(
         asked = [p if isinstance(p, str) else str(p) for p in properties]
     if progress is None:
         progress = sys.stderr.isatty()
-    out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), json.dumps(budget), bool(progress), asked))
+    out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), _int(max_schedules, "max_schedules", 1),
+                                 None if max_time is None else float(max_time), bool(progress), asked))
     props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
     return CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],

@@ -92,8 +92,7 @@ def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int],
     pol = as_policy(policy)
     sj = _scenario_json(as_scenario(scenario), pol.steps)
     strategy = json.dumps({"name": "choices", "choices": choices(schedule)})
-    budget = json.dumps({"max_schedules": 1, "max_time": None})
-    return json.loads(_core.check(sj, strategy, budget, False, list(properties)))
+    return json.loads(_core.check(sj, strategy, 1, None, False, list(properties)))
 
 
 def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int], properties: Sequence[str] = ()) -> None:

@@ -169,13 +169,19 @@ fn check_program(vm: &crate::model::vm::Vm, p: &Program, name: &str, vcpus: u16)
                 if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
                     return bad(format!("{at}: accept level {level}: allowed are 4K and 2M"));
                 }
-                vm.check_range(gfn, gfn + 1, &at)?;
+                vm.check_range(gfn, page_end(gfn, &at)?, &at)?;
             }
-            ProgramOp::Access { gfn } => vm.check_range(gfn, gfn + 1, &at)?,
+            ProgramOp::Access { gfn } => vm.check_range(gfn, page_end(gfn, &at)?, &at)?,
             ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
                 vm.check_range(start, end, &at)?
             }
         }
     }
     Ok(())
+}
+
+/// The gfn after `gfn`, which must exist for the page to lie in a memslot.
+fn page_end(gfn: Gfn, at: &str) -> CoreResult<Gfn> {
+    gfn.checked_add(1)
+        .ok_or_else(|| CoreError::Config(format!("{at}: gfn {gfn:#x} is the last gfn there is, outside every memslot")))
 }

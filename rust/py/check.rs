@@ -12,6 +12,9 @@ use crate::explore::scenario::Scenario;
 use crate::explore::search::{Budget, Search, Strategy, replay};
 use crate::explore::token;
 
+/// The longest a search may be given (about eleven days).
+const MAX_SECONDS: f64 = 1e6;
+
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> CoreResult<T> {
     serde_json::from_str(text).map_err(|e| CoreError::Config(format!("{what}: {e}")))
 }
@@ -20,35 +23,37 @@ fn json<T: serde::Serialize>(v: &T) -> CoreResult<String> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
-/// Run a search. `budget_json`: {"max_schedules": n, "max_time": seconds or null};
+/// Run a search, cut after `max_schedules` executions or `max_time` seconds (at most 1e6);
 /// `properties`: the names asked about (empty: every property). Returns the report as JSON,
 /// with a replay token beside every counterexample and every race.
 #[pyfunction]
-#[pyo3(signature = (scenario_json, strategy_json, budget_json, progress=false, properties=vec![]))]
+#[pyo3(signature = (scenario_json, strategy_json, max_schedules, max_time=None, progress=false, properties=vec![]))]
 pub fn check(
     py: Python<'_>,
     scenario_json: &str,
     strategy_json: &str,
-    budget_json: &str,
+    max_schedules: u64,
+    max_time: Option<f64>,
     progress: bool,
     properties: Vec<String>,
 ) -> PyResult<String> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct BudgetJson {
-        max_schedules: u64,
-        max_time: Option<f64>,
-    }
     let mut search = guarded(|| {
         let scenario: Scenario = parse("scenario", scenario_json)?;
         let strategy: Strategy = parse("strategy", strategy_json)?;
-        let b: BudgetJson = parse("budget", budget_json)?;
-        if b.max_time.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-            return Err(CoreError::Config("max_time must be a positive number of seconds".into()));
+        if max_schedules == 0 {
+            return Err(CoreError::Config("max_schedules must be at least 1".into()));
         }
+        let max_time = match max_time {
+            Some(t) if t > 0.0 && t <= MAX_SECONDS => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(CoreError::Config(format!(
+                    "max_time {t:?}: a number of seconds above 0 and at most {MAX_SECONDS:e} is allowed"
+                )));
+            }
+            None => None,
+        };
         let asked = properties.iter().map(|p| Property::parse(p)).collect::<CoreResult<Vec<_>>>()?;
-        let budget = Budget { max_schedules: b.max_schedules, max_time: b.max_time.map(Duration::from_secs_f64) };
-        Search::asking(scenario, strategy, budget, &asked)
+        Search::asking(scenario, strategy, Budget { max_schedules, max_time }, &asked)
     })?;
     loop {
         let done = py.detach(|| guarded(|| Ok(search.run_for(Duration::from_millis(100)))))?;
