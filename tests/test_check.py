@@ -181,15 +181,21 @@ def test_pct_states_its_guarantee():
     assert all(p.status == "none_found" for p in r.properties.values())
 
 
-def test_a_token_from_another_model_version_is_refused():
+def test_tokens_have_integrity_and_survive_an_email_client():
+    # Another model version's token is refused by rust/explore/token.rs's own test (it needs a
+    # genuine digest); here: edits, damage, the old format, and a wrapped, indented paste.
     r = tdxcore.check(SEED, "inhibit-only", progress=False)
-    import base64
-    body = r.counterexample.token.split(":", 1)[1]
-    data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    data["model_version"] += 1
-    forged = "tdxcore1:" + base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
-    with pytest.raises(tdxcore.ConfigError, match="model version"):
-        tdxcore.replay(forged)
+    token = r.counterexample.token
+    assert len(token) < 700, "deflated"
+    wrapped = "\n".join("    " + token[i:i + 76] for i in range(0, len(token), 76))
+    assert tdxcore.replay(wrapped).render() == tdxcore.replay(token).render()
+    body = token.split(":", 1)[1]
+    for i in (len(body) // 3, len(body) // 2, len(body) - 5):
+        flipped = "tdxcore2:" + body[:i] + ("A" if body[i] != "A" else "B") + body[i + 1:]
+        with pytest.raises(tdxcore.ConfigError, match="not a tdxcore replay token"):
+            tdxcore.replay(flipped)
+    with pytest.raises(tdxcore.ConfigError, match="old format"):
+        tdxcore.replay("tdxcore1:eyJ9")
     with pytest.raises(tdxcore.ConfigError, match="not a tdxcore replay token"):
         tdxcore.replay("hello")
 

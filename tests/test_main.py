@@ -31,7 +31,7 @@ def test_python_m_tdxcore_states_the_answer_first():
                    for cell in rows[p] for c in cell.split("/"))
         assert rows["inhibit-only"][0] == "TRAP/TRAP"
     harmful = [line for line in conclusion.splitlines() if ": trap (" in line or "(LL)" in line]
-    assert out.count("\n== ") == len(harmful) and out.count("replay: tdxcore replay tdxcore1:") == len(harmful)
+    assert out.count("\n== ") == len(harmful) and out.count("replay: tdxcore replay tdxcore2:") == len(harmful)
 
 
 def test_walk_shows_the_seed_situation():

@@ -55,7 +55,7 @@ def test_v3_exits_0_with_its_race_and_nothing_else():
     assert out["verdict"] == "holds" and out["certificate"]["complete"]
     assert [p for p, x in out["properties"].items() if x["status"] == "violated"] == ["race"]
     [race] = out["races"]
-    assert race["object"] == "lpage_info 2M 0x200" and race["token"].startswith("tdxcore1:")
+    assert race["object"] == "lpage_info 2M 0x200" and race["token"].startswith("tdxcore2:")
 
 
 def test_a_cut_search_exits_3_and_never_says_holds():

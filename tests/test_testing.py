@@ -22,7 +22,7 @@ def test_final_algorithm_holds_for_any_schedule(schedule):
 def test_a_failing_schedule_prints_the_trace():
     with pytest.raises(AssertionError, match="^trap: .*livelock") as e:
         tt.assert_holds(SEED, "inhibit-only", [(0, 1)])
-    assert "tdxcore replay tdxcore1:" in str(e.value) and "vCPU0" in str(e.value)
+    assert "tdxcore replay tdxcore2:" in str(e.value) and "vCPU0" in str(e.value)
 
 
 def test_a_contract_property_fails_only_when_asked_for():

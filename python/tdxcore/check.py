@@ -215,13 +215,12 @@ def replay(token: str) -> Replay:
     """Re-run a counterexample from its token; the trace is the same byte for byte."""
     if not isinstance(token, str):
         raise ArgumentTypeError(f"a replay token is a str, not {type(token).__name__}")
-    scenario_json, choices = _core.read_token(token)
-    out = json.loads(_core.replay_choices(scenario_json, choices))
+    out = json.loads(_core.replay_token(token))
     hits = sorted(out["hits"], key=lambda h: _SEVERITY[h["property"]])
     return Replay(
         token=out["token"], hits=tuple(hits), trace=tuple(out["trace"]),
         results={str(k): v for k, v in out["results"].items()}, steps=out["steps"],
-        preemptions=out["preemptions"], nr_vcpus=json.loads(scenario_json)["vm"]["vcpus"],
+        preemptions=out["preemptions"], nr_vcpus=out["scenario"]["vm"]["vcpus"],
         unfinished=out["unfinished"])
 
 

@@ -799,12 +799,50 @@ pub(crate) fn next_prefix(decisions: &[Decision], bound: u32, bound_hit: &mut bo
     None
 }
 
-/// Run `choices` once with tracing on: the counterexample's trace, and what the threads got. A
-/// livelock's cycle is classified as a search classifies it (escape.rs), so a trap replays as one.
+/// Follows a token's choices exactly: an option out of range, or choices left when the run
+/// ends, mean the token does not belong to this scenario. Past its choices it takes option 0,
+/// as the search did after the step a counterexample shows.
+struct Exact {
+    choices: Vec<u32>,
+    pos: usize,
+    bad: Option<String>,
+}
+
+impl Chooser for Exact {
+    fn choose(&mut self, _: ChoiceKind, n: u32, _: &[Tid], _: Tid) -> u32 {
+        let c = self.choices.get(self.pos).copied();
+        self.pos += 1;
+        match c {
+            Some(c) if c < n => c,
+            Some(c) => {
+                let at = self.pos - 1;
+                self.bad.get_or_insert(format!("choice {at} is {c}, but that decision has {n} options"));
+                0
+            }
+            None => 0,
+        }
+    }
+    fn replaying(&self) -> bool {
+        self.pos < self.choices.len()
+    }
+}
+
+/// Run a token's `choices` once with tracing on: the counterexample's trace, and what the
+/// threads got. A livelock's cycle is classified as a search classifies it (escape.rs), so a
+/// trap replays as one.
 pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
     scenario.validate()?;
     let busy = scenario.busy_budget()?;
-    let mut e = run_once(scenario, &busy, &mut Prefix::new(choices.to_vec()), RunOptions::checked(true));
+    let mut chooser = Exact { choices: choices.to_vec(), pos: 0, bad: None };
+    let mut e = run_once(scenario, &busy, &mut chooser, RunOptions::checked(true));
+    let refuse =
+        |why: String| Err(crate::error::CoreError::Config(format!("this token does not fit its scenario: {why}")));
+    if let Some(why) = chooser.bad {
+        return refuse(why);
+    }
+    if chooser.pos < choices.len() {
+        return refuse(format!("it has {} choices, and the run made only {} decisions", choices.len(), chooser.pos));
+    }
     let chosen: Vec<u32> = e.decisions.iter().map(|d| d.chosen).collect();
     let hits = std::mem::take(&mut e.hits);
     e.hits = super::escape::classify(scenario, &busy, hits, &chosen, &mut Default::default(), true, &mut 0);
@@ -1008,6 +1046,28 @@ pub(crate) mod tests {
             assert_eq!(with, without, "{threads} threads, {failures} failure(s)");
             assert!(with_states < without_states);
         }
+    }
+
+    /// A token's choices are followed exactly: an option out of range or a surplus choice is
+    /// refused, and a replay that does not show what the token recorded is refused.
+    #[test]
+    fn a_replay_follows_its_choices_exactly_and_shows_what_its_token_recorded() {
+        use crate::explore::token::{self, Expected};
+        let s = seed_scenario(&[PreCheck, ReadLock, SetInhibit, ReadUnlock], 0);
+        let r = check(s.clone(), Strategy::Exhaustive { bound: None, cache: true });
+        let cx = r.counterexample.expect("inhibit-only is a trap");
+        assert_eq!(cx.property, Property::Trap);
+        let e = replay(&s, &cx.choices).unwrap();
+        assert!(e.hits.iter().any(|h| h.property == Property::Trap && h.step == cx.steps));
+        let err = |choices: &[u32]| replay(&s, choices).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&[7]).contains("choice 0 is 7, but that decision has 2 options"), "{}", err(&[7]));
+        let surplus: Vec<u32> = cx.choices.iter().copied().chain([0; 500]).collect();
+        assert!(err(&surplus).contains("and the run made only"), "{}", err(&surplus));
+        let expect = |property: &str, step| Expected { property: property.into(), step };
+        assert!(token::verify(&expect("trap", Some(cx.steps)), &e.hits).is_ok());
+        let wrong = token::verify(&expect("deadlock", Some(3)), &e.hits).unwrap_err().to_string();
+        assert!(wrong.contains("does not show what its token recorded (deadlock at step 3; it shows"), "{wrong}");
+        assert!(wrong.contains(&format!("trap at step {}", cx.steps)), "{wrong}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::explore::properties::Property;
 use crate::explore::scenario::Scenario;
 use crate::explore::search::{Budget, Search, Strategy, replay};
-use crate::explore::token;
+use crate::explore::token::{self, Expected};
 
 /// The longest a search may be given (about eleven days).
 const MAX_SECONDS: f64 = 1e6;
@@ -86,9 +86,12 @@ pub fn check(
     guarded(|| {
         let report = search.report();
         let mut v = serde_json::to_value(&report).map_err(|e| CoreError::Internal(e.to_string()))?;
-        let token = |choices: &serde_json::Value| {
-            let choices: Vec<u32> = serde_json::from_value(choices.clone()).unwrap_or_default();
-            serde_json::Value::String(token::encode(search.scenario(), &choices))
+        // A counterexample's token expects its property at its step; a race's, a race.
+        let token = |cx: &serde_json::Value| {
+            let choices: Vec<u32> = serde_json::from_value(cx["choices"].clone()).unwrap_or_default();
+            let property = cx["property"].as_str().unwrap_or("race").to_string();
+            let step = cx["steps"].as_u64().map(|s| s as u32);
+            serde_json::Value::String(token::encode(search.scenario(), &choices, Some(Expected { property, step })))
         };
         let obj = v.as_object_mut().ok_or_else(|| CoreError::Internal("a report is an object".into()))?;
         let mut places: Vec<&mut serde_json::Value> = Vec::new();
@@ -102,21 +105,25 @@ pub fn check(
         }
         for cx in places {
             if cx.is_object() {
-                cx["token"] = token(&cx["choices"]);
+                cx["token"] = token(cx);
             }
         }
         json(&v)
     })
 }
 
-/// Replay `choices` on a scenario with tracing: {hits, unfinished, end, trace, results,
-/// decisions, steps, preemptions, design_rules, token} as JSON.
+/// Replay a token with tracing: {hits, unfinished, end, trace, results, decisions, steps,
+/// preemptions, design_rules, scenario, token} as JSON. Refuses a token that was edited, made by
+/// another model version, or whose replay does not show what it recorded.
 #[pyfunction]
-pub fn replay_choices(py: Python<'_>, scenario_json: &str, choices: Vec<u32>) -> PyResult<String> {
+pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
     py.detach(|| {
         guarded(|| {
-            let scenario: Scenario = parse("scenario", scenario_json)?;
+            let (scenario, choices, expect) = token::decode(token_text)?;
             let e = replay(&scenario, &choices)?;
+            if let Some(expect) = &expect {
+                token::verify(expect, &e.hits)?;
+            }
             let hits: Vec<serde_json::Value> = e
                 .hits
                 .iter()
@@ -137,18 +144,10 @@ pub fn replay_choices(py: Python<'_>, scenario_json: &str, choices: Vec<u32>) ->
                 "steps": e.steps,
                 "preemptions": e.preemptions,
                 "design_rules": e.design_rules,
-                "token": token::encode(&scenario, &choices),
+                "scenario": scenario,
+                "token": token::encode(&scenario, &choices, expect),
             }))
         })
-    })
-}
-
-/// Decode a replay token: (scenario JSON, choices). Refuses another model version's token.
-#[pyfunction]
-pub fn read_token(token_text: &str) -> PyResult<(String, Vec<u32>)> {
-    guarded(|| {
-        let (s, c) = token::decode(token_text)?;
-        Ok((json(&s)?, c))
     })
 }
 

@@ -16,7 +16,7 @@ mod core_module {
     use super::bench::{guarded_noop, native_run, noop, workload_plan};
 
     #[pymodule_export]
-    use super::check::{canonical_scenario, check, read_token, replay_choices};
+    use super::check::{canonical_scenario, check, replay_token};
 
     /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
     #[pyfunction]
