@@ -232,13 +232,25 @@ def test_the_lockless_precheck_is_reported_as_a_data_race():
     assert tdxcore.check(SEED, "v3", bound=1, progress=False).races == ()
 
 
-def test_ctrl_c_returns_what_was_covered():
+def test_ctrl_c_raises_interrupted_with_what_was_covered():
     # The four-vCPU boot search does not complete in minutes; Ctrl-C a second into it.
-    code = ("import tdxcore; r = tdxcore.check('boot-small', 'v3', progress=False); "
-            "print(r.verdict, r.certificate['cut_by'], r.certificate['schedules'] > 0)")
+    code = ("import tdxcore\ntry:\n    tdxcore.check('boot-small', 'v3', progress=False)\n"
+            "except tdxcore.Interrupted as e:\n    r = e.partial\n"
+            "    print(isinstance(e, KeyboardInterrupt), isinstance(e, tdxcore.TdxError), r.verdict,"
+            " r.certificate['cut_by'], r.certificate['schedules'] > 0)")
     rc, out, err = interrupted(code, after=1)
     assert rc == 0, err
-    assert out.split() == ["cut", "interrupted", "(Ctrl-C)", "True"]
+    assert out.split() == ["True", "True", "cut", "interrupted", "(Ctrl-C)", "True"]
+
+
+def test_ctrl_c_stops_a_loop_of_checks():
+    # Before, each check swallowed Ctrl-C and the loop went on.
+    code = ("import tdxcore\ntry:\n    for i in range(1000):\n"
+            "        tdxcore.check('boot-small', 'v3', max_time=0.3, progress=False)\n"
+            "except KeyboardInterrupt as e:\n    print('stopped', type(e).__name__)")
+    rc, out, err = interrupted(code, after=1, timeout=10)
+    assert rc == 0, err
+    assert out.split() == ["stopped", "Interrupted"]
 
 
 def test_each_local_retry_may_find_an_event_or_counted_retries():

@@ -10,6 +10,7 @@ from tdxcore.errors import (
     ConfigError,
     DeadlockError,
     InternalError,
+    Interrupted,
     InvalidOperation,
     TdxError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "DeadlockError",
     "Finding",
     "InternalError",
+    "Interrupted",
     "InvalidOperation",
     "Outcome",
     "TdxError",

@@ -55,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from tdxcore import accept_table, invariants
-    from tdxcore.errors import TdxError
+    from tdxcore.errors import Interrupted, TdxError
     from tdxcore.report import render_accept_table
     from tdxcore.walk import seed_walk
 
@@ -96,6 +96,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print()
             for inv in invariants():
                 print(f"{inv['id']:<8} [{inv['kind']}] {inv['statement']}\n         holds when: {inv['holds_when']}\n         checked in: {inv['checked']}")
+    except Interrupted as e:
+        # What was covered, then the exit code of an interrupted command.
+        if e.partial is not None:
+            print(e.partial.summary())
+        print(f"tdxcore: {e}", file=sys.stderr)
+        return 130
     except TdxError as e:
         print(f"tdxcore: {e}", file=sys.stderr)
         return 2
@@ -226,11 +232,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def exit_code(r) -> int:
     """0: no harm, complete search; 1: a deciding property violated; 3: nothing violated but the
-    search was cut, bounded or sampled; 130: interrupted (Ctrl-C)."""
+    search was cut, bounded or sampled. (Ctrl-C raises Interrupted: main() exits 130.)"""
     if r.verdict == "violated":
         return 1
-    if r.interrupted:
-        return 130
     return 0 if r.verdict == "holds" else 3
 
 

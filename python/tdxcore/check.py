@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.errors import ArgumentTypeError, ConfigError, Interrupted
 from tdxcore.policy import Policy, PolicyLike, as_policy
 from tdxcore.scenario import Scenario, as_scenario
 from tdxcore.vm import _int
@@ -186,7 +186,8 @@ def check(
     or a list of steps) and answer every property (`tdxcore.properties()`), each with its own
     result and counterexample (fewest preemptions, then fewest steps). Harm decides the verdict;
     `properties=[names]` asks about those (the search stops once each has a counterexample) and
-    makes an asked contract property decide too."""
+    makes an asked contract property decide too. Ctrl-C raises `Interrupted`, whose `.partial`
+    is the result so far."""
     scn = as_scenario(scenario)
     pol: Policy = as_policy(policy)
     strat = _strategy(strategy, bound, cache, seed, runs, depth, choices)
@@ -203,12 +204,17 @@ def check(
     out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), _int(max_schedules, "max_schedules", 1),
                                  None if max_time is None else float(max_time), bool(progress), asked))
     props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
-    return CheckResult(
+    result = CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],
         design_rules=out["design_rules"], counterexample=Counterexample._from(out.get("counterexample")),
         results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"],
         schedule_hash=out["schedule_hash"], worst=out["worst"], properties=props, races=tuple(out["races"]),
         memory_model=out["memory_model"])
+    if result.interrupted:
+        c = result.certificate
+        raise Interrupted(f"interrupted (Ctrl-C) after {c['schedules']:,} schedules; .partial has what was covered",
+                          partial=result)
+    return result
 
 
 def replay(token: str) -> Replay:

@@ -29,3 +29,12 @@ class DeadlockError(TdxError):
 
 class InternalError(TdxError):
     """A bug in tdxcore itself."""
+
+
+class Interrupted(KeyboardInterrupt, TdxError):
+    """Ctrl-C during a call. `partial` is what was covered: for `check`, the CheckResult of the
+    search so far (its certificate's `cut_by` says "interrupted (Ctrl-C)")."""
+
+    def __init__(self, message: str, partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial
