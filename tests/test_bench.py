@@ -3,6 +3,7 @@ what each run must compute (BENCHMARKS.md B4's write-lock count, the invariants,
 mappings against a sequential run)."""
 
 import json
+import time
 
 import pytest
 
@@ -99,3 +100,17 @@ def test_policy_runner_writes_its_json(tmp_path, monkeypatch, capsys):
     assert all(row["ok"] and row["splits"] == 256 for row in intrusion.values())
     out = capsys.readouterr().out
     assert "B4: write acquisitions with the pre-check 13" in out
+
+
+def test_ctrl_c_stops_a_bench_with_long_seamcalls():
+    # Each SEAMCALL busy-waits 20 ms: the boot would take minutes; Ctrl-C stops it within one
+    # operation per thread, and the command prints the complete runs (none here) and exits 130.
+    from interrupt import interrupted
+
+    code = ("import sys; from tdxcore.__main__ import main; "
+            "sys.exit(main(['bench', '--policy', 'v3', '--seamcall-us', '20000', '--repeat', '1']))")
+    t0 = time.monotonic()
+    rc, out, err = interrupted(code, after=2, timeout=30)
+    assert rc == 130, err
+    assert "interrupted (Ctrl-C) after 0 of 1 runs" in err
+    assert time.monotonic() - t0 < 20

@@ -97,9 +97,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for inv in invariants():
                 print(f"{inv['id']:<8} [{inv['kind']}] {inv['statement']}\n         holds when: {inv['holds_when']}\n         checked in: {inv['checked']}")
     except Interrupted as e:
-        # What was covered, then the exit code of an interrupted command.
-        if e.partial is not None:
+        # What was covered (a check's result so far, or a bench's complete runs), then 130.
+        if hasattr(e.partial, "summary"):
             print(e.partial.summary())
+        elif e.partial:
+            from tdxcore.bench import render_table
+
+            print(render_table(e.partial))
         print(f"tdxcore: {e}", file=sys.stderr)
         return 130
     except TdxError as e:

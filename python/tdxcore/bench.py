@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from tdxcore import _core
-from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.errors import ArgumentTypeError, ConfigError, Interrupted
 from tdxcore.policy import PRESETS, Policy, as_policy
 
 WORKLOADS = ("boot", "random-mix", "conversion-churn", "fault-storm")
@@ -125,7 +125,12 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
                 print(f"\r  [{bar:<20}] {done}/{total} {label:<28}", end="", file=sys.stderr, flush=True)
             config = {"workload": wl, "honor_policy": list(steps), "atomic_demote": atomic, "lock": lock,
                       "sequential": sequential, **costs}
-            runs[label].append(json.loads(_core.native_run(json.dumps(config))))
+            report = json.loads(_core.native_run(json.dumps(config)))
+            if report["interrupted"]:
+                done = [BenchResult(lb, workload, rs) for lb, rs in runs.items() if rs]
+                raise Interrupted(f"interrupted (Ctrl-C) after {sum(len(rs) for rs in runs.values())} of {total} "
+                                  "runs; .partial has the complete ones", partial=done)
+            runs[label].append(report)
     if progress:
         print(f"\r  [{'#' * 20}] {total}/{total}" + " " * 30, file=sys.stderr)
     return [BenchResult(label, workload, runs[label]) for label in runs]

@@ -8,4 +8,4 @@ pub mod run;
 pub mod runtime;
 pub mod workload;
 
-pub use run::{Report, RunConfig, run};
+pub use run::{Report, RunConfig, run, run_until};

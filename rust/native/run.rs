@@ -79,6 +79,8 @@ pub struct Report {
     pub violations: Vec<Finding>,
     /// An operation gave up (no_progress) and the run stopped there: the counters are partial.
     pub stopped: bool,
+    /// The caller interrupted the run (Ctrl-C): the counters are partial.
+    pub interrupted: bool,
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
     #[serde(skip)]
@@ -96,12 +98,14 @@ fn path_of(op: &ProgramOp) -> Path {
 }
 
 /// A program on `tid`, to the end or until some operation of the run gave up (no_progress: a
-/// livelock on real threads; the run stops there rather than spin through every operation).
-fn run_program(vm: &Vm, rt: &Native, tid: Tid, ops: &[ProgramOp], stop: &AtomicBool) -> BTreeMap<String, u64> {
+/// livelock on real threads; the run stops there rather than spin through every operation) or
+/// the caller interrupted it: `[stop, interrupt]`.
+fn run_program(vm: &Vm, rt: &Native, tid: Tid, ops: &[ProgramOp], flags: [&AtomicBool; 2]) -> BTreeMap<String, u64> {
+    let [stop, interrupt] = flags;
     let mut results = BTreeMap::new();
     let cx = Cx { vm, rt, tid };
     for op in ops {
-        if stop.load(Relaxed) {
+        if stop.load(Relaxed) || interrupt.load(Relaxed) {
             break;
         }
         rt.begin(tid, path_of(op));
@@ -125,9 +129,9 @@ fn run_guarded(
     rt: &Native,
     tid: Tid,
     ops: &[ProgramOp],
-    stop: &AtomicBool,
+    flags: [&AtomicBool; 2],
 ) -> Result<BTreeMap<String, u64>, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_program(vm, rt, tid, ops, stop))).map_err(|p| {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_program(vm, rt, tid, ops, flags))).map_err(|p| {
         rt.abandon(tid);
         p.downcast_ref::<String>()
             .cloned()
@@ -155,6 +159,11 @@ fn quiescent_check(vm: &Vm, rt: &Native, out: &mut Vec<Finding>) {
 }
 
 pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
+    run_until(cfg, &AtomicBool::new(false))
+}
+
+/// `run`, stopping before each thread's next operation once `interrupt` is set.
+pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> {
     let plan = cfg.workload.plan()?;
     let mut vmc = plan.vm.clone();
     vmc.honor_policy = cfg.honor_policy.clone();
@@ -174,9 +183,12 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
     let mut elapsed = Duration::ZERO;
     let stop = AtomicBool::new(false);
     for phase in &plan.phases {
+        if interrupt.load(Relaxed) {
+            break;
+        }
         let start = Instant::now();
         let per_thread: Vec<Result<BTreeMap<String, u64>, String>> = if cfg.sequential {
-            phase.iter().enumerate().map(|(t, ops)| run_guarded(&vm, &rt, t as Tid, ops, &stop)).collect()
+            phase.iter().enumerate().map(|(t, ops)| run_guarded(&vm, &rt, t as Tid, ops, [&stop, interrupt])).collect()
         } else {
             std::thread::scope(|s| {
                 let handles: Vec<_> = phase
@@ -184,7 +196,7 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
                     .enumerate()
                     .map(|(t, ops)| {
                         let (vm, rt, stop) = (&vm, &rt, &stop);
-                        s.spawn(move || run_guarded(vm, rt, t as Tid, ops, stop))
+                        s.spawn(move || run_guarded(vm, rt, t as Tid, ops, [stop, interrupt]))
                     })
                     .collect();
                 handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into()))).collect()
@@ -236,6 +248,7 @@ pub fn run(cfg: &RunConfig) -> CoreResult<Report> {
         mappings,
         violations,
         stopped: stop.load(Relaxed),
+        interrupted: interrupt.load(Relaxed),
         rss_bytes,
         peak_rss_bytes,
         leaves,

@@ -4,19 +4,37 @@ use pyo3::prelude::*;
 
 use super::errors::guarded;
 use crate::error::CoreError;
-use crate::native::{RunConfig, run};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
 
-/// Run a workload under a policy on OS threads; the report as JSON.
+use crate::native::{RunConfig, run_until};
+
+/// Run a workload under a policy on OS threads; the report as JSON. The run goes on in a thread
+/// of its own while this one checks for Ctrl-C every 50 ms; Ctrl-C stops it before each
+/// thread's next operation, and the report says `interrupted`.
 #[pyfunction]
 pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
     let cfg: RunConfig =
         guarded(|| serde_json::from_str(config_json).map_err(|e| CoreError::Config(format!("bench config: {e}"))))?;
-    py.detach(|| {
-        guarded(|| {
-            let report = run(&cfg)?;
-            serde_json::to_string(&report).map_err(|e| CoreError::Internal(e.to_string()))
-        })
-    })
+    let interrupt = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let worker = s.spawn(|| guarded(|| run_until(&cfg, &interrupt)));
+        while !worker.is_finished() {
+            py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+            if let Err(e) = py.check_signals() {
+                if !e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+                    interrupt.store(true, Relaxed);
+                    let _ = worker.join();
+                    return Err(e);
+                }
+                interrupt.store(true, Relaxed);
+            }
+        }
+        worker
+            .join()
+            .unwrap_or_else(|_| Err(pyo3::exceptions::PyRuntimeError::new_err("the native run's thread panicked")))
+    })?;
+    guarded(|| serde_json::to_string(&report).map_err(|e| CoreError::Internal(e.to_string())))
 }
 
 /// A workload's programs: phases, each one list of operations per vCPU, as JSON (so other
