@@ -115,26 +115,38 @@ impl NativeRwLock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     /// A reader waits for a writer, for every kind.
+    /// A reader that asks while the writer holds the lock gets in only after the writer let go:
+    /// a handshake, not a timing (the writer marks its release before unlocking; the reader
+    /// must see the mark once it holds the lock). The yields only give a broken lock the chance
+    /// to let the reader in early.
     #[test]
     fn a_reader_waits_for_the_writer() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         for kind in [LockKind::ParkingLot, LockKind::Std, LockKind::Exclusive] {
             let lock = NativeRwLock::new(kind);
-            let waited = std::thread::scope(|s| {
+            let (asked, released) = (AtomicBool::new(false), AtomicBool::new(false));
+            let after_release = std::thread::scope(|s| {
                 lock.lock(Mode::Write);
                 let reader = s.spawn(|| {
-                    let start = Instant::now();
+                    asked.store(true, SeqCst);
                     lock.lock(Mode::Read);
+                    let saw = released.load(SeqCst);
                     lock.unlock(Mode::Read);
-                    start.elapsed()
+                    saw
                 });
-                std::thread::sleep(Duration::from_millis(50));
+                while !asked.load(SeqCst) {
+                    std::hint::spin_loop();
+                }
+                for _ in 0..1000 {
+                    std::thread::yield_now();
+                }
+                released.store(true, SeqCst);
                 lock.unlock(Mode::Write);
                 reader.join().unwrap()
             });
-            assert!(waited >= Duration::from_millis(40), "{kind:?}: the reader waited only {waited:?}");
+            assert!(after_release, "{kind:?}: the reader got in while the writer held the lock");
         }
     }
 }
