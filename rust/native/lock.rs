@@ -116,7 +116,6 @@ impl NativeRwLock {
 mod tests {
     use super::*;
 
-    /// A reader waits for a writer, for every kind.
     /// A reader that asks while the writer holds the lock gets in only after the writer let go:
     /// a handshake, not a timing (the writer marks its release before unlocking; the reader
     /// must see the mark once it holds the lock). The yields only give a broken lock the chance
