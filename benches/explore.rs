@@ -46,7 +46,7 @@ fn scenario(threads: usize, alloc_failures: u32) -> Scenario {
 
 fn search(s: Scenario, strategy: Strategy, max_time: Duration) -> (f64, tdxcore::explore::search::Report) {
     let t = Instant::now();
-    let mut search = Search::new(s, strategy, Budget { max_schedules: u64::MAX, max_time: Some(max_time) }).unwrap();
+    let mut search = Search::new(s, strategy, Budget { max_time: Some(max_time), ..Default::default() }).unwrap();
     while !search.run_for(Duration::from_secs(1)) {}
     (t.elapsed().as_secs_f64(), search.report())
 }

@@ -31,7 +31,7 @@ fn main() {
         max_steps: 5000,
     };
     let t = Instant::now();
-    let budget = Budget { max_schedules: u64::MAX, max_time: None };
+    let budget = Budget::default();
     let mut s = Search::new(scenario, Strategy::Random { seed: 1, runs }, budget).unwrap();
     while !s.run_for(Duration::from_secs(1)) {}
     let r = s.report();

@@ -35,7 +35,7 @@ fn main() {
         max_steps: 5000,
     };
     let t = Instant::now();
-    let budget = Budget { max_schedules: u64::MAX, max_time: Some(Duration::from_secs(600)) };
+    let budget = Budget { max_time: Some(Duration::from_secs(600)), ..Default::default() };
     let mut s = Search::new(scenario, Strategy::Exhaustive { bound: None, cache: true }, budget).unwrap();
     while !s.run_for(Duration::from_secs(1)) {}
     let r = s.report();

@@ -1,11 +1,14 @@
 """Bad input gets a clear tdxcore exception, never a crash: specific messages, then Hypothesis
 feeding every public method arbitrary arguments."""
 
+import dataclasses
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tdxcore
+from tdxcore.scenario import PRESETS
 from tdxcore import ArgumentTypeError, ConfigError, InvalidOperation, TdxError
 
 
@@ -172,3 +175,14 @@ def test_the_last_gfn_there_is_is_refused_not_a_panic():
     s = tdxcore.Scenario(threads=(tdxcore.vcpu(0, tdxcore.access(2**64 - 1)),))
     with pytest.raises(tdxcore.ConfigError, match="gfn 0xffffffffffffffff is the last gfn there is"):
         tdxcore.check(s, progress=False)
+
+
+def test_a_state_cache_at_its_memory_budget_cuts_the_search():
+    # 256 KiB holds under 30,000 cached states; the three-vCPU search needs 62,010.
+    s = dataclasses.replace(PRESETS["two-accepts"], alloc_failures=1)
+    r = tdxcore.check(s, "v3", max_memory=256 << 10, progress=False)
+    c = r.certificate
+    assert c["cut_by"].startswith("memory budget reached (256 KiB of cached states") and not c["complete"]
+    assert r.verdict == "cut" and all(p.status != "holds" for p in r.properties.values())
+    with pytest.raises(tdxcore.ConfigError, match="max_memory"):
+        tdxcore.check("accept-vs-fault", max_memory=0, progress=False)

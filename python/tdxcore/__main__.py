@@ -27,6 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                            "is dropped to allocate) or prealloc (a cache topped up before the lock)")
     chk.add_argument("--max-time", type=float, default=60.0,
                      help="seconds before the search is cut (default 60; the certificate says so)")
+    chk.add_argument("--max-memory", type=int, metavar="MIB",
+                     help="MiB the state cache may use before the search is cut (default a quarter of the machine's)")
     chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
     chk.add_argument("--property", action="append", metavar="NAME",
                      help="ask about this property (repeatable; an asked contract property decides too); "
@@ -226,7 +228,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.split_alloc is not None:
         scenario = dataclasses.replace(scenario, vm={**scenario.vm, "split_alloc": args.split_alloc})
     r = check(scenario, policy, strategy=args.strategy, bound=args.bound, seed=args.seed, runs=args.runs,
-              depth=args.depth, max_time=args.max_time, properties=args.property)
+              depth=args.depth, max_time=args.max_time, properties=args.property,
+              max_memory=None if args.max_memory is None else args.max_memory << 20)
     if args.json:
         print(json.dumps(_check_json(r), indent=2, sort_keys=True))
     else:

@@ -181,13 +181,15 @@ def check(
     max_time: Optional[float] = None,
     progress: Optional[bool] = None,
     properties: Optional[Sequence[str]] = None,
+    max_memory: Optional[int] = None,
 ) -> CheckResult:
     """Explore `scenario` (a Scenario or a preset name) under `policy` (a Policy, a preset name
     or a list of steps) and answer every property (`tdxcore.properties()`), each with its own
     result and counterexample (fewest preemptions, then fewest steps). Harm decides the verdict;
     `properties=[names]` asks about those (the search stops once each has a counterexample) and
     makes an asked contract property decide too. Ctrl-C raises `Interrupted`, whose `.partial`
-    is the result so far."""
+    is the result so far. `max_memory` (bytes; default a quarter of the machine's memory) bounds
+    the state cache: reaching it cuts the search, and the certificate says so."""
     scn = as_scenario(scenario)
     pol: Policy = as_policy(policy)
     strat = _strategy(strategy, bound, cache, seed, runs, depth, choices)
@@ -202,7 +204,8 @@ def check(
     if progress is None:
         progress = sys.stderr.isatty()
     out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), _int(max_schedules, "max_schedules", 1),
-                                 None if max_time is None else float(max_time), bool(progress), asked))
+                                 None if max_time is None else float(max_time), bool(progress), asked,
+                                 None if max_memory is None else _int(max_memory, "max_memory", 1)))
     props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
     result = CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],

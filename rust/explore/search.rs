@@ -234,7 +234,29 @@ const SHORTEN_RUNS: u32 = 2_000;
 pub struct Budget {
     pub max_schedules: u64,
     pub max_time: Option<Duration>,
+    /// The state cache's memory: reaching it cuts the search (the certificate says so).
+    pub max_cache_bytes: u64,
 }
+
+impl Default for Budget {
+    /// No schedule or time limit; the state cache may use a quarter of the machine's memory.
+    fn default() -> Self {
+        Budget { max_schedules: u64::MAX, max_time: None, max_cache_bytes: machine_memory() / 4 }
+    }
+}
+
+/// The machine's memory (MemTotal), or 4 GiB where it cannot be read.
+pub fn machine_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .map_or(4 << 30, |kib| kib * 1024)
+}
+
+/// Bytes a cached state takes in a hash set of u64 keys (the key and a control byte per slot).
+const BYTES_PER_CACHE_SLOT: u64 = 9;
 
 /// An unbounded exhaustive search first tries these preemption bounds, bound by bound.
 const QUICK_BOUNDS: u32 = 1;
@@ -403,6 +425,13 @@ impl Search {
                 && self.started.elapsed() >= t
             {
                 self.cut(&format!("max_time ({:.1}s)", t.as_secs_f64()));
+                break;
+            }
+            let cached = self.cache.capacity() + self.paused.as_ref().map_or(0, |p| p.cache.capacity());
+            if cached as u64 * BYTES_PER_CACHE_SLOT > self.budget.max_cache_bytes {
+                let b = self.budget.max_cache_bytes;
+                let size = if b >= 1 << 20 { format!("{} MiB", b >> 20) } else { format!("{} KiB", b >> 10) };
+                self.cut(&format!("memory budget reached ({size} of cached states, {} states)", self.cache.len()));
                 break;
             }
             if self.phase == Phase::Unbounded && !self.secured && self.half_budget_gone() {
@@ -882,7 +911,7 @@ pub(crate) mod tests {
     }
 
     fn check(s: Scenario, strategy: Strategy) -> Report {
-        let mut search = Search::new(s, strategy, Budget { max_schedules: 2_000_000, max_time: None }).unwrap();
+        let mut search = Search::new(s, strategy, Budget { max_schedules: 2_000_000, ..Default::default() }).unwrap();
         while !search.run_for(Duration::from_secs(60)) {}
         search.report()
     }
@@ -910,7 +939,7 @@ pub(crate) mod tests {
             for failures in [0, 1] {
                 let run = |trust| {
                     let strategy = Strategy::Exhaustive { bound: None, cache: true };
-                    let budget = Budget { max_schedules: 2_000_000, max_time: None };
+                    let budget = Budget { max_schedules: 2_000_000, ..Default::default() };
                     let mut search = Search::new(seed_scenario(policy, failures), strategy, budget).unwrap();
                     search.trust_prefix = trust;
                     while !search.run_for(Duration::from_secs(60)) {}
@@ -1001,7 +1030,7 @@ pub(crate) mod tests {
         let mut s = seed_scenario(&HonorStep::FINAL, 0);
         s.threads.push(Program { vcpu: Some(2), ops: vec![ProgramOp::Accept { gfn: 0x300, level: PG_LEVEL_4K }] });
         s.vm.vcpus = 3;
-        let budget = Budget { max_schedules: 30_000, max_time: None };
+        let budget = Budget { max_schedules: 30_000, ..Default::default() };
         let mut search = Search::new(s, Strategy::Exhaustive { bound: None, cache: true }, budget).unwrap();
         while !search.run_for(Duration::from_secs(60)) {}
         let c = search.report().certificate;

@@ -23,11 +23,13 @@ fn json<T: serde::Serialize>(v: &T) -> CoreResult<String> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
-/// Run a search, cut after `max_schedules` executions or `max_time` seconds (at most 1e6);
+/// Run a search, cut after `max_schedules` executions, `max_time` seconds (at most 1e6) or
+/// `max_memory` bytes of state cache (default a quarter of the machine's memory);
 /// `properties`: the names asked about (empty: every property). Returns the report as JSON,
 /// with a replay token beside every counterexample and every race.
 #[pyfunction]
-#[pyo3(signature = (scenario_json, strategy_json, max_schedules, max_time=None, progress=false, properties=vec![]))]
+#[pyo3(signature = (scenario_json, strategy_json, max_schedules, max_time=None, progress=false, properties=vec![], max_memory=None))]
+#[allow(clippy::too_many_arguments)]
 pub fn check(
     py: Python<'_>,
     scenario_json: &str,
@@ -36,6 +38,7 @@ pub fn check(
     max_time: Option<f64>,
     progress: bool,
     properties: Vec<String>,
+    max_memory: Option<u64>,
 ) -> PyResult<String> {
     let mut search = guarded(|| {
         let scenario: Scenario = parse("scenario", scenario_json)?;
@@ -53,7 +56,12 @@ pub fn check(
             None => None,
         };
         let asked = properties.iter().map(|p| Property::parse(p)).collect::<CoreResult<Vec<_>>>()?;
-        Search::asking(scenario, strategy, Budget { max_schedules, max_time }, &asked)
+        let max_cache_bytes = match max_memory {
+            Some(0) => return Err(CoreError::Config("max_memory must be at least 1 byte".into())),
+            Some(b) => b,
+            None => Budget::default().max_cache_bytes,
+        };
+        Search::asking(scenario, strategy, Budget { max_schedules, max_time, max_cache_bytes }, &asked)
     })?;
     loop {
         let done = py.detach(|| guarded(|| Ok(search.run_for(Duration::from_millis(100)))))?;
