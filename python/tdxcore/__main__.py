@@ -144,8 +144,14 @@ def _compare(args: argparse.Namespace) -> int:
     wrap = textwrap.TextWrapper(width=100, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
     print(f"tdxcore compare (model version {MODEL_VERSION}): every preset policy against every preset"
           f" scenario\n")
+    expected = None
+    if interrupted:
+        from tdxcore.compare import SCENARIOS, SPLIT_ALLOC
+
+        expected = len(SCENARIOS) * len(SPLIT_ALLOC) * 2
+        print(f"INTERRUPTED (Ctrl-C): {len(cells)} cells computed; the matrices show the others as '-'\n")
     print("CONCLUSION (computed from the cells below)")
-    for line in conclusion(cells).splitlines():
+    for line in conclusion(cells, expected).splitlines():
         print("\n".join(wrap.wrap(line)))
     print("\nPOLICIES (the honour path's steps)")
     for label in dict.fromkeys(c.policy for c in cells):
@@ -231,7 +237,7 @@ def _check(args: argparse.Namespace) -> int:
               depth=args.depth, max_time=args.max_time, properties=args.property,
               max_memory=None if args.max_memory is None else args.max_memory << 20)
     if args.json:
-        print(json.dumps(_check_json(r), indent=2, sort_keys=True))
+        print(json.dumps(_check_json(r), indent=2))  # properties worst first
     else:
         print(r.summary())
     return exit_code(r)

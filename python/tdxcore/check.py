@@ -130,6 +130,7 @@ class CheckResult:
     worst: Optional[str] = None
     properties: dict[str, PropertyResult] = field(default_factory=dict)
     races: tuple[dict[str, Any], ...] = ()
+    nr_vcpus: int = 64
     memory_model: str = MEMORY_MODEL
 
     @property
@@ -200,7 +201,10 @@ def check(
     elif isinstance(properties, (str, bytes)) or not isinstance(properties, (list, tuple)):
         raise ArgumentTypeError(f"properties must be a list of property names, not {type(properties).__name__}")
     else:
-        asked = [p if isinstance(p, str) else str(p) for p in properties]
+        bad = [p for p in properties if not isinstance(p, str)]
+        if bad:
+            raise ArgumentTypeError(f"a property is named by a str, not {type(bad[0]).__name__} ({bad[0]!r})")
+        asked = list(properties)
     if progress is None:
         progress = sys.stderr.isatty()
     out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), _int(max_schedules, "max_schedules", 1),
@@ -212,7 +216,7 @@ def check(
         design_rules=out["design_rules"], counterexample=Counterexample._from(out.get("counterexample")),
         results={str(k): v for k, v in out["results"].items()}, elapsed_ms=out["elapsed_ms"],
         schedule_hash=out["schedule_hash"], worst=out["worst"], properties=props, races=tuple(out["races"]),
-        memory_model=out["memory_model"])
+        memory_model=out["memory_model"], nr_vcpus=out["vcpus"])
     if result.interrupted:
         c = result.certificate
         raise Interrupted(f"interrupted (Ctrl-C) after {c['schedules']:,} schedules; .partial has what was covered",

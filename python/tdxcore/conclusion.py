@@ -44,8 +44,10 @@ def _cause(label: str, cell: Cell) -> str:
     """Which steps, in which order and under which lock, and what the replay shows of the split."""
     steps = policy_steps(label)
     locks = locks_at_steps(steps)
-    trace = cell.result.counterexample.replay.trace
-    enomem = any(line.get("kind") == "alloc" and line.get("after") for line in trace)
+    cx = cell.result.counterexample
+    # The split's -ENOMEM: an allocation that failed on a thread the counterexample leaves stuck.
+    stuck = set(cx.violation.get("threads", ()))
+    enomem = any(line.get("kind") == "alloc" and line.get("after") and line["tid"] in stuck for line in cx.replay.trace)
     parts = []
     if "set_inhibit" in steps:
         i = steps.index("set_inhibit")
@@ -66,7 +68,8 @@ def _cause(label: str, cell: Cell) -> str:
     install = cell.result.counterexample.replay.hit("install-breach")
     if install is not None:
         v = install["violation"]
-        parts.append(f"{thread_name(v['tid'], 64)}'s fault installs a huge leaf over the flag (I3, step {install['step']})")
+        parts.append(f"{thread_name(v['tid'], cell.result.nr_vcpus)}'s fault installs a huge leaf over the flag "
+                     f"(I3, step {install['step']})")
     return "; ".join(parts)
 
 
@@ -74,10 +77,10 @@ def _effect(cell: Cell) -> str:
     r = cell.result
     v = r.counterexample.violation
     if v["kind"] == "livelock":
-        who = " and ".join(thread_name(t, 64) for t in v["threads"])
+        who = " and ".join(thread_name(t, r.nr_vcpus) for t in v["threads"])
         verb = "retries" if len(v["threads"]) == 1 else "retry"
         if r.worst == "trap":
-            trapped = " and ".join(thread_name(t, 64) for t in v["escape"]["threads"])
+            trapped = " and ".join(thread_name(t, r.nr_vcpus) for t in v["escape"]["threads"])
             return f"{who} {verb} for ever, and no continuation completes the operation of {trapped}"
         return f"{who} can retry for ever under a fair schedule, though some schedule leaves the cycle"
     if v["kind"] == "deadlock":
@@ -102,12 +105,15 @@ def sentence(label: str, cells: Sequence[Cell]) -> str:
             f"{r.counterexample.preemptions} preemption(s): {cause}; {_effect(c)}.{tail}")
 
 
-def conclusion(cells: Sequence[Cell]) -> str:
-    """The answer, first: the harm-free policies, then each other policy's worst consequence."""
+def conclusion(cells: Sequence[Cell], expected: Optional[int] = None) -> str:
+    """The answer, first: the harm-free policies, then each other policy's worst consequence.
+    `expected`: the cells each policy should have (an interrupted run computed fewer): a policy
+    with cells missing is never called free of harm."""
     labels = list(dict.fromkeys(c.policy for c in cells))
     modes = list(dict.fromkeys(c.split_alloc for c in cells))
     by = {p: [c for c in cells if c.policy == p] for p in labels}
-    free = [p for p in labels if not any(c.harmful for c in by[p])]
+    partial = [p for p in labels if expected is not None and len(by[p]) < expected and not any(c.harmful for c in by[p])]
+    free = [p for p in labels if p not in partial and not any(c.harmful for c in by[p])]
     lines = []
     if free:
         cut = [c for p in free for c in by[p] if not c.text.startswith("ok") or c.text.startswith("ok<=")]
@@ -119,7 +125,10 @@ def conclusion(cells: Sequence[Cell]) -> str:
                          f"no harm in what was searched, which is not a proof; see the matrices.)")
     else:
         lines.append("No policy is free of harm on every scenario.")
+    for p in partial:
+        lines.append(f"{p}: no harm in the {len(by[p])} of its {expected} cells computed before the interrupt; "
+                     "the others were not computed.")
     for p in labels:
-        if p not in free:
+        if p not in free and p not in partial:
             lines.append(sentence(p, by[p]))
     return "\n".join(lines)

@@ -140,12 +140,12 @@ def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool 
 
 
 def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 100) -> Optional[str]:
-    """One column per thread, one row per step; None if the threads do not fit in `width`."""
+    """One column per thread, one row per step; None if a step would not fit its column."""
     tids = sorted({line["tid"] for line in trace})
     if not tids:
         return ""
     col = (width - 6) // len(tids)
-    if col < 30:
+    if any(len(_cell(line, locks)) > col - 1 for n, line, locks in _steps(trace, nr_vcpus) if n):
         return None
     index = {t: i for i, t in enumerate(tids)}
     header = "      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)
@@ -207,6 +207,7 @@ def render_check(result: Any) -> str:
     """A check as text for an 80-column email: the verdict, what the search covered, every
     property's result, the worst counterexample with its trace, and the others' replay tokens."""
     c = result.certificate
+    n = result.nr_vcpus
     if result.verdict == "violated":
         verdict = f"VIOLATED: {result.worst}"
     elif result.verdict == "holds":
@@ -242,16 +243,17 @@ def render_check(result: Any) -> str:
     for p in result.properties.values():
         cls = "harm" if p.harm else ("contract*" if p.decides else "contract")
         lines.append(f"  {p.name:<15} {cls:<9} {_status(p)}")
-    lines += _wrap("(harm decides the verdict; contract* was asked for and decides too; the others "
-                   "are reported with a trace. fewest: no counterexample has fewer preemptions; "
-                   "shortened: no single changed choice gives a shorter one, which is not a proof "
-                   "that none is shorter. `tdxcore invariants` lists the properties.)")
+    asked = " contract* was asked for and decides too;" if any(p.decides and not p.harm for p in result.properties.values()) else ""
+    lines += _wrap(f"(harm decides the verdict;{asked} the others are reported with a trace. fewest: no "
+                   "counterexample has fewer preemptions; shortened: no single changed choice gives a "
+                   "shorter one, which is not a proof that none is shorter. `tdxcore invariants` lists "
+                   "the properties.)")
     if result.races:
         lines.append(f"  data races on plain accesses ({len(result.races)} pair(s); memory model x86-TSO):")
         for r in result.races:
             a, b = r["first"], r["second"]
-            lines += _wrap(f"{r['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
-                           f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {r['fix']}", "    ")
+            lines += _wrap(f"{r['object']}: {thread_name(a['tid'], n)} {a['op']} ({a['locks']}) vs "
+                           f"{thread_name(b['tid'], n)} {b['op']} ({b['locks']}): {r['fix']}", "    ")
     if result.design_rules:
         for rule, (count, message) in result.design_rules.items():
             lines += _wrap(f"design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")
@@ -259,7 +261,7 @@ def render_check(result: Any) -> str:
     others = [p for p in result.violated if p.counterexample is not None and p.name != result.worst]
     if cx is not None:
         lines.append("")
-        lines += _wrap(f"{result.worst}: {_violation(cx.violation)}", "")
+        lines += _wrap(f"{result.worst}: {_violation(cx.violation, n)}", "")
         lines.append(f"counterexample: {cx.preemptions} preemption(s), shows at step {cx.steps}; replay with:")
         lines.append(f"  tdxcore replay {cx.token}")
         lines.append("")
@@ -269,15 +271,18 @@ def render_check(result: Any) -> str:
         lines.append("the other properties broken, each with its own counterexample:")
         for p in others:
             o = p.counterexample
-            lines += _wrap(f"{p.name} ({p.code}): {_violation(o.violation)}; {o.preemptions} preemption(s), "
+            lines += _wrap(f"{p.name} ({p.code}): {_violation(o.violation, n)}; {o.preemptions} preemption(s), "
                            f"step {o.steps}", "  ")
             lines.append(f"    tdxcore replay {o.token}")
     return "\n".join(lines)
 
 
-def _violation(v: dict[str, Any]) -> str:
+def _violation(v: dict[str, Any], nr_vcpus: int = 64) -> str:
+    """A violation in words; thread ids below `nr_vcpus` are vCPUs, the others host threads."""
     kind = v["kind"]
     if kind == "invariant":
+        if v.get("tid") is not None:  # found at the step that broke it (install, store, ACCEPT)
+            return f"invariant {v['rule']}: {v['message']}"
         return f"invariant {v['rule']} ({'stable' if v['stable'] else 'transient'}): {v['message']}"
     if kind == "bug":
         return f"{v['rule']}: {v['message']}"
@@ -286,7 +291,8 @@ def _violation(v: dict[str, Any]) -> str:
     if kind == "livelock":
         e = v["escape"]
         if e["escape"] == "trapped":
-            how = (f"no continuation completes the operation of {', '.join(thread_name(t, 64) for t in e['threads'])} "
+            how = (f"no continuation completes the operation of "
+                   f"{', '.join(thread_name(t, nr_vcpus) for t in e['threads'])} "
                    f"(all {e['schedules']:,} continuations searched): a trap")
         elif e["escape"] == "leaves":
             how = f"some schedule leaves the cycle (found within {e['schedules']:,} continuations)"
@@ -295,8 +301,8 @@ def _violation(v: dict[str, Any]) -> str:
         return f"livelock: {v['message']}; {how}"
     if kind == "race":
         a, b = v["first"], v["second"]
-        return (f"race on {v['object']}: {thread_name(a['tid'], 64)} {a['op']} ({a['locks']}) vs "
-                f"{thread_name(b['tid'], 64)} {b['op']} ({b['locks']}): {v['fix']}")
+        return (f"race on {v['object']}: {thread_name(a['tid'], nr_vcpus)} {a['op']} ({a['locks']}) vs "
+                f"{thread_name(b['tid'], nr_vcpus)} {b['op']} ({b['locks']}): {v['fix']}")
     return f"{kind}: {v}"
 
 
@@ -307,7 +313,8 @@ def render_hits(replay: Any) -> str:
     else:
         lines = ["this run breaks (worst first):"]
         for h in replay.hits:
-            lines += _wrap(f"{h['property']} ({h['code']}, {h['class']}) at step {h['step']}: {_violation(h['violation'])}")
+            lines += _wrap(f"{h['property']} ({h['code']}, {h['class']}) at step {h['step']}: "
+                           f"{_violation(h['violation'], replay.nr_vcpus)}")
     if replay.unfinished:
         lines += _wrap(f"the run was cut: {replay.unfinished}", "")
     return "\n".join(lines)

@@ -361,7 +361,7 @@ impl Tracker {
                     // a cached search may merge a racy path into a race-free one.
                     None if p == Property::Race && cov.cached && !cov.sampled => Status::NoneFound {
                         runs: cov.runs,
-                        why: "state caching merges paths whose happens-before differs: run with cache=False for a complete race search".into(),
+                        why: "a cached search cannot rule races out: state caching merges paths whose happens-before differs (cache=False searches without it, which only tiny scenarios allow)".into(),
                     },
                     None if !self.asked(p) => Status::NoneFound {
                         runs: cov.runs,

@@ -65,6 +65,12 @@ pub struct Race {
     pub second: Access,
     /// What would make the pair well defined.
     pub fix: String,
+    /// The run's decisions and preemptions when the second access was made (the runtime fills
+    /// them in): the choices that show the race.
+    #[serde(skip)]
+    pub decisions: usize,
+    #[serde(skip)]
+    pub preemptions: u32,
 }
 
 #[derive(Default)]
@@ -215,6 +221,8 @@ impl RaceDetector {
             first: describe(first),
             second: describe(second),
             fix: fix.into(),
+            decisions: 0,
+            preemptions: 0,
         });
     }
 }

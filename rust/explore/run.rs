@@ -399,37 +399,38 @@ pub fn run_once(
         };
         path.push((enabled.iter().fold(0u64, |m, &e| m | 1 << e), t));
         poll(t as usize, &mut threads, &mut results);
-        steps += 1;
+        // A poll takes one step, and the steps after it that cannot switch threads (an unlock).
+        steps = sim.st.borrow().events;
         // Event-time consequences (install-time invariants, contract breaches, bugs, warnings)
         // are recorded; a KVM_BUG_ON kills the VM and ends the run. Design-rule findings stay.
-        let consequences: Vec<Finding> = {
+        let consequences: Vec<(u32, Finding)> = {
             let mut st = sim.st.borrow_mut();
-            if st.findings.iter().all(|f| f.kind == FindingKind::DesignRule) {
+            if st.findings.iter().all(|(_, f)| f.kind == FindingKind::DesignRule) {
                 Vec::new()
             } else {
                 let (c, design) =
-                    std::mem::take(&mut st.findings).into_iter().partition(|f| f.kind != FindingKind::DesignRule);
+                    std::mem::take(&mut st.findings).into_iter().partition(|(_, f)| f.kind != FindingKind::DesignRule);
                 st.findings = design;
                 c
             }
         };
         let mut bugged = false;
-        for f in consequences {
+        for (at, f) in consequences {
             let Some(p) = Property::of_finding(&f) else { continue };
             bugged |= p == Property::Bug;
             let v = match f.kind {
                 FindingKind::Bug | FindingKind::Warn => {
-                    Violation::Bug { rule: f.rule.into(), message: f.message, tid: f.tid, step: steps }
+                    Violation::Bug { rule: f.rule.into(), message: f.message, tid: f.tid, step: at }
                 }
                 _ => Violation::Invariant {
                     rule: f.rule.into(),
                     message: f.message,
                     tid: Some(f.tid),
-                    step: steps,
+                    step: at,
                     stable: true,
                 },
             };
-            hits.add(sim.hit(p, v, steps));
+            hits.add(sim.hit(p, v, at));
         }
         if bugged {
             end = RunEnd::Stopped;
@@ -512,13 +513,12 @@ pub fn run_once(
     let mut hits = hits.hits;
     if let Some(r) = races.first() {
         // The first race of the run stands for the property; every distinct pair is in `races`.
-        let step = r.second.step;
         hits.push(Hit {
             property: Property::Race,
             violation: Violation::Race(r.clone()),
-            step,
-            preemptions: st.preemptions,
-            decisions: st.decisions.len(),
+            step: r.second.step,
+            preemptions: r.preemptions,
+            decisions: r.decisions,
         });
     }
     Execution {
@@ -530,7 +530,7 @@ pub fn run_once(
         preemptions: st.preemptions,
         trace: st.trace,
         results,
-        design_rules: st.findings,
+        design_rules: st.findings.into_iter().map(|(_, f)| f).collect(),
         races,
         path_states,
         progressed,

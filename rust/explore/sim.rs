@@ -115,7 +115,10 @@ pub struct SimState<'c> {
     outer: Vec<u64>,
     pub tracing: bool,
     pub trace: Vec<TraceLine>,
-    pub findings: Vec<Finding>,
+    /// What the model reported, each with the number of steps taken when it did.
+    pub findings: Vec<(u32, Finding)>,
+    /// Steps taken by all threads (events): what a trace numbers its lines by.
+    pub events: u32,
     pub races: Option<super::race::RaceDetector>,
     /// The last step wrote shared state or released a lock: state invariants may have changed.
     pub dirty: bool,
@@ -181,6 +184,7 @@ impl<'c> Sim<'c> {
                 tracing,
                 trace: Vec::new(),
                 findings: Vec::new(),
+                events: 0,
                 races: None,
                 dirty: false,
                 dirty_mmu: false,
@@ -559,8 +563,15 @@ impl Runtime for Sim<'_> {
             (crate::sync::OpKind::Unlock(Mode::Write), _)
                 | (crate::sync::OpKind::Store | crate::sync::OpKind::Cmpxchg, crate::sync::Obj::Spte { .. })
         );
+        st.events += 1;
+        let (decisions, preemptions) = (st.decisions.len(), st.preemptions);
         if let Some(r) = st.races.as_mut() {
+            let before = r.races.len();
             r.observe(&event);
+            // A race is shown by the choices made so far.
+            for race in &mut r.races[before..] {
+                (race.decisions, race.preemptions) = (decisions, preemptions);
+            }
         }
         if st.tracing {
             event.preemption = std::mem::take(&mut st.preempted);
@@ -577,6 +588,8 @@ impl Runtime for Sim<'_> {
     }
 
     fn finding(&self, finding: Finding) {
-        self.st.borrow_mut().findings.push(finding);
+        let mut st = self.st.borrow_mut();
+        let at = st.events;
+        st.findings.push((at, finding));
     }
 }

@@ -220,10 +220,12 @@ fn check_install<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_>, level: Le
         let kind =
             if disallow == KVM_LPAGE_GUEST_INHIBIT_FLAG { FindingKind::Contract } else { FindingKind::Invariant };
         if disallow != 0 {
+            let what =
+                if kind == FindingKind::Contract { "GUEST_INHIBIT".to_string() } else { format!("{disallow:#x}") };
             cx.finding(
                 "I3",
                 kind,
-                format!("{level} leaf installed at {base:#x} while its lpage_info is {disallow:#x} (must be 0)"),
+                format!("{level} leaf installed at {base:#x} while its lpage_info is {what} (must be 0)"),
             );
         }
         if !vm.td_runnable() {

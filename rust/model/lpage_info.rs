@@ -46,9 +46,13 @@ pub async fn lpage_store<R: Runtime>(cx: &Cx<'_, R>, slot: &Memslot, gfn: Gfn, l
             "I2-lock",
             FindingKind::DesignRule,
             format!(
-                "GUEST_INHIBIT of {level} region {:#x} set with mmu_lock held {:?} (the final design holds it for write)",
+                "GUEST_INHIBIT of {level} region {:#x} set {} (the final design holds mmu_lock for write)",
                 level.round(gfn),
-                cx.mmu_lock_held()
+                match cx.mmu_lock_held() {
+                    Some(Mode::Read) => "under mmu_lock held for read",
+                    Some(Mode::Write) => "under mmu_lock held for write",
+                    None => "with no lock",
+                }
             ),
         );
     }

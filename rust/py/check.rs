@@ -101,6 +101,7 @@ pub fn check(
             let step = cx["steps"].as_u64().map(|s| s as u32);
             serde_json::Value::String(token::encode(search.scenario(), &choices, Some(Expected { property, step })))
         };
+        v["vcpus"] = serde_json::Value::from(search.scenario().vm.vcpus);
         let obj = v.as_object_mut().ok_or_else(|| CoreError::Internal("a report is an object".into()))?;
         let mut places: Vec<&mut serde_json::Value> = Vec::new();
         for (k, x) in obj.iter_mut() {
