@@ -84,6 +84,12 @@ def test_an_asked_contract_property_decides():
     # It stopped once the window was found: the other properties say so, and none "holds".
     assert asked.certificate["stopped_when_found"]
     assert all(p.status != "holds" for p in asked.properties.values())
+    # A race asked for, which a cached search cannot rule out, leaves the answer open: "cut".
+    race = tdxcore.check(seed, "v3", properties=["race"], progress=False)
+    assert race.certificate["complete"] and race.verdict == "cut"
+    assert race.properties["race"].status == "none_found" and "cannot rule races out" in race.properties["race"].why
+    with pytest.raises(tdxcore.ArgumentTypeError, match="a property is named by a str, not int"):
+        tdxcore.check(seed, "v3", properties=[1])
     with pytest.raises(tdxcore.ConfigError, match='unknown property "windows": allowed are isolation'):
         tdxcore.check(seed, "v3", properties=["windows"])
     with pytest.raises(tdxcore.ArgumentTypeError, match="list of property names"):
