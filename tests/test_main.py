@@ -56,3 +56,19 @@ def test_other_commands(capsys):
     # Every property with its class, worst first.
     lines = [line.split()[:2] for line in out.splitlines()[1:11]]
     assert lines[0] == ["isolation", "[harm]"] and lines[3] == ["trap", "[harm]"] and lines[-1] == ["race", "[contract]"]
+
+
+def test_bad_toml_files_get_one_line_and_exit_2(tmp_path, capsys):
+    cases = {"empty.toml": b"", "five.toml": b"scenario = 5\n", "binary.toml": bytes(range(200, 256)) * 4}
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert main(["check", "--toml", str(path)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"tdxcore: {path}:") and err.count("\n") == 1, err
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    r = subprocess.run(f"{sys.executable} -m tdxcore check --policy read-demote | head -1", shell=True,
+                       capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("scenario accept-vs-fault, policy read-demote") and r.stderr == ""

@@ -4,6 +4,7 @@ preset scenario, the verdict matrix, then the minimal trace of each violation.""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -110,6 +111,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except TdxError as e:
         print(f"tdxcore: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`tdxcore check | head`): stop quietly.
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except RecursionError:
+        print("tdxcore: the input is nested too deeply", file=sys.stderr)
         return 2
     return 0
 
@@ -220,9 +228,14 @@ def _check(args: argparse.Namespace) -> int:
         try:
             with open(args.toml, "rb") as f:
                 data = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError) as e:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{args.toml}: {e}") from None
         unknown = sorted(set(data) - {"scenario", "policy"})
+        if not data:
+            raise ConfigError(f"{args.toml}: empty: it needs a [scenario] and/or a [policy] table")
+        for table in ("scenario", "policy"):
+            if table in data and not isinstance(data[table], dict):
+                raise ConfigError(f"{args.toml}: {table} must be a table ([{table}]), not {type(data[table]).__name__}")
         if unknown:
             raise ConfigError(f"{args.toml}: unknown table(s) {', '.join(unknown)}: allowed are [scenario], [policy]")
         if "scenario" in data:
