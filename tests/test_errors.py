@@ -100,18 +100,18 @@ def test_bad_configuration_values():
         tdxcore.Vm(memslots=[{"base": 0, "npages": 5}])
 
 
-def test_policy_that_deadlocks_is_reported():
-    vm = tdxcore.Vm(honor_policy=["write_lock", "write_lock"])
-    with pytest.raises(tdxcore.DeadlockError, match="MmuLock"):
-        vm.honor_guest_accept_level(0, 0x10, "4K")
-    # The VM stays usable: the locks were released.
-    assert vm.fault(1, 0x200).result == "RET_PF_FIXED"
-
-
-def test_policy_that_unlocks_what_it_does_not_hold_is_a_bug_finding():
-    vm = tdxcore.Vm(honor_policy=["write_unlock"])
-    vm.honor_guest_accept_level(0, 0x10, "4K")
-    assert [(f.rule, f.kind) for f in vm.findings()] == [("lock", "bug")]
+def test_a_vm_refuses_a_policy_that_breaks_the_lock_discipline():
+    # The same rule as Policy, scenarios, tokens and bench (model/honor.rs): refused up front,
+    # not found later as a deadlock, a bug or an operation that makes no progress.
+    for steps, message in ((["write_lock", "write_lock"], "step 2: write_lock while the write lock is held"),
+                           (["write_unlock"], "step 1: write_unlock without the write lock held"),
+                           (["read_unlock"], "step 1: read_unlock without the read lock held"),
+                           ([], "a policy needs at least one step"),
+                           (["read_lock", "set_inhibit"], "the policy ends with the read lock held")):
+        with pytest.raises(tdxcore.ConfigError, match=f"honor_policy: {message}"):
+            tdxcore.Vm(honor_policy=steps)
+        with pytest.raises(tdxcore.ConfigError, match=message):
+            tdxcore.Policy(steps)
 
 
 anything = st.one_of(

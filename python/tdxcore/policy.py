@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import tomli_w
 
-from tdxcore import _toml
+from tdxcore import _core, _toml
 
 from tdxcore.errors import ArgumentTypeError, ConfigError
 
@@ -74,29 +74,14 @@ class Policy:
 
 
 def validate(steps: Sequence[str]) -> None:
-    """Lock discipline: no unlock of a lock not held, no lock taken twice (rwlock_t has no
-    upgrade), nothing held at the end, no split without a lock."""
-    held = None
+    """The one lock discipline, checked in Rust (model/honor.rs check_lock_discipline) as for
+    every VM, scenario, token and bench: at least one step, no unlock of a lock not held, no
+    lock taken twice (rwlock_t has no upgrade), no split without a lock, the pre-check before
+    any lock, nothing held at the end."""
     for i, step in enumerate(steps, 1):
         if not isinstance(step, str):
             raise ArgumentTypeError(f"step {i}: a step is a str, not {type(step).__name__}")
-        if step not in STEPS:
-            raise ConfigError(f"step {i}: unknown step {step!r}; allowed are {', '.join(STEPS)}")
-        mode = step.split("_")[0]
-        if step.endswith("_lock"):
-            if held:
-                raise ConfigError(f"step {i}: {step} while the {held} lock is held (rwlock_t has no upgrade: unlock first)")
-            held = mode
-        elif step.endswith("_unlock"):
-            if held != mode:
-                raise ConfigError(f"step {i}: {step} without the {mode} lock held")
-            held = None
-        elif step == "split" and held is None:
-            raise ConfigError(f"step {i}: split needs mmu_lock held (read or write)")
-        elif step == "pre_check" and held:
-            raise ConfigError(f"step {i}: pre_check is the lockless check; it comes before any lock")
-    if held:
-        raise ConfigError(f"the policy ends with the {held} lock held")
+    _core.check_policy(list(steps))
 
 
 PolicyLike = Union[Policy, str, Sequence[str]]

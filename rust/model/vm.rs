@@ -85,6 +85,9 @@ impl Vm {
             return config_err("a VM needs at least one memslot");
         }
         check_folio_order(cfg.folio_order)?;
+        if let Err(e) = super::honor::check_lock_discipline(&cfg.honor_policy) {
+            return config_err(format!("honor_policy: {e}"));
+        }
         let total: u64 = cfg.memslots.iter().map(|m| m.npages).fold(0, u64::saturating_add);
         if total > MAX_GUEST_PAGES {
             return config_err(format!(
