@@ -186,3 +186,9 @@ def test_a_state_cache_at_its_memory_budget_cuts_the_search():
     assert r.verdict == "cut" and all(p.status != "holds" for p in r.properties.values())
     with pytest.raises(tdxcore.ConfigError, match="max_memory"):
         tdxcore.check("accept-vs-fault", max_memory=0, progress=False)
+
+
+def test_guest_operations_need_a_runnable_td_in_a_scenario():
+    s = tdxcore.Scenario(threads=(tdxcore.vcpu(0, tdxcore.accept(0x201, "4K")),), vm={"td_state": "build"})
+    with pytest.raises(tdxcore.ConfigError, match="thread 0 op 0 is a guest operation, and td_state is build"):
+        tdxcore.check(s, progress=False)

@@ -133,6 +133,19 @@ impl Scenario {
             return bad(format!("{} threads: at most 32 are supported", self.threads.len()));
         }
         let vm = crate::model::vm::Vm::new(&self.vm)?;
+        // vCPUs enter only a runnable TD (TDH.VP.ENTER before KVM_TDX_FINALIZE_VM fails), so a
+        // guest operation in a TD being built would never run: refused, not explored.
+        if self.vm.td_state != crate::model::config::TdState::Runnable
+            && let Some((i, j)) = self
+                .threads
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| p.ops.iter().position(ProgramOp::is_guest).map(|j| (i, j)))
+        {
+            return bad(format!(
+                "thread {i} op {j} is a guest operation, and td_state is build: vCPUs run only once the TD is runnable (td_state = \"runnable\")"
+            ));
+        }
         for (i, p) in self.setup.iter().enumerate() {
             check_program(&vm, p, &format!("setup {i}"), self.vm.vcpus)?;
         }
