@@ -51,3 +51,19 @@ def test_check_from_a_toml_file(tmp_path, capsys):
                  '[[scenario.threads]]\nvcpu = 1\nops = [{op = "access", gfn = 0x3ff}]\n')
     assert main(["check", "--toml", str(f)]) == 1
     assert "livelock" in capsys.readouterr().out
+
+
+def test_toml_names_presets_and_never_splits_a_string_into_steps(tmp_path, capsys):
+    presets = tmp_path / "presets.toml"
+    presets.write_text('policy = "v3"\nscenario = "accept-vs-fault"\n')
+    assert main(["check", "--toml", str(presets)]) == 0
+    assert capsys.readouterr().out.startswith("scenario accept-vs-fault, policy v3: HOLDS")
+    with pytest.raises(tdxcore.ArgumentTypeError, match="policy steps must be a list of step names"):
+        tdxcore.Policy.from_toml('steps = "pre_check"')
+
+
+def test_flags_and_names_have_their_types():
+    with pytest.raises(tdxcore.ArgumentTypeError, match="cache must be True or False, not str"):
+        tdxcore.check("accept-vs-fault", cache="no")
+    with pytest.raises(tdxcore.ArgumentTypeError, match="a policy's name is a str, not int"):
+        tdxcore.Policy(["pre_check"], name=5)

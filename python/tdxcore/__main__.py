@@ -234,14 +234,18 @@ def _check(args: argparse.Namespace) -> int:
         if not data:
             raise ConfigError(f"{args.toml}: empty: it needs a [scenario] and/or a [policy] table")
         for table in ("scenario", "policy"):
-            if table in data and not isinstance(data[table], dict):
-                raise ConfigError(f"{args.toml}: {table} must be a table ([{table}]), not {type(data[table]).__name__}")
+            if table in data and not isinstance(data[table], (dict, str)):
+                raise ConfigError(f"{args.toml}: {table} must be a table ([{table}]) or a preset's name, "
+                                  f"not {type(data[table]).__name__}")
         if unknown:
             raise ConfigError(f"{args.toml}: unknown table(s) {', '.join(unknown)}: allowed are [scenario], [policy]")
+        # `policy = "v3"` and `scenario = "two-accepts"` name presets.
         if "scenario" in data:
-            scenario = Scenario.from_dict(data["scenario"])
+            s = data["scenario"]
+            scenario = as_scenario(s) if isinstance(s, str) else Scenario.from_dict(s)
         if "policy" in data:
-            policy = Policy.from_dict(data["policy"])
+            p = data["policy"]
+            policy = Policy.preset(p) if isinstance(p, str) else Policy.from_dict(p)
     if args.alloc_failures is not None:
         scenario = dataclasses.replace(scenario, alloc_failures=args.alloc_failures)
     if args.split_alloc is not None:

@@ -157,7 +157,9 @@ def _strategy(strategy: str, bound: Optional[int], cache: bool, seed: int, runs:
     if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}: allowed are {', '.join(STRATEGIES)}")
     if strategy == "exhaustive":
-        return {"name": "exhaustive", "bound": None if bound is None else _int(bound, "bound", 0, 1000), "cache": bool(cache)}
+        if not isinstance(cache, bool):
+            raise ArgumentTypeError(f"cache must be True or False, not {type(cache).__name__} ({cache!r})")
+        return {"name": "exhaustive", "bound": None if bound is None else _int(bound, "bound", 0, 1000), "cache": cache}
     if strategy == "random":
         return {"name": "random", "seed": _int(seed, "seed"), "runs": _int(runs, "runs", 1)}
     if strategy == "pct":

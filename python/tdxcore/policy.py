@@ -42,6 +42,8 @@ class Policy:
     name: str = "custom"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise ArgumentTypeError(f"a policy's name is a str, not {type(self.name).__name__}")
         if isinstance(self.steps, str) or not isinstance(self.steps, (list, tuple)):
             raise ArgumentTypeError(f"policy steps must be a list of step names, not {type(self.steps).__name__}")
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -64,7 +66,11 @@ class Policy:
             raise ConfigError(f"unknown policy field(s) {', '.join(unknown)}: allowed are name, steps")
         if "steps" not in data:
             raise ConfigError("a policy needs steps = [...]")
-        return cls(tuple(data["steps"]), str(data.get("name", "custom")))
+        steps = data["steps"]
+        if isinstance(steps, str) or not isinstance(steps, (list, tuple)):
+            raise ArgumentTypeError(f"policy steps must be a list of step names (steps = [\"pre_check\", ...]), "
+                                    f"not {type(steps).__name__}")
+        return cls(tuple(steps), data.get("name", "custom"))
 
     @classmethod
     def preset(cls, name: str) -> "Policy":
