@@ -58,9 +58,14 @@ class Outcome:
         return render_trace(self.trace, self.nr_vcpus)
 
 
+def _kind(value: Any) -> str:
+    """What a wrong value is, in words: its type, or None."""
+    return "None" if value is None else type(value).__name__
+
+
 def _int(value: Any, name: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be an int, not {_kind(value)}")
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
     return value
@@ -68,7 +73,7 @@ def _int(value: Any, name: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
 
 def _choice(value: Any, name: str, allowed: Sequence[str]) -> str:
     if not isinstance(value, str):
-        raise ArgumentTypeError(f"{name} must be a str, one of {', '.join(allowed)}; not {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a str, one of {', '.join(allowed)}; not {_kind(value)}")
     if value.upper() in allowed:
         return value.upper()
     if value in allowed:
@@ -78,13 +83,13 @@ def _choice(value: Any, name: str, allowed: Sequence[str]) -> str:
 
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be a bool, not {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a bool, not {_kind(value)}")
     return value
 
 
 def _seq(value: Any, name: str) -> Sequence[Any]:
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise ArgumentTypeError(f"{name} must be a list or tuple, not {type(value).__name__}")
+        raise ArgumentTypeError(f"{name} must be a list or tuple, not {_kind(value)}")
     return value
 
 
