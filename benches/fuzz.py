@@ -147,7 +147,7 @@ def run(cases: int, bad: list | None = None) -> dict[str, collections.Counter]:
         if bad is not None and outcome in ("internal", "outside", "wrong_replay"):
             bad.append((kind, outcome, case))
 
-    opts = settings(max_examples=cases // 3, deadline=None, database=None,
+    opts = settings(max_examples=-(-cases // 3), deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 
     @opts
