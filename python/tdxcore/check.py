@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 from tdxcore import _core
 from tdxcore.errors import ArgumentTypeError, ConfigError, Interrupted
 from tdxcore.policy import Policy, PolicyLike, as_policy
-from tdxcore.scenario import Scenario, as_scenario
+from tdxcore.scenario import as_scenario
 from tdxcore.vm import _int
 
 STRATEGIES = ("exhaustive", "random", "pct", "choices")
