@@ -13,6 +13,9 @@ pub enum CoreError {
     /// A sequential run asked for a lock nobody can release.
     #[error("deadlock: {0}")]
     Deadlock(String),
+    /// More memory than the machine can give, refused before allocating.
+    #[error("{0}")]
+    Resource(String),
     /// A bug in tdxcore itself (a panic caught at the boundary).
     #[error("internal error: {0}")]
     Internal(String),

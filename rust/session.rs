@@ -27,6 +27,9 @@ pub struct OpReport<T> {
     pub findings: Vec<Finding>,
 }
 
+/// Bytes one page of init_mem_region costs (SPTEs, S-EPT entry, trace), measured: ~550.
+const BYTES_PER_ADDED_PAGE: u64 = 600;
+
 pub struct Session {
     pub vm: Vm,
     rt: Sequential,
@@ -206,6 +209,17 @@ impl Session {
     /// KVM_TDX_INIT_MEM_REGION: map and add [gfn, gfn + npages) at 4K while the TD is built.
     pub fn init_mem_region(&mut self, gfn: Gfn, npages: u64) -> CoreResult<OpReport<Result<(), Errno>>> {
         self.vm.check_range(gfn, gfn.saturating_add(npages), "init_mem_region")?;
+        // Each page added costs its SPTEs, its S-EPT entry and its trace steps: about 550 bytes
+        // measured; refuse up front what would not fit in half the memory left.
+        let need = npages.saturating_mul(BYTES_PER_ADDED_PAGE);
+        let free = crate::explore::search::machine_memory_available();
+        if need > free / 2 {
+            return Err(crate::error::CoreError::Resource(format!(
+                "init_mem_region of {npages:#x} pages needs about {} MiB, and this machine has {} MiB available: add the memory in smaller regions or a smaller memslot",
+                need >> 20,
+                free >> 20
+            )));
+        }
         if self.vm.td_runnable() {
             return Err(CoreError::InvalidOperation(
                 "KVM_TDX_INIT_MEM_REGION is refused once the TD is runnable".into(),

@@ -192,3 +192,13 @@ def test_guest_operations_need_a_runnable_td_in_a_scenario():
     s = tdxcore.Scenario(threads=(tdxcore.vcpu(0, tdxcore.accept(0x201, "4K")),), vm={"td_state": "build"})
     with pytest.raises(tdxcore.ConfigError, match="thread 0 op 0 is a guest operation, and td_state is build"):
         tdxcore.check(s, progress=False)
+
+
+def test_a_region_too_large_for_the_machine_is_refused_before_allocating():
+    # 2^26 pages (256 GiB of guest memory) would take about 38 GiB of model state: more than half
+    # of what a 24 GiB machine (every machine of this project) has available.
+    vm = tdxcore.Vm(memslots=[{"base_gfn": 0, "npages": 1 << 26}], td_state="build")
+    with pytest.raises(tdxcore.ResourceError, match="init_mem_region of 0x4000000 pages needs about 38400 MiB") as e:
+        vm.init_mem_region(0, 1 << 26)
+    assert isinstance(e.value, MemoryError) and isinstance(e.value, TdxError)
+    assert vm.init_mem_region(0, 16).result == "ok", "the VM stays usable"

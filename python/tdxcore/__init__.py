@@ -12,6 +12,7 @@ from tdxcore.errors import (
     InternalError,
     Interrupted,
     InvalidOperation,
+    ResourceError,
     TdxError,
 )
 from tdxcore.bench import BenchResult, bench
@@ -48,6 +49,7 @@ __all__ = [
     "Interrupted",
     "InvalidOperation",
     "Outcome",
+    "ResourceError",
     "TdxError",
     "Vm",
     "accept_table",

@@ -31,6 +31,10 @@ class InternalError(TdxError):
     """A bug in tdxcore itself."""
 
 
+class ResourceError(TdxError, MemoryError):
+    """A request that needs more memory than the machine has, refused before allocating."""
+
+
 class Interrupted(KeyboardInterrupt, TdxError):
     """Ctrl-C during a call. `partial` is what was covered: for `check`, the CheckResult of the
     search so far (its certificate's `cut_by` says "interrupted (Ctrl-C)")."""

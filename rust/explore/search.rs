@@ -247,11 +247,18 @@ impl Default for Budget {
 
 /// The machine's memory (MemTotal), or 4 GiB where it cannot be read.
 pub fn machine_memory() -> u64 {
+    meminfo("MemTotal:")
+}
+
+/// The memory the machine can still give (MemAvailable), or 4 GiB where it cannot be read.
+pub fn machine_memory_available() -> u64 {
+    meminfo("MemAvailable:")
+}
+
+fn meminfo(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse::<u64>().ok()
-        })
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix(field))?.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(4 << 30, |kib| kib * 1024)
 }
 

@@ -9,6 +9,7 @@ pyo3::import_exception!(tdxcore.errors, ConfigError);
 pyo3::import_exception!(tdxcore.errors, InvalidOperation);
 pyo3::import_exception!(tdxcore.errors, DeadlockError);
 pyo3::import_exception!(tdxcore.errors, InternalError);
+pyo3::import_exception!(tdxcore.errors, ResourceError);
 
 pub fn to_pyerr(e: CoreError) -> PyErr {
     match e {
@@ -16,6 +17,7 @@ pub fn to_pyerr(e: CoreError) -> PyErr {
         CoreError::InvalidOperation(m) => InvalidOperation::new_err(m),
         CoreError::Deadlock(m) => DeadlockError::new_err(format!("deadlock: {m}")),
         CoreError::Internal(m) => InternalError::new_err(m),
+        CoreError::Resource(m) => ResourceError::new_err(m),
     }
 }
 
