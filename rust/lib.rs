@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod explore;
+pub mod form;
 pub mod model;
 pub mod native;
 pub mod session;

@@ -65,7 +65,7 @@ def test_bad_toml_files_get_one_line_and_exit_2(tmp_path, capsys):
         path.write_bytes(content)
         assert main(["check", "--toml", str(path)]) == 2, name
         err = capsys.readouterr().err
-        assert err.startswith(f"tdxcore: {path}:") and err.count("\n") == 1, err
+        assert err.startswith(f"tdxcore: {path}") and err.count("\n") == 1, err
 
 
 def test_a_closed_pipe_ends_the_command_quietly():

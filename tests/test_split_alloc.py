@@ -87,7 +87,7 @@ def test_prealloc_failed_topup_fails_a_conversion_before_mmu_lock():
 def test_split_alloc_values_are_checked():
     assert tdxcore.Vm().config["split_alloc"] == "drop-lock"
     for bad in ("drop_lock", "PREALLOC", ""):
-        with pytest.raises(ConfigError, match=r"split_alloc .*allowed are drop-lock, prealloc"):
+        with pytest.raises(ConfigError, match=r"split_alloc: unknown value .*: allowed are drop-lock, prealloc"):
             tdxcore.Vm(split_alloc=bad)
     with pytest.raises(ArgumentTypeError, match="split_alloc"):
         tdxcore.Vm(split_alloc=True)

@@ -219,27 +219,11 @@ def _check(args: argparse.Namespace) -> int:
     policy = args.policy if args.policy in PRESETS else [s.strip() for s in args.policy.split(",") if s.strip()]
     scenario = as_scenario(args.scenario)
     if args.toml:
-        import tomllib
-
-        from tdxcore.errors import ConfigError
+        from tdxcore._toml import read_file
         from tdxcore.policy import Policy
         from tdxcore.scenario import Scenario
 
-        try:
-            with open(args.toml, "rb") as f:
-                data = tomllib.load(f)
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"{args.toml}: {e}") from None
-        unknown = sorted(set(data) - {"scenario", "policy"})
-        if not data:
-            raise ConfigError(f"{args.toml}: empty: it needs a [scenario] and/or a [policy] table")
-        for table in ("scenario", "policy"):
-            if table in data and not isinstance(data[table], (dict, str)):
-                raise ConfigError(f"{args.toml}: {table} must be a table ([{table}]) or a preset's name, "
-                                  f"not {type(data[table]).__name__}")
-        if unknown:
-            raise ConfigError(f"{args.toml}: unknown table(s) {', '.join(unknown)}: allowed are [scenario], [policy]")
-        # `policy = "v3"` and `scenario = "two-accepts"` name presets.
+        data = read_file(args.toml, "check")  # validated: each table a form or a preset's name
         if "scenario" in data:
             s = data["scenario"]
             scenario = as_scenario(s) if isinstance(s, str) else Scenario.from_dict(s)

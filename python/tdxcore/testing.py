@@ -77,12 +77,12 @@ def scenarios(draw: Any, max_vcpus: int = 3) -> Scenario:
 
 
 @lru_cache(maxsize=256)
-def _canonical(raw: str) -> str:
-    return _core.canonical_scenario(raw)
+def _canonical(fields: str, steps: tuple[str, ...]) -> str:
+    return _core.scenario_json(json.loads(fields), list(steps))
 
 
 def _scenario_json(scenario: Scenario, steps: tuple[str, ...]) -> str:
-    return _canonical(json.dumps(scenario.to_dict(steps), sort_keys=True))
+    return _canonical(json.dumps(scenario._fields(), sort_keys=True), tuple(steps))
 
 
 def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int],

@@ -7,21 +7,15 @@ look.
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from tdxcore import _core
 from tdxcore.errors import ArgumentTypeError, ConfigError
 
 LEVELS = ("4K", "2M", "1G")
 ACCEPT_LEVELS = ("4K", "2M")
-HONOR_STEPS = ("pre_check", "read_lock", "read_unlock", "write_lock", "write_unlock", "split", "set_inhibit")
-SEAMCALL_KEYS = (
-    "page_add", "sept_add", "page_aug", "range_block", "page_demote",
-    "page_remove", "mem_track", "range_unblock", "accept",
-)
 # Where the split gets its page tables (docs/MODEL.md): drop mmu_lock to allocate, or take them
 # from a cache topped up before mmu_lock is taken.
 SPLIT_ALLOC = ("drop-lock", "prealloc")
@@ -87,125 +81,23 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _seq(value: Any, name: str) -> Sequence[Any]:
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
-        raise ArgumentTypeError(f"{name} must be a list or tuple, not {_kind(value)}")
-    return value
-
-
-def _memslots(memslots: Iterable[Any]) -> list[dict[str, Any]]:
-    out = []
-    for i, m in enumerate(_seq(memslots, "memslots")):
-        if isinstance(m, Mapping):
-            unknown = set(m) - {"base_gfn", "npages", "ugfn"}
-            if unknown:
-                raise ConfigError(f"memslot {i}: unknown fields {sorted(unknown)}; allowed are base_gfn, npages, ugfn")
-            m = (m.get("base_gfn"), m.get("npages"), m.get("ugfn"))
-        if not isinstance(m, (tuple, list)) or not 2 <= len(m) <= 3:
-            raise ArgumentTypeError(f"memslot {i} must be (base_gfn, npages[, ugfn]) or a dict with those keys")
-        base = _int(m[0], f"memslot {i} base_gfn")
-        npages = _int(m[1], f"memslot {i} npages", 1, 2**36)
-        ugfn = None if len(m) < 3 or m[2] is None else _int(m[2], f"memslot {i} ugfn")
-        out.append({"base_gfn": base, "npages": npages, "ugfn": ugfn})
-    return out
-
-
-def _ranges(ranges: Iterable[Any], name: str) -> list[tuple[int, int]]:
-    out = []
-    for r in _seq(ranges, name):
-        if not isinstance(r, (tuple, list)) or len(r) != 2:
-            raise ArgumentTypeError(f"{name} entries must be (start, end) pairs, not {r!r}")
-        out.append((_int(r[0], f"{name} start"), _int(r[1], f"{name} end")))
-    return out
-
-
-def vm_config(
-    *,
-    memslots: Iterable[Any] = ((0, 1024),),
-    vcpus: int = 2,
-    td_state: str = "runnable",
-    shared: Iterable[Any] = (),
-    folio_order: int = 9,
-    folio_orders: Iterable[Any] = (),
-    atomic_demote: bool = False,
-    accept_overrides: Iterable[Mapping[str, Any]] = (),
-    honor_policy: Optional[Sequence[str]] = None,
-    split_alloc: str = "drop-lock",
-    reenter_on_retry: bool = False,
-    end_vcpu_on_error: bool = False,
-    event_after_retries: int = 4,
-    event_at_any_retry: bool = True,
-    max_exits: int = 8,
-) -> dict[str, Any]:
-    config = {
-        "memslots": _memslots(memslots),
-        "vcpus": _int(vcpus, "vcpus", 1, 64),
-        "td_state": _choice(td_state, "td_state", ("build", "runnable")).lower(),
-        "shared": _ranges(shared, "shared"),
-        "folio_order": _int(folio_order, "folio_order", 0, 255),
-        "folio_orders": [
-            {"start": s, "end": e, "order": _int(o, "folio order", 0, 255)}
-            for s, e, o in (_triple(f) for f in _seq(folio_orders, "folio_orders"))
-        ],
-        "module": {
-            "atomic_demote": _bool(atomic_demote, "atomic_demote"),
-            "accept_overrides": [_override(o) for o in _seq(accept_overrides, "accept_overrides")],
-        },
-        "retry": {
-            "reenter_on_retry": _bool(reenter_on_retry, "reenter_on_retry"),
-            "end_vcpu_on_error": _bool(end_vcpu_on_error, "end_vcpu_on_error"),
-            "event_after_retries": _int(event_after_retries, "event_after_retries", 0, 2**32 - 1),
-            "event_at_any_retry": _bool(event_at_any_retry, "event_at_any_retry"),
-            "max_exits": _int(max_exits, "max_exits", 1, 2**32 - 1),
-        },
-        "split_alloc": _choice(split_alloc, "split_alloc", SPLIT_ALLOC),
-    }
-    if honor_policy is not None:
-        config["honor_policy"] = [_choice(s, "honour step", HONOR_STEPS) for s in _seq(honor_policy, "honor_policy")]
-    return config
-
-
-VM_OPTIONS = tuple(inspect.signature(vm_config).parameters)
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(VM_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown VM option(s) {', '.join(unknown)}: allowed are {', '.join(VM_OPTIONS)}")
-
-
-def _triple(f: Any) -> tuple[int, int, int]:
-    if not isinstance(f, (tuple, list)) or len(f) != 3:
-        raise ArgumentTypeError(f"folio_orders entries must be (start, end, order), not {f!r}")
-    return _int(f[0], "folio range start"), _int(f[1], "folio range end"), f[2]
-
-
-def _override(o: Any) -> dict[str, Any]:
-    if not isinstance(o, Mapping):
-        raise ArgumentTypeError(f"accept_overrides entries must be dicts, not {type(o).__name__}")
-    return dict(o)
-
-
 class Vm:
     """A TD's VM in the Rust model. The defaults are the seed thread's situation: one 4 MiB
     memslot (two 2M regions), two vCPUs, a runnable TD backed by 2M folios, the final honour
     algorithm."""
 
-    def __init__(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None, **config: Any) -> None:
-        check_options(config)
-        self.config = vm_config(**config)
-        self._session = _core.Session(json.dumps(self.config), json.dumps(self._plan(alloc_failures, busy)))
+    def __init__(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None, **options: Any) -> None:
+        """`options` are the VM's (memslots, vcpus, td_state, shared, folio_order,
+        folio_orders, atomic_demote, accept_overrides, honor_policy, split_alloc,
+        reenter_on_retry, end_vcpu_on_error, event_after_retries, event_at_any_retry,
+        max_exits), validated by the Rust core, which names a refused one."""
+        self._session = _core.Session(options, self._plan(alloc_failures, busy))
+        self.config: dict[str, Any] = json.loads(self._session.config_json)
         self.nr_vcpus: int = self.config["vcpus"]
 
     @staticmethod
-    def _plan(alloc_failures: int, busy: Optional[Mapping[str, int]]) -> dict[str, Any]:
-        if busy is not None and not isinstance(busy, Mapping):
-            raise ArgumentTypeError(f"busy must be a dict of SEAMCALL name to count, not {type(busy).__name__}")
-        busy = dict(busy or {})
-        for k, n in busy.items():
-            _choice(k, "SEAMCALL", SEAMCALL_KEYS)
-            _int(n, f"busy[{k!r}]", 0, 2**32 - 1)
-        return {"alloc_failures": _int(alloc_failures, "alloc_failures", 0, 2**32 - 1), "busy": busy}
+    def _plan(alloc_failures: Any, busy: Any) -> dict[str, Any]:
+        return {"alloc_failures": alloc_failures, "busy": {} if busy is None else busy}
 
     def _outcome(self, operation: str, text: str) -> Outcome:
         d = json.loads(text)
@@ -280,7 +172,7 @@ class Vm:
     def inject(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None) -> None:
         """Add injected faults: the next `alloc_failures` allocations fail with -ENOMEM, the next
         busy[name] calls of each SEAMCALL return TDX_OPERAND_BUSY."""
-        self._session.inject(json.dumps(self._plan(alloc_failures, busy)))
+        self._session.inject(self._plan(alloc_failures, busy))
 
     # ---- inspection: nothing below changes the VM ----
 

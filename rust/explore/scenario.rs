@@ -24,6 +24,16 @@ pub enum ProgramOp {
 }
 
 impl ProgramOp {
+    /// The op's name as the user writes it (`op = "accept"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProgramOp::Accept { .. } => "accept",
+            ProgramOp::Access { .. } => "access",
+            ProgramOp::SetMemoryAttributes { .. } => "set_memory_attributes",
+            ProgramOp::PunchHole { .. } => "punch_hole",
+        }
+    }
+
     fn is_guest(&self) -> bool {
         matches!(self, ProgramOp::Accept { .. } | ProgramOp::Access { .. })
     }
@@ -111,7 +121,7 @@ impl Scenario {
     pub fn busy_budget(&self) -> CoreResult<BTreeMap<Seamcall, u32>> {
         let mut out = BTreeMap::new();
         for (k, &n) in &self.faults.busy {
-            out.insert(Seamcall::parse_key(k).map_err(|e| CoreError::Config(format!("faults.busy: {e}")))?, n);
+            out.insert(Seamcall::parse_key(k).map_err(|message| CoreError::Field { path: "busy".into(), message })?, n);
         }
         Ok(out)
     }
@@ -119,8 +129,12 @@ impl Scenario {
     /// Check what serde cannot: thread kinds, vCPU indices, levels, ranges inside memslots.
     pub fn validate(&self) -> CoreResult<()> {
         let bad = |m: String| Err(CoreError::Config(m));
+        let field = |path: String, message: String| Err(CoreError::Field { path, message });
         if self.threads.is_empty() {
-            return bad("a scenario needs at least one thread".into());
+            return field("threads".into(), "a scenario needs at least one thread".into());
+        }
+        if self.max_steps == 0 {
+            return field("max_steps".into(), "must be at least 1".into());
         }
         let hosts = self.threads.iter().filter(|p| p.vcpu.is_none()).count();
         if self.vm.vcpus as usize + hosts > 64 {
@@ -132,7 +146,7 @@ impl Scenario {
         if self.threads.len() > 32 {
             return bad(format!("{} threads: at most 32 are supported", self.threads.len()));
         }
-        let vm = crate::model::vm::Vm::new(&self.vm)?;
+        let vm = crate::model::vm::Vm::new(&self.vm).map_err(|e| e.at("vm"))?;
         // vCPUs enter only a runnable TD (TDH.VP.ENTER before KVM_TDX_FINALIZE_VM fails), so a
         // guest operation in a TD being built would never run: refused, not explored.
         if self.vm.td_state != crate::model::config::TdState::Runnable
@@ -142,20 +156,21 @@ impl Scenario {
                 .enumerate()
                 .find_map(|(i, p)| p.ops.iter().position(ProgramOp::is_guest).map(|j| (i, j)))
         {
-            return bad(format!(
-                "thread {i} op {j} is a guest operation, and td_state is build: vCPUs run only once the TD is runnable (td_state = \"runnable\")"
-            ));
+            return field(
+                format!("threads[{i}].ops[{j}]"),
+                "a guest operation, and td_state is build: vCPUs run only once the TD is runnable (td_state = \"runnable\")".into(),
+            );
         }
         for (i, p) in self.setup.iter().enumerate() {
-            check_program(&vm, p, &format!("setup {i}"), self.vm.vcpus)?;
+            check_program(&vm, p, self.vm.vcpus).map_err(|e| e.at(&format!("setup[{i}]")))?;
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.threads.iter().enumerate() {
-            check_program(&vm, p, &format!("thread {i}"), self.vm.vcpus)?;
+            check_program(&vm, p, self.vm.vcpus).map_err(|e| e.at(&format!("threads[{i}]")))?;
             if let Some(v) = p.vcpu
                 && !seen.insert(v)
             {
-                return bad(format!("thread {i}: vcpu {v} already has a program"));
+                return field(format!("threads[{i}].vcpu"), format!("vcpu {v} already has a program"));
             }
         }
         self.busy_budget()?;
@@ -163,30 +178,33 @@ impl Scenario {
     }
 }
 
-/// A program's thread kind, vCPU index, ops, levels and ranges.
-fn check_program(vm: &crate::model::vm::Vm, p: &Program, name: &str, vcpus: u16) -> CoreResult<()> {
-    let bad = |m: String| Err(CoreError::Config(m));
+/// A program's thread kind, vCPU index, ops, levels and ranges; refusals name the field below
+/// the program (`vcpu`, `ops[1].gfn`).
+fn check_program(vm: &crate::model::vm::Vm, p: &Program, vcpus: u16) -> CoreResult<()> {
+    let field = |path: String, message: String| Err(CoreError::Field { path, message });
     if let Some(v) = p.vcpu
         && v >= vcpus
     {
-        return bad(format!("{name}: vcpu {v} does not exist (the VM has {vcpus} vCPUs)"));
+        return field("vcpu".into(), format!("vcpu {v} does not exist (the VM has {vcpus} vCPUs)"));
     }
     for (j, op) in p.ops.iter().enumerate() {
-        let at = format!("{name} op {j}");
+        let at = format!("ops[{j}]");
         if op.is_guest() != p.vcpu.is_some() {
-            let who = if p.vcpu.is_some() { "a vCPU" } else { "a host thread" };
-            return bad(format!("{at}: {op:?} cannot run on {who}"));
+            let who = if p.vcpu.is_some() { "a vCPU (vcpu = N)" } else { "a host thread (no vcpu)" };
+            return field(at, format!("{} cannot run on {who}", op.name()));
         }
         match *op {
             ProgramOp::Accept { gfn, level } => {
                 if level != PG_LEVEL_4K && level != PG_LEVEL_2M {
-                    return bad(format!("{at}: accept level {level}: allowed are 4K and 2M"));
+                    return field(format!("{at}.level"), format!("accept level {level}: allowed are 4K and 2M"));
                 }
-                vm.check_range(gfn, page_end(gfn, &at)?, &at)?;
+                vm.check_range(gfn, page_end(gfn).map_err(|e| e.at(&at))?, "page").map_err(|e| e.at(&at))?;
             }
-            ProgramOp::Access { gfn } => vm.check_range(gfn, page_end(gfn, &at)?, &at)?,
+            ProgramOp::Access { gfn } => {
+                vm.check_range(gfn, page_end(gfn).map_err(|e| e.at(&at))?, "page").map_err(|e| e.at(&at))?
+            }
             ProgramOp::SetMemoryAttributes { start, end, .. } | ProgramOp::PunchHole { start, end } => {
-                vm.check_range(start, end, &at)?
+                vm.check_range(start, end, "[start, end)").map_err(|e| e.at(&at))?
             }
         }
     }
@@ -194,7 +212,9 @@ fn check_program(vm: &crate::model::vm::Vm, p: &Program, name: &str, vcpus: u16)
 }
 
 /// The gfn after `gfn`, which must exist for the page to lie in a memslot.
-fn page_end(gfn: Gfn, at: &str) -> CoreResult<Gfn> {
-    gfn.checked_add(1)
-        .ok_or_else(|| CoreError::Config(format!("{at}: gfn {gfn:#x} is the last gfn there is, outside every memslot")))
+fn page_end(gfn: Gfn) -> CoreResult<Gfn> {
+    gfn.checked_add(1).ok_or_else(|| CoreError::Field {
+        path: "gfn".into(),
+        message: format!("gfn {gfn:#x} is the last gfn there is, outside every memslot"),
+    })
 }

@@ -6,6 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use crate::error::CoreError;
 
 pyo3::import_exception!(tdxcore.errors, ConfigError);
+pyo3::import_exception!(tdxcore.errors, ArgumentTypeError);
 pyo3::import_exception!(tdxcore.errors, InvalidOperation);
 pyo3::import_exception!(tdxcore.errors, DeadlockError);
 pyo3::import_exception!(tdxcore.errors, InternalError);
@@ -14,6 +15,8 @@ pyo3::import_exception!(tdxcore.errors, ResourceError);
 pub fn to_pyerr(e: CoreError) -> PyErr {
     match e {
         CoreError::Config(m) => ConfigError::new_err(m),
+        e @ CoreError::Field { .. } => ConfigError::new_err(e.to_string()),
+        e @ CoreError::Type { .. } => ArgumentTypeError::new_err(e.to_string()),
         CoreError::InvalidOperation(m) => InvalidOperation::new_err(m),
         CoreError::Deadlock(m) => DeadlockError::new_err(format!("deadlock: {m}")),
         CoreError::Internal(m) => InternalError::new_err(m),

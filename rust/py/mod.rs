@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod errors;
+mod form;
 mod session;
 
 #[pyo3::pymodule(name = "_core")]
@@ -18,6 +19,9 @@ mod core_module {
     #[pymodule_export]
     use super::check::{canonical_scenario, check, replay_token};
 
+    #[pymodule_export]
+    use super::form::{check_policy, read_toml, scenario_json};
+
     /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
     #[pyfunction]
     fn accept_table_json() -> String {
@@ -28,31 +32,6 @@ mod core_module {
     #[pyfunction]
     fn invariants_json() -> String {
         serde_json::to_string(crate::model::invariants::INVARIANTS).unwrap_or_default()
-    }
-
-    /// Check a policy's steps against the one lock discipline (model/honor.rs); a ConfigError
-    /// names the step and the rule.
-    #[pyfunction]
-    fn check_policy(steps: Vec<String>) -> PyResult<()> {
-        use crate::error::{CoreError, CoreResult};
-        use crate::model::honor::{HonorStep, check_lock_discipline};
-        super::errors::guarded(|| {
-            let parsed = steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    HonorStep::parse(s).ok_or_else(|| {
-                        let allowed: Vec<&str> = HonorStep::ALL.iter().map(|s| s.name()).collect();
-                        CoreError::Config(format!(
-                            "step {}: unknown step {s:?}; allowed are {}",
-                            i + 1,
-                            allowed.join(", ")
-                        ))
-                    })
-                })
-                .collect::<CoreResult<Vec<_>>>()?;
-            check_lock_discipline(&parsed).map_err(CoreError::Config)
-        })
     }
 
     /// The properties a check answers, worst first, with their class, as JSON.

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::errors::guarded;
+use super::form::from_py;
+use crate::form::vm::VmForm;
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::VmConfig;
 use crate::model::fault::PfResult;
@@ -28,20 +30,21 @@ fn json<T: Serialize>(v: &T) -> CoreResult<String> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
+/// Injected faults as the user passes them: `Vm(alloc_failures=1, busy={"page_demote": 2})`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlanJson {
+struct PlanForm {
     #[serde(default)]
     alloc_failures: u32,
     #[serde(default)]
     busy: BTreeMap<String, u32>,
 }
 
-fn parse_plan(text: &str, event_after_retries: u32) -> CoreResult<FaultPlan> {
-    let p: PlanJson = serde_json::from_str(text).map_err(|e| CoreError::Config(format!("fault plan: {e}")))?;
+fn parse_plan(plan: &Bound<'_, PyAny>, event_after_retries: u32) -> CoreResult<FaultPlan> {
+    let p: PlanForm = from_py(plan)?;
     let mut busy = BTreeMap::new();
     for (k, n) in p.busy {
-        busy.insert(Seamcall::parse_key(&k).map_err(CoreError::Config)?, n);
+        busy.insert(Seamcall::parse_key(&k).map_err(|message| CoreError::Field { path: "busy".into(), message })?, n);
     }
     Ok(FaultPlan { alloc_failures: p.alloc_failures, busy, event_after_retries })
 }
@@ -80,6 +83,7 @@ fn report<T>(r: OpReport<T>, result: String, extra: serde_json::Value) -> CoreRe
 #[pyclass(frozen, module = "tdxcore._core")]
 pub struct Session {
     inner: Mutex<session::Session>,
+    config: String,
 }
 
 impl Session {
@@ -100,14 +104,22 @@ impl Session {
 
 #[pymethods]
 impl Session {
+    /// A VM from the user's options (`tdxcore.Vm(**options)`, laid over the default VM) and
+    /// injected faults (`alloc_failures`, `busy`).
     #[new]
-    fn new(config_json: &str, plan_json: &str) -> PyResult<Self> {
+    fn new(options: &Bound<'_, PyAny>, plan: &Bound<'_, PyAny>) -> PyResult<Self> {
         guarded(|| {
-            let cfg: VmConfig =
-                serde_json::from_str(config_json).map_err(|e| CoreError::Config(format!("VM configuration: {e}")))?;
-            let plan = parse_plan(plan_json, cfg.retry.event_after_retries)?;
-            Ok(Session { inner: Mutex::new(session::Session::new(&cfg, plan)?) })
+            let cfg = from_py::<VmForm>(options)?.over(VmConfig::default())?;
+            let plan = parse_plan(plan, cfg.retry.event_after_retries)?;
+            let session = session::Session::new(&cfg, plan)?;
+            Ok(Session { inner: Mutex::new(session), config: json(&cfg)? })
         })
+    }
+
+    /// The VM's whole configuration, as JSON.
+    #[getter]
+    fn config_json(&self) -> String {
+        self.config.clone()
     }
 
     fn guest_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
@@ -199,11 +211,12 @@ impl Session {
 
     /// Add injected faults to the plan: the next `alloc_failures` allocations fail, the next
     /// busy[name] calls of each SEAMCALL return BUSY.
-    fn inject(&self, plan_json: &str) -> PyResult<()> {
+    fn inject(&self, plan: &Bound<'_, PyAny>) -> PyResult<()> {
         guarded(|| {
             let s = self.inner.lock();
-            let mut plan = s.plan();
-            let add = parse_plan(plan_json, plan.event_after_retries)?;
+            let current = s.plan();
+            let add = parse_plan(plan, current.event_after_retries)?;
+            let mut plan = current;
             plan.alloc_failures += add.alloc_failures;
             for (k, n) in add.busy {
                 *plan.busy.entry(k).or_default() += n;

@@ -1,0 +1,129 @@
+//! The user's forms from Python: keyword arguments and dicts read by `crate::form` (through
+//! pythonize, so a refusal names the Python field), and TOML text read where spans are kept.
+
+use pyo3::prelude::*;
+use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use super::errors::guarded;
+use crate::error::{CoreError, CoreResult};
+use crate::form::scenario::{ScenarioForm, parse_steps};
+use crate::form::{read, refusal, toml_file};
+
+/// A `T` from a Python object; a refusal names the field's path inside it. The object is read
+/// as plain data first (by its Python type, so a str is never a list and a bool never an int),
+/// then as a `T` (so serde's checks, and their wording, are the same as for TOML).
+pub fn from_py<T: DeserializeOwned>(obj: &Bound<'_, PyAny>) -> CoreResult<T> {
+    let mut de = pythonize::Depythonizer::from_object(obj);
+    let data: PlainData = read(&mut de).map_err(|(path, e)| python_refusal(path, &e.to_string()))?;
+    read::<T, _>(data.0).map_err(|(path, e)| refusal(path, &e.to_string()))
+}
+
+/// Python data as JSON-like values; unlike `serde_json::Value` itself, a float that is not
+/// finite is refused (serde_json would make it null, and a null option its default).
+struct PlainData(serde_json::Value);
+
+const TOO_LARGE: &str = "an integer too large: at most 2**64 - 1";
+
+impl<'de> Deserialize<'de> for PlainData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PlainData;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("plain data")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<PlainData, E> {
+                Ok(PlainData(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PlainData, E> {
+                Ok(PlainData(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PlainData, E> {
+                Ok(PlainData(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<PlainData, E> {
+                i64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<PlainData, E> {
+                u64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<PlainData, E> {
+                serde_json::Number::from_f64(v)
+                    .map(|n| PlainData(n.into()))
+                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &"a finite number"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PlainData, E> {
+                Ok(PlainData(v.into()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<PlainData, E> {
+                Ok(PlainData(serde_json::Value::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<PlainData, E> {
+                Ok(PlainData(serde_json::Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlainData, A::Error> {
+                let mut items = Vec::new();
+                while let Some(PlainData(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(PlainData(items.into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PlainData, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some((k, PlainData(v))) = map.next_entry::<String, PlainData>()? {
+                    out.insert(k, v);
+                }
+                Ok(PlainData(out.into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// pythonize's refusals of a Python value that is not plain data, in the user's words.
+fn python_refusal(path: String, message: &str) -> CoreError {
+    let path = path.trim_end_matches(".?").trim_end_matches('?').to_string();
+    let message = match message {
+        m if m.contains("instance of 'str'") => {
+            let found = m.split('\'').nth(1).unwrap_or("another type");
+            format!("a dict key must be a str, not {found}")
+        }
+        m if m.contains(TOO_LARGE) => return CoreError::Field { path, message: TOO_LARGE.into() },
+        m if m.contains("invalid value") => return refusal(path, m),
+        m => format!("expected plain data (None, bool, int, float, str, list, tuple or dict): {m}"),
+    };
+    CoreError::Type { path, message }
+}
+
+/// A scenario's fields (as `tdxcore.Scenario` holds them) validated into the explorer's
+/// canonical JSON; `steps`, when given, is the policy checked with it.
+#[pyfunction]
+#[pyo3(signature = (fields, steps=None))]
+pub fn scenario_json(fields: &Bound<'_, PyAny>, steps: Option<Vec<String>>) -> PyResult<String> {
+    guarded(|| {
+        let form: ScenarioForm = from_py(fields)?;
+        let policy = steps.as_deref().map(parse_steps).transpose()?;
+        let s = form.into_scenario(policy)?;
+        serde_json::to_string(&s).map_err(|e| CoreError::Internal(e.to_string()))
+    })
+}
+
+/// Check a policy's steps against the one lock discipline (model/honor.rs); a ConfigError
+/// names the step and the rule.
+#[pyfunction]
+pub fn check_policy(steps: Vec<String>) -> PyResult<()> {
+    guarded(|| parse_steps(&steps).map(|_| ()))
+}
+
+/// Read TOML `text` of `kind` ("scenario", "policy" or "check") from `label` (a file name),
+/// validated by the one validator; returns the file's tables as dicts and lists.
+#[pyfunction]
+pub fn read_toml<'py>(py: Python<'py>, text: &str, label: &str, kind: &str) -> PyResult<Bound<'py, PyAny>> {
+    let table = guarded(|| toml_file::read(text, label, toml_file::Kind::parse(kind)?))?;
+    pythonize::pythonize(py, &table).map_err(|e| super::errors::to_pyerr(internal(e)))
+}
+
+fn internal(e: impl std::fmt::Display) -> CoreError {
+    CoreError::Internal(format!("tdxcore internal error (please report): {e}"))
+}
