@@ -114,3 +114,18 @@ def test_ctrl_c_stops_a_bench_with_long_seamcalls():
     assert rc == 130, err
     assert "interrupted (Ctrl-C) after 0 of 1 runs" in err
     assert time.monotonic() - t0 < 20
+
+
+def test_ctrl_c_in_python_raises_interrupted_with_the_complete_runs():
+    from interrupt import interrupted
+
+    # The fault storm takes well under a second a run without SEAMCALL costs; the boot after
+    # it, at 20 ms a SEAMCALL, takes minutes: Ctrl-C lands in the boot.
+    code = ("import tdxcore\ntry:\n"
+            "    tdxcore.bench(['v3'], 'fault-storm', repeat=1, progress=False)\n"
+            "    tdxcore.bench(['v3'], 'boot', seamcall_us=20000, repeat=2, progress=False)\n"
+            "except tdxcore.Interrupted as e:\n"
+            "    print(isinstance(e, KeyboardInterrupt), e.partial, str(e))")
+    rc, out, err = interrupted(code, after=3, timeout=30)
+    assert rc == 0, err
+    assert out.startswith("True [] interrupted (Ctrl-C) after 0 of 2 runs"), out

@@ -88,3 +88,13 @@ def test_ctrl_c_prints_the_partial_matrix_and_exits_130():
     matrix = out[out.index("split allocation: drop-lock"):]
     cells = [c for line in matrix.splitlines()[2:] for c in line.split()[1:] if "/" in c]
     assert any("-" in c.split("/") for c in cells) and any(c.startswith(("ok", "TRAP")) for c in cells)
+
+
+def test_ctrl_c_in_python_raises_interrupted_with_the_cells_computed():
+    code = ("import tdxcore\nfrom tdxcore.compare import Cell, compare\ntry:\n    compare()\n"
+            "except tdxcore.Interrupted as e:\n"
+            "    print(isinstance(e, KeyboardInterrupt), len(e.partial) > 0,"
+            " all(isinstance(c, Cell) for c in e.partial), str(e).startswith('interrupted (Ctrl-C) after'))")
+    rc, out, err = interrupted(code, after=3)
+    assert rc == 0, err
+    assert out.split() == ["True", "True", "True", "True"]

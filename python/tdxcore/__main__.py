@@ -142,8 +142,8 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         cells = compare(per_cell_seconds=args.per_cell, total_seconds=args.total, on_cell=on_cell,
                         max_schedules=args.max_schedules)
-    except KeyboardInterrupt:
-        interrupted, cells = True, list(done)
+    except KeyboardInterrupt as e:  # compare()'s Interrupted carries the cells computed
+        interrupted, cells = True, list(getattr(e, "partial", None) or done)
     if progress:
         print(file=sys.stderr)
     if not cells:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from tdxcore.check import CheckResult, check, properties
+from tdxcore.errors import Interrupted
 from tdxcore.policy import PRESETS as POLICIES
 from tdxcore.scenario import PRESETS as SCENARIOS
 from tdxcore.vm import SPLIT_ALLOC
@@ -82,6 +83,7 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
                         policy, dataclasses.replace(scenario, vm=vm, alloc_failures=failures))
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     deadline = time.monotonic() + total_seconds
+    finished: dict = {}  # the cells computed so far, for Ctrl-C
 
     def run_all(keys: list, budget: Optional[float], final: bool) -> dict:
         def run(key: tuple) -> Cell:
@@ -91,6 +93,7 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
             else:
                 r = check(s, policy, max_time=budget, progress=False)
             cell = Cell(*key, r)
+            finished[key] = cell
             if on_cell and (final or not r.certificate.get("cut_by")):
                 on_cell(cell)
             return cell
@@ -101,7 +104,9 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
         except KeyboardInterrupt:
             # Ctrl-C: drop the cells not started; the running ones end within their budgets.
             pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            cells = [finished[k] for k in jobs if k in finished]
+            raise Interrupted(f"interrupted (Ctrl-C) after {len(cells)} of {len(jobs)} cells; .partial has them",
+                              partial=cells) from None
         finally:
             pool.shutdown(wait=True)
 

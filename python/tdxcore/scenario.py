@@ -113,6 +113,8 @@ class Scenario:
         """The explorer's canonical JSON of this scenario (with `policy_steps` as its honour
         path), validated by the Rust core: a refusal names the field (`vm.memslots[0]`,
         `threads[1].ops[0].gfn`)."""
+        if isinstance(policy_steps, str):
+            raise ArgumentTypeError(f"policy_steps is a list of step names, not the str {policy_steps!r}")
         return _core.scenario_json(self._fields(), None if policy_steps is None else list(policy_steps))
 
 
