@@ -37,7 +37,15 @@ fn at(path: &str, message: &str) -> String {
 impl CoreError {
     /// This refusal, found inside the field at `path`: a field's own path goes below it.
     pub fn at(self, path: &str) -> CoreError {
-        let join = |p: String| if p.is_empty() { path.to_string() } else if p.starts_with('[') { format!("{path}{p}") } else { format!("{path}.{p}") };
+        let join = |p: String| {
+            if p.is_empty() {
+                path.to_string()
+            } else if p.starts_with('[') {
+                format!("{path}{p}")
+            } else {
+                format!("{path}.{p}")
+            }
+        };
         match self {
             CoreError::Config(message) => CoreError::Field { path: path.to_string(), message },
             CoreError::Field { path: p, message } => CoreError::Field { path: join(p), message },

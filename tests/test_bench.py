@@ -73,10 +73,10 @@ def test_table_and_command_line(capsys):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"workload": "reboot"}, ConfigError, "allowed are boot"),
     ({"lock": "spin"}, ConfigError, "allowed are parking_lot, std"),
-    ({"threads": 0}, ConfigError, "threads 0: allowed are 1 to 64"),
-    ({"threads": "2"}, ArgumentTypeError, "threads must be an int"),
+    ({"threads": 0}, ConfigError, "threads: 0 is out of range: allowed are 1 to 64"),
+    ({"threads": "2"}, ArgumentTypeError, 'threads: expected an integer from 0 to 65535, not the string "2"'),
     ({"gib": 2}, ConfigError, "at least 4 GiB"),
-    ({"seamcall_us": -1}, ConfigError, "seamcall_us -1"),
+    ({"seamcall_us": -1}, ConfigError, "seamcall_us: -1 is out of range: allowed are 0 to 1000000 microseconds"),
     ({"policies": ["v4"]}, ConfigError, "unknown policy preset"),
     ({"policies": []}, ConfigError, "at least one policy"),
     ({"workload": "fault-storm", "threads": 1}, ConfigError, "at least 2 vCPUs"),

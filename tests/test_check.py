@@ -210,7 +210,7 @@ def test_budget_cuts_are_reported():
 
 
 def test_bad_check_arguments():
-    with pytest.raises(tdxcore.ConfigError, match="unknown strategy"):
+    with pytest.raises(tdxcore.ConfigError, match='strategy: unknown value "bfs": allowed are exhaustive, random, pct, choices'):
         tdxcore.check(SEED, strategy="bfs")
     with pytest.raises(tdxcore.ConfigError, match="unknown policy preset"):
         tdxcore.check(SEED, "v4")

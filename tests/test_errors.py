@@ -165,9 +165,9 @@ def test_arbitrary_configurations_raise_only_tdxcore_errors(kwargs):
 
 @pytest.mark.parametrize("max_time", [1e300, float("nan"), float("inf"), -1.0, 0])
 def test_a_search_time_outside_its_range_is_refused_by_name(max_time):
-    with pytest.raises(tdxcore.ConfigError, match=r"max_time .*: a number of seconds above 0 and at most 1e6"):
+    with pytest.raises(tdxcore.ConfigError, match=r"^max_time: (.*: a number of seconds above 0 and at most 1e6|expected a finite number)"):
         tdxcore.check("accept-vs-fault", "v3", max_time=max_time, progress=False)
-    with pytest.raises(tdxcore.ArgumentTypeError, match="max_time must be a number of seconds, not str"):
+    with pytest.raises(tdxcore.ArgumentTypeError, match='max_time: expected a number, not the string "1"'):
         tdxcore.check("accept-vs-fault", "v3", max_time="1", progress=False)
 
 

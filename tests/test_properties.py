@@ -88,11 +88,11 @@ def test_an_asked_contract_property_decides():
     race = tdxcore.check(seed, "v3", properties=["race"], progress=False)
     assert race.certificate["complete"] and race.verdict == "cut"
     assert race.properties["race"].status == "none_found" and "cannot rule races out" in race.properties["race"].why
-    with pytest.raises(tdxcore.ArgumentTypeError, match="a property is named by a str, not int"):
+    with pytest.raises(tdxcore.ArgumentTypeError, match=r"properties\[0\]: expected a string, not the integer 1"):
         tdxcore.check(seed, "v3", properties=[1])
     with pytest.raises(tdxcore.ConfigError, match='unknown property "windows": allowed are isolation'):
         tdxcore.check(seed, "v3", properties=["windows"])
-    with pytest.raises(tdxcore.ArgumentTypeError, match="list of property names"):
+    with pytest.raises(tdxcore.ArgumentTypeError, match='properties: expected a list, not the string "window"'):
         tdxcore.check(seed, "v3", properties="window")
 
 

@@ -64,7 +64,7 @@ def test_toml_names_presets_and_never_splits_a_string_into_steps(tmp_path, capsy
 
 
 def test_flags_and_names_have_their_types():
-    with pytest.raises(tdxcore.ArgumentTypeError, match="cache must be True or False, not str"):
+    with pytest.raises(tdxcore.ArgumentTypeError, match='cache: expected true or false, not the string "no"'):
         tdxcore.check("accept-vs-fault", cache="no")
     with pytest.raises(tdxcore.ArgumentTypeError, match="a policy's name is a str, not int"):
         tdxcore.Policy(["pre_check"], name=5)

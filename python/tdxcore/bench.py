@@ -7,18 +7,15 @@ machine slows them alike; a result keeps every run and reports the median one.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from tdxcore import _core
-from tdxcore.errors import ArgumentTypeError, ConfigError, Interrupted
+from tdxcore.errors import ConfigError, Interrupted
 from tdxcore.policy import PRESETS, Policy, as_policy
 
-WORKLOADS = ("boot", "random-mix", "conversion-churn", "fault-storm")
-LOCKS = ("parking_lot", "std")
 ATOMIC_SUFFIX = "+atomic-demote"
 # Every preset, and read-demote again with the single-SEAMCALL demote.
 DEFAULT_POLICIES = (*PRESETS, "read-demote" + ATOMIC_SUFFIX)
@@ -52,35 +49,6 @@ class BenchResult:
         return all(not r["violations"] and "no_progress" not in r["results"] for r in self.runs)
 
 
-def _int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} {value}: allowed are {low} to {high}")
-    return value
-
-
-def _us(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(f"{name} must be a number of microseconds, not {type(value).__name__}")
-    if not (math.isfinite(value) and 0 <= value <= 1_000_000):
-        raise ConfigError(f"{name} {value}: allowed are 0 to 1000000 microseconds")
-    return round(value * 1000)
-
-
-def _workload(name: str, threads: int, gib: int, seed: int) -> dict[str, Any]:
-    if name == "boot":
-        return {"kind": "boot", "gib": gib, "vcpus": threads}
-    if name == "random-mix":
-        return {"kind": "random_mix", "gib": gib, "vcpus": threads, "accepts_per_vcpu": 20_000,
-                "percent_4k": 30, "seed": seed}
-    if name == "conversion-churn":
-        return {"kind": "conversion_churn", "gib": gib, "vcpus": threads, "cycles": 200}
-    if name == "fault-storm":
-        return {"kind": "fault_storm", "vcpus": threads, "regions": 256}
-    raise ConfigError(f"unknown workload {name!r}: allowed are {', '.join(WORKLOADS)}")
-
-
 def _policy(p: Union[str, Policy]) -> tuple[str, tuple[str, ...], bool]:
     """(label, steps, atomic_demote)."""
     if isinstance(p, str) and p.endswith(ATOMIC_SUFFIX):
@@ -102,16 +70,12 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
     """
     if isinstance(policies, (str, Policy)):
         policies = [policies]
-    if not policies:
-        raise ConfigError("bench needs at least one policy")
-    if lock not in LOCKS:
-        raise ConfigError(f"unknown lock {lock!r}: allowed are {', '.join(LOCKS)}")
-    threads = _int("threads", threads, 1, 64)
-    gib = _int("gib", gib, 1, 256)
-    repeat = _int("repeat", repeat, 1, 1000)
-    seed = _int("seed", seed, 0, 2**64 - 1)
-    wl = _workload(workload, threads, gib, seed)
-    costs = {"seamcall_ns": _us("seamcall_us", seamcall_us), "kick_ns": _us("kick_us", kick_us)}
+    if not isinstance(policies, (list, tuple)) or not policies:
+        raise ConfigError("bench needs at least one policy: a list of presets or Policy objects")
+    plan = json.loads(_core.bench_plan({
+        "workload": workload, "threads": threads, "lock": lock, "gib": gib, "seamcall_us": seamcall_us,
+        "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential}))
+    repeat = plan["repeat"]
     parsed = [_policy(p) for p in policies]
     if progress is None:
         progress = sys.stderr.isatty()
@@ -123,8 +87,7 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
                 done = r * len(parsed) + i
                 bar = "#" * (20 * done // total)
                 print(f"\r  [{bar:<20}] {done}/{total} {label:<28}", end="", file=sys.stderr, flush=True)
-            config = {"workload": wl, "honor_policy": list(steps), "atomic_demote": atomic, "lock": lock,
-                      "sequential": sequential, **costs}
+            config = {**plan["run"], "honor_policy": list(steps), "atomic_demote": atomic}
             report = json.loads(_core.native_run(json.dumps(config)))
             if report["interrupted"]:
                 done = [BenchResult(lb, workload, rs) for lb, rs in runs.items() if rs]

@@ -10,12 +10,10 @@ from functools import cached_property
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.errors import ArgumentTypeError, ConfigError, Interrupted
+from tdxcore.errors import ArgumentTypeError, Interrupted
 from tdxcore.policy import Policy, PolicyLike, as_policy
 from tdxcore.scenario import as_scenario
-from tdxcore.vm import _int
 
-STRATEGIES = ("exhaustive", "random", "pct", "choices")
 MEMORY_MODEL = "x86-TSO"
 
 
@@ -152,23 +150,6 @@ class CheckResult:
         return render_check(self)
 
 
-def _strategy(strategy: str, bound: Optional[int], cache: bool, seed: int, runs: int, depth: int,
-              choices: Optional[Sequence[int]]) -> dict[str, Any]:
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}: allowed are {', '.join(STRATEGIES)}")
-    if strategy == "exhaustive":
-        if not isinstance(cache, bool):
-            raise ArgumentTypeError(f"cache must be True or False, not {type(cache).__name__} ({cache!r})")
-        return {"name": "exhaustive", "bound": None if bound is None else _int(bound, "bound", 0, 1000), "cache": cache}
-    if strategy == "random":
-        return {"name": "random", "seed": _int(seed, "seed"), "runs": _int(runs, "runs", 1)}
-    if strategy == "pct":
-        return {"name": "pct", "seed": _int(seed, "seed"), "depth": _int(depth, "depth", 1, 64), "runs": _int(runs, "runs", 1)}
-    if choices is None or isinstance(choices, (str, bytes)):
-        raise ArgumentTypeError("strategy 'choices' needs choices=[int, ...]")
-    return {"name": "choices", "choices": [_int(c, "choice", 0, 2**32 - 1) for c in choices]}
-
-
 def check(
     scenario: Any,
     policy: PolicyLike = "v3",
@@ -195,23 +176,12 @@ def check(
     the state cache: reaching it cuts the search, and the certificate says so."""
     scn = as_scenario(scenario)
     pol: Policy = as_policy(policy)
-    strat = _strategy(strategy, bound, cache, seed, runs, depth, choices)
-    if max_time is not None and (isinstance(max_time, bool) or not isinstance(max_time, (int, float))):
-        raise ArgumentTypeError(f"max_time must be a number of seconds, not {type(max_time).__name__}")
-    if properties is None:
-        asked: list[str] = []
-    elif isinstance(properties, (str, bytes)) or not isinstance(properties, (list, tuple)):
-        raise ArgumentTypeError(f"properties must be a list of property names, not {type(properties).__name__}")
-    else:
-        bad = [p for p in properties if not isinstance(p, str)]
-        if bad:
-            raise ArgumentTypeError(f"a property is named by a str, not {type(bad[0]).__name__} ({bad[0]!r})")
-        asked = list(properties)
     if progress is None:
         progress = sys.stderr.isatty()
-    out = json.loads(_core.check(scn.to_json(pol.steps), json.dumps(strat), _int(max_schedules, "max_schedules", 1),
-                                 None if max_time is None else float(max_time), bool(progress), asked,
-                                 None if max_memory is None else _int(max_memory, "max_memory", 1)))
+    options = {"strategy": strategy, "bound": bound, "cache": cache, "seed": seed, "runs": runs, "depth": depth,
+               "choices": choices, "max_schedules": max_schedules, "max_time": max_time, "max_memory": max_memory,
+               "properties": properties}
+    out = json.loads(_core.check(scn.to_json(pol.steps), options, bool(progress)))
     props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
     result = CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],

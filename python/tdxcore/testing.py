@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from tdxcore import _core
 from tdxcore.check import replay
-from tdxcore.errors import ArgumentTypeError
 from tdxcore.policy import STEPS, Policy, PolicyLike, as_policy
 from tdxcore.scenario import Scenario, accept, access, as_scenario, host, set_memory_attributes, vcpu
 
@@ -90,12 +89,12 @@ def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int],
     """Run one schedule; the report's "verdict" ("violated" when it breaks a harm property, or
     one of `properties`, else "cut": one run proves nothing) and, when violated,
     "counterexample" (with its "token")."""
-    if isinstance(properties, (str, bytes)) or not all(isinstance(p, str) for p in properties):
-        raise ArgumentTypeError("properties must be a list of property names, e.g. [\"window\"]")
     pol = as_policy(policy)
     sj = _scenario_json(as_scenario(scenario), pol.steps)
-    strategy = json.dumps({"name": "choices", "choices": choices(schedule)})
-    return json.loads(_core.check(sj, strategy, 1, None, False, list(properties)))
+    options = {"strategy": "choices", "bound": None, "cache": False, "seed": 0, "runs": 1, "depth": 1,
+               "choices": choices(schedule), "max_schedules": 1, "max_time": None, "max_memory": None,
+               "properties": properties}
+    return json.loads(_core.check(sj, options, False))
 
 
 def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int], properties: Sequence[str] = ()) -> None:

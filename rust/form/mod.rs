@@ -4,6 +4,8 @@
 //! `check_lock_discipline`) then decide what a type cannot say. The front ends (`py`, `toml`)
 //! only add where the input came from: the Python argument, or the TOML file and line.
 
+pub mod bench;
+pub mod check;
 pub mod scenario;
 pub mod toml_file;
 pub mod vm;
@@ -73,6 +75,7 @@ fn expected_words(e: &str) -> String {
         "u32" => "an integer from 0 to 4294967295".into(),
         "u64" => "an integer from 0 to 2**64 - 1".into(),
         "a boolean" => "true or false".into(),
+        "f32" | "f64" => "a number".into(),
         "a sequence" | "a tuple" => "a list".into(),
         "fewer elements in array" => "fewer entries".into(),
         "a map" => "a table (a dict)".into(),

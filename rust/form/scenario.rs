@@ -47,7 +47,10 @@ fn custom() -> String {
 /// an event after one retry (the explorer chooses at every retry anyway) and room for the
 /// exits an honour path that never completes takes before it is called no progress.
 pub fn scenario_vm() -> VmConfig {
-    VmConfig { retry: RetryOptions { event_after_retries: 1, max_exits: 64, ..RetryOptions::default() }, ..VmConfig::default() }
+    VmConfig {
+        retry: RetryOptions { event_after_retries: 1, max_exits: 64, ..RetryOptions::default() },
+        ..VmConfig::default()
+    }
 }
 
 impl ScenarioForm {

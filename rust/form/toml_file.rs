@@ -93,7 +93,8 @@ pub fn read(text: &str, label: &str, kind: Kind) -> CoreResult<toml::Table> {
             super::read::<ScenarioForm, _>(de()).map_err(serde)?.into_scenario(None).map_err(located)?;
         }
         Kind::Policy => {
-            parse_steps(&super::read::<PolicyForm, _>(de()).map_err(serde)?.steps).map_err(|e| located(e.at("steps")))?;
+            parse_steps(&super::read::<PolicyForm, _>(de()).map_err(serde)?.steps)
+                .map_err(|e| located(e.at("steps")))?;
         }
         Kind::Check => {
             let form = super::read::<CheckForm, _>(de()).map_err(serde)?;
@@ -116,7 +117,11 @@ fn place(text: &str, label: &str, span: Option<Range<usize>>) -> String {
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let line = text[text[..start].rfind('\n').map_or(0, |i| i + 1)..].lines().next().unwrap_or("").trim();
-    let quoted = if line.chars().count() > 40 { format!("{}...", line.chars().take(37).collect::<String>()) } else { line.into() };
+    let quoted = if line.chars().count() > 40 {
+        format!("{}...", line.chars().take(37).collect::<String>())
+    } else {
+        line.into()
+    };
     format!("{label} line {line_no} ({quoted})")
 }
 
@@ -147,7 +152,8 @@ fn span_of(doc: &DeTable<'_>, path: &str) -> Option<Range<usize>> {
     let mut table = Some(doc);
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (key, indices) = part.split_once('[').map_or((part, ""), |(k, rest)| (k, rest));
-        let mut value: Option<&Spanned<DeValue<'_>>> = table.and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v));
+        let mut value: Option<&Spanned<DeValue<'_>>> =
+            table.and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v));
         for index in indices.split('[').filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok()) {
             value = match value.map(|v| v.get_ref()) {
                 Some(DeValue::Array(items)) => items.get(index),

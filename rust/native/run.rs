@@ -19,7 +19,7 @@ use crate::model::types::{Gfn, Level, PG_LEVEL_4K};
 use crate::model::vm::{Cx, Vm};
 use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, run_to_completion};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     pub workload: Workload,

@@ -37,6 +37,16 @@ pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
     guarded(|| serde_json::to_string(&report).map_err(|e| CoreError::Internal(e.to_string())))
 }
 
+/// A bench's options (`tdxcore.bench`'s, every one given) checked by the one validator; the
+/// run every policy shares and the repeat count, as JSON.
+#[pyfunction]
+pub fn bench_plan(options: &Bound<'_, PyAny>) -> PyResult<String> {
+    guarded(|| {
+        let plan = super::form::from_py::<crate::form::bench::BenchForm>(options)?.into_plan()?;
+        serde_json::to_string(&plan).map_err(|e| CoreError::Internal(e.to_string()))
+    })
+}
+
 /// A workload's programs: phases, each one list of operations per vCPU, as JSON (so other
 /// implementations, like the Python specification, can run the same trace).
 #[pyfunction]

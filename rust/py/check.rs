@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use super::errors::guarded;
 use crate::error::{CoreError, CoreResult};
-use crate::explore::properties::Property;
 use crate::explore::scenario::Scenario;
-use crate::explore::search::{Budget, Search, Strategy, replay};
+use crate::explore::search::{Search, replay};
 use crate::explore::token::{self, Expected};
-
-/// The longest a search may be given (about eleven days).
-const MAX_SECONDS: f64 = 1e6;
+use crate::form::check::CheckForm;
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> CoreResult<T> {
     serde_json::from_str(text).map_err(|e| CoreError::Config(format!("{what}: {e}")))
@@ -23,45 +20,15 @@ fn json<T: serde::Serialize>(v: &T) -> CoreResult<String> {
     serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
-/// Run a search, cut after `max_schedules` executions, `max_time` seconds (at most 1e6) or
-/// `max_memory` bytes of state cache (default a quarter of the machine's memory);
-/// `properties`: the names asked about (empty: every property). Returns the report as JSON,
-/// with a replay token beside every counterexample and every race.
+/// Run a search of `scenario_json` (`Scenario.to_json`) with the user's `options` (every
+/// option of `tdxcore.check`, checked by the one validator: strategy, budget, properties).
+/// Returns the report as JSON, with a replay token beside every counterexample and every race.
 #[pyfunction]
-#[pyo3(signature = (scenario_json, strategy_json, max_schedules, max_time=None, progress=false, properties=vec![], max_memory=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn check(
-    py: Python<'_>,
-    scenario_json: &str,
-    strategy_json: &str,
-    max_schedules: u64,
-    max_time: Option<f64>,
-    progress: bool,
-    properties: Vec<String>,
-    max_memory: Option<u64>,
-) -> PyResult<String> {
+pub fn check(py: Python<'_>, scenario_json: &str, options: &Bound<'_, PyAny>, progress: bool) -> PyResult<String> {
     let mut search = guarded(|| {
         let scenario: Scenario = parse("scenario", scenario_json)?;
-        let strategy: Strategy = parse("strategy", strategy_json)?;
-        if max_schedules == 0 {
-            return Err(CoreError::Config("max_schedules must be at least 1".into()));
-        }
-        let max_time = match max_time {
-            Some(t) if t > 0.0 && t <= MAX_SECONDS => Some(Duration::from_secs_f64(t)),
-            Some(t) => {
-                return Err(CoreError::Config(format!(
-                    "max_time {t:?}: a number of seconds above 0 and at most {MAX_SECONDS:e} is allowed"
-                )));
-            }
-            None => None,
-        };
-        let asked = properties.iter().map(|p| Property::parse(p)).collect::<CoreResult<Vec<_>>>()?;
-        let max_cache_bytes = match max_memory {
-            Some(0) => return Err(CoreError::Config("max_memory must be at least 1 byte".into())),
-            Some(b) => b,
-            None => Budget::default().max_cache_bytes,
-        };
-        Search::asking(scenario, strategy, Budget { max_schedules, max_time, max_cache_bytes }, &asked)
+        let o = super::form::from_py::<CheckForm>(options)?.into_options()?;
+        Search::asking(scenario, o.strategy, o.budget, &o.asked)
     })?;
     loop {
         let done = py.detach(|| guarded(|| Ok(search.run_for(Duration::from_millis(100)))))?;

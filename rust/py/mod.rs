@@ -14,7 +14,7 @@ mod core_module {
     use super::session::Session;
 
     #[pymodule_export]
-    use super::bench::{guarded_noop, native_run, noop, workload_plan};
+    use super::bench::{bench_plan, guarded_noop, native_run, noop, workload_plan};
 
     #[pymodule_export]
     use super::check::{canonical_scenario, check, replay_token};

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::errors::guarded;
 use super::form::from_py;
-use crate::form::vm::VmForm;
 use crate::error::{CoreError, CoreResult};
+use crate::form::vm::VmForm;
 use crate::model::config::VmConfig;
 use crate::model::fault::PfResult;
 use crate::model::guest::GuestOutcome;
