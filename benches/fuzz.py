@@ -26,10 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tdxcore
-from tdxcore import TdxError
+from tdxcore import TdxError, _toml
 from tdxcore.scenario import PRESETS
 
-UNCLEAR = re.compile(r"line \d+ column \d+|expected value|object is not|unhashable|NoneType|invalid type: ")
+# Internal wording: serde's position in an internal JSON, Python's type errors, serde's raw form.
+UNCLEAR = re.compile(r"line \d+ column \d+|expected value at|object is not|unhashable|NoneType|invalid type: ")
 
 anything = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.integers(0, 0x800),
@@ -42,6 +43,8 @@ VM_METHODS = {"guest_accept": 3, "guest_access": 2, "fault": 3, "honor_guest_acc
               "set_memory_attributes": 3, "punch_hole": 2, "mapping": 1, "lpage_info": 2, "inject": 0}
 CHECK_KEYS = ["strategy", "bound", "cache", "seed", "runs", "depth", "max_time", "properties", "max_memory"]
 VM_KEYS = ["vcpus", "td_state", "folio_order", "honor_policy", "split_alloc", "max_exits", "atomic_demote"]
+SCENARIO_KEYS = ["threads", "vm", "alloc_failures", "busy", "rwlock", "fairness", "max_steps", "name", "setup",
+                 "mutations"]
 
 
 def classify(run) -> str:
@@ -59,7 +62,11 @@ def classify(run) -> str:
 def api_cases():
     @st.composite
     def case(draw):
-        kind = draw(st.sampled_from(["vm", "method", "check", "policy"]))
+        kind = draw(st.sampled_from(["vm", "method", "check", "policy", "scenario"]))
+        if kind == "scenario":
+            kw = draw(st.dictionaries(st.sampled_from(SCENARIO_KEYS), anything, max_size=3))
+            kw = {"threads": (tdxcore.vcpu(0, tdxcore.access(0x3FF)),), **kw}
+            return lambda: tdxcore.Scenario(**kw).to_json()
         if kind == "vm":
             kw = draw(st.dictionaries(st.sampled_from(VM_KEYS), anything, max_size=3))
             return lambda: tdxcore.Vm(**kw)
@@ -78,6 +85,8 @@ def api_cases():
 
 def toml_cases():
     texts = [PRESETS[n].to_toml() for n in PRESETS] + [tdxcore.Policy.preset("v3").to_toml()]
+    # A check file (`tdxcore check --toml`): a [policy] table and a preset scenario's name.
+    texts.append("[policy]\n" + tdxcore.Policy.preset("read-inhibit").to_toml() + '\nscenario = "two-accepts"\n')
 
     @st.composite
     def case(draw):
@@ -90,6 +99,9 @@ def toml_cases():
             text = text[:i] + ("" if edit == "delete" else piece) + text[(j if edit != "insert" else i):]
         policy = text.startswith("name") or "steps" in text.split("\n")[0]
         load = tdxcore.Policy.from_toml if policy else tdxcore.Scenario.from_toml
+        if text.startswith("[policy]"):
+            def load(t):
+                return _toml.load(t, "check")
 
         def run():
             obj = load(text)

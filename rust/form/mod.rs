@@ -91,7 +91,7 @@ fn found_words(f: &str) -> String {
     match f {
         "sequence" => "a list".into(),
         "map" => "a table (a dict)".into(),
-        "unit value" | "Option value" | "none" => "None".into(),
+        "unit value" | "Option value" | "none" | "null" => "None".into(),
         _ => format!("the {}", f.replace('`', "")),
     }
 }

@@ -112,8 +112,8 @@ pub fn scenario_json(fields: &Bound<'_, PyAny>, steps: Option<Vec<String>>) -> P
 /// Check a policy's steps against the one lock discipline (model/honor.rs); a ConfigError
 /// names the step and the rule.
 #[pyfunction]
-pub fn check_policy(steps: Vec<String>) -> PyResult<()> {
-    guarded(|| parse_steps(&steps).map(|_| ()))
+pub fn check_policy(steps: &Bound<'_, PyAny>) -> PyResult<()> {
+    guarded(|| parse_steps(&from_py::<Vec<String>>(steps).map_err(|e| e.at("steps"))?).map(|_| ()))
 }
 
 /// Read TOML `text` of `kind` ("scenario", "policy" or "check") from `label` (a file name),
