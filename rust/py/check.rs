@@ -127,12 +127,3 @@ pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
     })
 }
 
-/// Validate a scenario and return it in canonical JSON.
-#[pyfunction]
-pub fn canonical_scenario(scenario_json: &str) -> PyResult<String> {
-    guarded(|| {
-        let s: Scenario = parse("scenario", scenario_json)?;
-        s.validate()?;
-        json(&s)
-    })
-}

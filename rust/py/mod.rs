@@ -17,7 +17,7 @@ mod core_module {
     use super::bench::{bench_plan, guarded_noop, native_run, noop, workload_plan};
 
     #[pymodule_export]
-    use super::check::{canonical_scenario, check, replay_token};
+    use super::check::{check, replay_token};
 
     #[pymodule_export]
     use super::form::{check_policy, read_toml, scenario_json};
@@ -82,12 +82,6 @@ mod core_module {
                 .ok_or_else(|| CoreError::Config(format!("cell {key:?} is structural: it cannot occur")))?;
             Ok(m.tdg_mem_page_accept(0x201, key.level, false).0.name().to_string())
         })
-    }
-
-    /// The default VM configuration, as JSON.
-    #[pyfunction]
-    fn default_config_json() -> String {
-        serde_json::to_string(&crate::model::config::VmConfig::default()).unwrap_or_default()
     }
 
     #[pymodule_init]
