@@ -202,3 +202,16 @@ def test_a_region_too_large_for_the_machine_is_refused_before_allocating():
         vm.init_mem_region(0, 1 << 26)
     assert isinstance(e.value, MemoryError) and isinstance(e.value, TdxError)
     assert vm.init_mem_region(0, 16).result == "ok", "the VM stays usable"
+
+
+def test_data_nested_deeper_than_any_form_is_refused_not_a_stack_overflow():
+    # Before the depth limit, 200,000 nested lists overflowed the Rust stack (a segfault).
+    deep = []
+    for _ in range(200_000):
+        deep = [deep]
+    with pytest.raises(ConfigError, match=r"^memslots\[0\]\[0\].*\.\.\.: nested more than 32 levels deep$"):
+        tdxcore.Vm(memslots=deep)
+    with pytest.raises(ConfigError, match="nested more than 32 levels deep"):
+        tdxcore.Scenario(threads=deep).to_json()
+    with pytest.raises(ConfigError, match="nested more than 32 levels deep"):
+        tdxcore.Policy(deep)

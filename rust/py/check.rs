@@ -126,4 +126,3 @@ pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
         })
     })
 }
-

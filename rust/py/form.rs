@@ -2,7 +2,7 @@
 //! pythonize, so a refusal names the Python field), and TOML text read where spans are kept.
 
 use pyo3::prelude::*;
-use serde::de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::errors::guarded;
@@ -25,59 +25,79 @@ struct PlainData(serde_json::Value);
 
 const TOO_LARGE: &str = "an integer too large: at most 2**64 - 1";
 
+/// Deeper than any form (a scenario's values sit five levels down): refused before the
+/// recursion could overflow the stack.
+const MAX_DEPTH: usize = 32;
+
 impl<'de> Deserialize<'de> for PlainData {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = PlainData;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("plain data")
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<PlainData, E> {
-                Ok(PlainData(v.into()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<PlainData, E> {
-                Ok(PlainData(v.into()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<PlainData, E> {
-                Ok(PlainData(v.into()))
-            }
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<PlainData, E> {
-                i64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
-            }
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<PlainData, E> {
-                u64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<PlainData, E> {
-                serde_json::Number::from_f64(v)
-                    .map(|n| PlainData(n.into()))
-                    .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &"a finite number"))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<PlainData, E> {
-                Ok(PlainData(v.into()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<PlainData, E> {
-                Ok(PlainData(serde_json::Value::Null))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<PlainData, E> {
-                Ok(PlainData(serde_json::Value::Null))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlainData, A::Error> {
-                let mut items = Vec::new();
-                while let Some(PlainData(v)) = seq.next_element()? {
-                    items.push(v);
-                }
-                Ok(PlainData(items.into()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PlainData, A::Error> {
-                let mut out = serde_json::Map::new();
-                while let Some((k, PlainData(v))) = map.next_entry::<String, PlainData>()? {
-                    out.insert(k, v);
-                }
-                Ok(PlainData(out.into()))
-            }
+        Plain { depth: 0 }.deserialize(d)
+    }
+}
+
+/// Reads one value `depth` levels down.
+struct Plain {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Plain {
+    type Value = PlainData;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PlainData, D::Error> {
+        if self.depth > MAX_DEPTH {
+            return Err(de::Error::custom(format!("nested more than {MAX_DEPTH} levels deep")));
         }
-        d.deserialize_any(V)
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Plain {
+    type Value = PlainData;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("plain data")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<PlainData, E> {
+        Ok(PlainData(v.into()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<PlainData, E> {
+        Ok(PlainData(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<PlainData, E> {
+        Ok(PlainData(v.into()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<PlainData, E> {
+        i64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<PlainData, E> {
+        u64::try_from(v).map(|v| PlainData(v.into())).map_err(|_| E::custom(TOO_LARGE))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<PlainData, E> {
+        serde_json::Number::from_f64(v)
+            .map(|n| PlainData(n.into()))
+            .ok_or_else(|| E::invalid_value(de::Unexpected::Float(v), &"a finite number"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<PlainData, E> {
+        Ok(PlainData(v.into()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<PlainData, E> {
+        Ok(PlainData(serde_json::Value::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<PlainData, E> {
+        Ok(PlainData(serde_json::Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PlainData, A::Error> {
+        let mut items = Vec::new();
+        while let Some(PlainData(v)) = seq.next_element_seed(Plain { depth: self.depth + 1 })? {
+            items.push(v);
+        }
+        Ok(PlainData(items.into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PlainData, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let PlainData(v) = map.next_value_seed(Plain { depth: self.depth + 1 })?;
+            out.insert(k, v);
+        }
+        Ok(PlainData(out.into()))
     }
 }
 
@@ -91,6 +111,14 @@ fn python_refusal(path: String, message: &str) -> CoreError {
         }
         m if m.contains(TOO_LARGE) => return CoreError::Field { path, message: TOO_LARGE.into() },
         m if m.contains("invalid value") => return refusal(path, m),
+        m if m.contains("levels deep") => {
+            let path = if path.chars().count() > 24 {
+                format!("{}...", path.chars().take(24).collect::<String>())
+            } else {
+                path
+            };
+            return CoreError::Field { path, message: m.to_string() };
+        }
         m => format!("expected plain data (None, bool, int, float, str, list, tuple or dict): {m}"),
     };
     CoreError::Type { path, message }
