@@ -160,4 +160,43 @@ mod tests {
         assert!(err("garbage").contains("must start with"));
         assert!(err("tdxcore2:@@@").contains("base64url"));
     }
+
+    #[test]
+    fn genuine_tokens_of_bad_content_are_refused() {
+        use crate::explore::search::replay;
+        let s = seed();
+        let signed = |scenario: Scenario, choices: &[u32]| {
+            let body = Body { model_version: MODEL_VERSION, scenario, choices: choices.to_vec(), expect: None };
+            pack(&Token { digest: digest(&body), body })
+        };
+        // Deflated bytes that are not a token's JSON.
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(b"{\"digest\": 1").unwrap();
+        let not_json = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(z.finish().unwrap()));
+        assert!(decode(&not_json).unwrap_err().to_string().contains("content is damaged"));
+        // A scenario edited and signed again still meets the validator on replay.
+        let mut tampered = s.clone();
+        tampered.max_steps = 0;
+        let (scn, choices, _) = decode(&signed(tampered, &[])).unwrap();
+        let refusal =
+            |scn: &Scenario, choices: &[u32]| replay(scn, choices).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refusal(&scn, &choices).contains("max_steps: must be at least 1"));
+        // The seed's run with every choice 0 (as many as it makes), then one out of range and one
+        // surplus. (Fewer choices are a prefix: a counterexample's token stops at its last
+        // non-default choice, later decisions take option 0, and the digest fixes the prefix.)
+        let real: Vec<u32> = (1..10_000)
+            .map(|n| vec![0; n])
+            .find(|c| refusal(&s, c).contains("made only"))
+            .map(|c| c[..c.len() - 1].to_vec())
+            .expect("the seed's run ends");
+        let mut out_of_range = real.clone();
+        out_of_range[0] = 1000;
+        let mut surplus = real.clone();
+        surplus.push(0);
+        for (choices, why) in [(out_of_range, "that decision has 2 options"), (surplus, "made only")] {
+            let (scn, choices, _) = decode(&signed(s.clone(), &choices)).unwrap();
+            let e = refusal(&scn, &choices);
+            assert!(e.contains("does not fit its scenario") && e.contains(why), "{e}");
+        }
+    }
 }
