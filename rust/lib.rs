@@ -1,8 +1,9 @@
 //! tdxcore: a model of KVM's TDP MMU (mirror page table, lpage_info, the fault path, the split
 //! engine) and the TDX module's S-EPT, written once and driven by interchangeable runtimes.
 //!
-//! Layers (arrows point down only): `py` (bindings) -> `model` (kernel and module state and
-//! operations) -> `sync` (the facade every shared access goes through).
+//! Layers (arrows point down only): `py` (bindings) -> `form` (the user's input, read by the one
+//! validator) -> `explore` / `native` -> `model` (kernel and module state and operations) ->
+//! `sync` (the facade every shared access goes through).
 
 pub mod error;
 pub mod explore;
