@@ -8,8 +8,8 @@ with the same result strings. Its state:
 - `sept`: {(level, first gfn): (is_leaf, state)}, absent meaning FREE;
 - `linfo[slot]`: {(level, first gfn of the huge page): disallow_lpage};  `private`: {gfn: bool}.
 Nothing interleaves: no fault goes stale, no vCPU is in the guest while the host splits or zaps
-(so TRACK always completes tracking), no SPTE is seen FROZEN. Source: SEMANTICS.md sections 2-5
-and 7, and the Rust model's documented choices where SEMANTICS.md is silent.
+(so TRACK always completes tracking), no SPTE is seen FROZEN. Source: the kernel functions and
+TDX module behaviour docs/MODEL.md lists, and the model's documented choices where they are silent.
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ class SpecVm:
         """The unmap handler, memslot by memslot in gfn order (kvm_handle_gfn_range() and
         kvm_gmem_invalidate_begin()): split the leafs crossing the memslot's part of [start,
         end), then zap those inside it. A later memslot's -ENOMEM leaves the earlier memslots'
-        parts split and zapped (SEMANTICS.md R7)."""
+        parts split and zapped (docs/MODEL.md, KVM_SET_MEMORY_ATTRIBUTES failing in the split)."""
         for s in self.slots:
             lo, hi = max(start, s.base), min(end, s.end)
             if lo < hi:
