@@ -154,7 +154,8 @@ def _compare(args: argparse.Namespace) -> int:
           f" scenario\n")
     expected = None
     if interrupted:
-        from tdxcore.compare import SCENARIOS, SPLIT_ALLOC
+        from tdxcore.compare import SCENARIOS
+        from tdxcore.vocabulary import SPLIT_ALLOC
 
         expected = len(SCENARIOS) * len(SPLIT_ALLOC) * 2
         print(f"INTERRUPTED (Ctrl-C): {len(cells)} cells computed; the matrices show the others as '-'\n")

@@ -15,7 +15,7 @@ from tdxcore.check import CheckResult, check, properties
 from tdxcore.errors import Interrupted
 from tdxcore.policy import PRESETS as POLICIES
 from tdxcore.scenario import PRESETS as SCENARIOS
-from tdxcore.vm import SPLIT_ALLOC
+from tdxcore.vocabulary import SPLIT_ALLOC
 
 # read-demote runs twice: with today's module (the rollback path) and with the atomic demote.
 VARIANTS: tuple[tuple[str, str, bool], ...] = tuple(

@@ -13,8 +13,9 @@ import tomli_w
 from tdxcore import _core, _toml
 
 from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.vocabulary import HONOR_STEPS
 
-STEPS = ("pre_check", "read_lock", "read_unlock", "write_lock", "write_unlock", "split", "set_inhibit")
+STEPS = HONOR_STEPS  # from the Rust core (tdxcore.vocabulary)
 
 # Each preset with where it comes from (SEMANTICS.md section 1.2, lore ids of the thread).
 PRESETS: dict[str, tuple[tuple[str, ...], str]] = {

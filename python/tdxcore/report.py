@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Optional, Sequence
 
 from tdxcore import _core
+from tdxcore.vocabulary import LPAGE_INFO_FLAGS
 
 _PRESENT = 1 << 11
 _HUGE = 1 << 7
@@ -57,8 +58,8 @@ def _value(step: dict[str, Any], v: int) -> str:
     if obj == "spte":
         return _spte(v, step["level"])
     if obj == "lpage_info":
-        flags = [n for bit, n in ((31, "MIXED"), (30, "GUEST_INHIBIT")) if v >> bit & 1]
-        count = v & ((1 << 30) - 1)
+        flags = [name for name, bit in sorted(LPAGE_INFO_FLAGS.items(), key=lambda f: -f[1]) if v & bit]
+        count = v & (min(LPAGE_INFO_FLAGS.values()) - 1)
         return "|".join(flags + ([str(count)] if count or not flags else []))
     if obj == "attributes":
         return "private" if v & 8 else "shared"

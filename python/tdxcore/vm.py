@@ -13,14 +13,10 @@ from typing import Any, Mapping, Optional, Sequence
 
 from tdxcore import _core
 from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.vocabulary import ACCEPT_LEVELS, LEVELS, LPAGE_INFO_FLAGS
 
-LEVELS = ("4K", "2M", "1G")
-ACCEPT_LEVELS = ("4K", "2M")
-# Where the split gets its page tables (docs/MODEL.md): drop mmu_lock to allocate, or take them
-# from a cache topped up before mmu_lock is taken.
-SPLIT_ALLOC = ("drop-lock", "prealloc")
-GUEST_INHIBIT = 1 << 30
-MIXED = 1 << 31
+GUEST_INHIBIT = LPAGE_INFO_FLAGS["GUEST_INHIBIT"]
+MIXED = LPAGE_INFO_FLAGS["MIXED"]
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,15 @@ pub enum Mutation {
     InhibitReadBeforeLock,
 }
 
+impl SplitAlloc {
+    pub const ALL: [SplitAlloc; 2] = [SplitAlloc::DropLock, SplitAlloc::Prealloc];
+}
+
+impl Mutation {
+    pub const ALL: [Mutation; 3] =
+        [Mutation::FaultIgnoresGuestInhibit, Mutation::SplitNoRewalk, Mutation::InhibitReadBeforeLock];
+}
+
 fn default_honor_policy() -> Vec<HonorStep> {
     HonorStep::FINAL.to_vec()
 }

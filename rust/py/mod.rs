@@ -34,6 +34,27 @@ mod core_module {
         serde_json::to_string(crate::model::invariants::INVARIANTS).unwrap_or_default()
     }
 
+    /// The model's names, as JSON: their one home, which tdxcore.vocabulary reads (honour
+    /// steps, split allocation modes, planted mutations, SEAMCALLs, page levels, the levels a
+    /// guest may ACCEPT at, lpage_info's flags).
+    #[pyfunction]
+    fn vocabulary_json() -> String {
+        use crate::model::config::{Mutation, SplitAlloc};
+        use crate::model::honor::HonorStep;
+        use crate::model::lpage_info::{KVM_LPAGE_GUEST_INHIBIT_FLAG, KVM_LPAGE_MIXED_FLAG};
+        use crate::model::types::{PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
+        serde_json::json!({
+            "honor_steps": HonorStep::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "split_alloc": SplitAlloc::ALL.map(|m| serde_json::json!(m)),
+            "mutations": Mutation::ALL.map(|m| serde_json::json!(m)),
+            "seamcalls": crate::sync::Seamcall::ALL.iter().map(|c| c.key()).collect::<Vec<_>>(),
+            "levels": ([PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G].map(|l| l.to_string())),
+            "accept_levels": ([PG_LEVEL_4K, PG_LEVEL_2M].map(|l| l.to_string())),
+            "lpage_info_flags": {"MIXED": KVM_LPAGE_MIXED_FLAG, "GUEST_INHIBIT": KVM_LPAGE_GUEST_INHIBIT_FLAG},
+        })
+        .to_string()
+    }
+
     /// The properties a check answers, worst first, with their class, as JSON.
     #[pyfunction]
     fn properties_json() -> String {
