@@ -34,7 +34,7 @@ pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
             .join()
             .unwrap_or_else(|_| Err(pyo3::exceptions::PyRuntimeError::new_err("the native run's thread panicked")))
     })?;
-    guarded(|| serde_json::to_string(&report).map_err(|e| CoreError::Internal(e.to_string())))
+    guarded(|| super::json(&report))
 }
 
 /// A bench's options (`tdxcore.bench`'s, every one given) checked by the one validator; the
@@ -43,7 +43,7 @@ pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
 pub fn bench_plan(options: &Bound<'_, PyAny>) -> PyResult<String> {
     guarded(|| {
         let plan = super::form::from_py::<crate::form::bench::BenchForm>(options)?.into_plan()?;
-        serde_json::to_string(&plan).map_err(|e| CoreError::Internal(e.to_string()))
+        super::json(&plan)
     })
 }
 
@@ -55,7 +55,7 @@ pub fn workload_plan(workload_json: &str) -> PyResult<String> {
         let w: crate::native::workload::Workload =
             serde_json::from_str(workload_json).map_err(|e| CoreError::Config(format!("workload: {e}")))?;
         let plan = w.plan()?;
-        serde_json::to_string(&plan.phases).map_err(|e| CoreError::Internal(e.to_string()))
+        super::json(&plan.phases)
     })
 }
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::errors::guarded;
+use super::json;
 use crate::error::{CoreError, CoreResult};
 use crate::explore::scenario::Scenario;
 use crate::explore::search::{Search, replay};
@@ -14,10 +15,6 @@ use crate::form::check::CheckForm;
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> CoreResult<T> {
     serde_json::from_str(text).map_err(|e| CoreError::Config(format!("{what}: {e}")))
-}
-
-fn json<T: serde::Serialize>(v: &T) -> CoreResult<String> {
-    serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// Run a search of `scenario_json` (`Scenario.to_json`) with the user's `options` (every

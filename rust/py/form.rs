@@ -133,7 +133,7 @@ pub fn scenario_json(fields: &Bound<'_, PyAny>, steps: Option<Vec<String>>) -> P
         let form: ScenarioForm = from_py(fields)?;
         let policy = steps.as_deref().map(parse_steps).transpose()?;
         let s = form.into_scenario(policy)?;
-        serde_json::to_string(&s).map_err(|e| CoreError::Internal(e.to_string()))
+        super::json(&s)
     })
 }
 

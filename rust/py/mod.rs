@@ -6,6 +6,11 @@ mod errors;
 mod form;
 mod session;
 
+/// A result as JSON text, the form results cross the boundary in.
+fn json<T: serde::Serialize>(v: &T) -> crate::error::CoreResult<String> {
+    serde_json::to_string(v).map_err(|e| crate::error::CoreError::Internal(e.to_string()))
+}
+
 #[pyo3::pymodule(name = "_core")]
 mod core_module {
     use pyo3::prelude::*;

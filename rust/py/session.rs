@@ -3,12 +3,12 @@
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::errors::guarded;
 use super::form::from_py;
+use super::json;
 use crate::error::{CoreError, CoreResult};
 use crate::form::vm::VmForm;
 use crate::model::config::VmConfig;
@@ -24,10 +24,6 @@ use crate::sync::sequential::FaultPlan;
 
 fn level(s: &str) -> CoreResult<Level> {
     Level::parse(s).map_err(CoreError::Config)
-}
-
-fn json<T: Serialize>(v: &T) -> CoreResult<String> {
-    serde_json::to_string(v).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// Injected faults as the user passes them: `Vm(alloc_failures=1, busy={"page_demote": 2})`.
