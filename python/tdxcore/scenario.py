@@ -97,17 +97,12 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Scenario":
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(f"unknown scenario field(s) {', '.join(unknown)}: allowed are {', '.join(allowed)}")
-        if "threads" not in data:
-            raise ConfigError("a scenario needs threads: [[threads]] with vcpu = N and ops = [...]")
-        d = dict(data)
-        for k in ("threads", "setup", "mutations"):
-            if k in d:
-                d[k] = tuple(d[k])
-        return cls(**d)
+        """A scenario from its fields as a dict, checked whole by the Rust core first (unknown or
+        missing fields, values), which names what it refuses."""
+        if not isinstance(data, Mapping):
+            raise ArgumentTypeError(f"a scenario's fields are a dict, not {type(data).__name__}")
+        _core.scenario_json(dict(data))
+        return cls(**data)
 
     def to_json(self, policy_steps: Optional[Sequence[str]] = None) -> str:
         """The explorer's canonical JSON of this scenario (with `policy_steps` as its honour
