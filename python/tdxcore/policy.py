@@ -60,12 +60,11 @@ class Policy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Policy":
-        unknown = sorted(set(data) - {"name", "steps"})
-        if unknown:
-            raise ConfigError(f"unknown policy field(s) {', '.join(unknown)}: allowed are name, steps")
-        if "steps" not in data:
-            raise ConfigError("a policy needs steps = [...]")
-        return cls(data["steps"], data.get("name", "custom"))
+        """A policy from its fields as a dict, checked whole by the Rust core first."""
+        if not isinstance(data, Mapping):
+            raise ArgumentTypeError(f"a policy's fields are a dict, not {type(data).__name__}")
+        _core.check_policy_fields(dict(data))
+        return cls(**data)
 
     @classmethod
     def preset(cls, name: str) -> "Policy":

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::errors::guarded;
 use crate::error::{CoreError, CoreResult};
-use crate::form::scenario::{ScenarioForm, parse_steps};
+use crate::form::scenario::{PolicyForm, ScenarioForm, parse_steps};
 use crate::form::{read, refusal, toml_file};
 
 /// A `T` from a Python object; a refusal names the field's path inside it. The object is read
@@ -142,6 +142,13 @@ pub fn scenario_json(fields: &Bound<'_, PyAny>, steps: Option<Vec<String>>) -> P
 #[pyfunction]
 pub fn check_policy(steps: &Bound<'_, PyAny>) -> PyResult<()> {
     guarded(|| parse_steps(&from_py::<Vec<String>>(steps).map_err(|e| e.at("steps"))?).map(|_| ()))
+}
+
+/// A policy's fields as a dict (`{"steps": [...], "name": "..."}`), checked whole: unknown or
+/// missing fields, the steps' names and their lock discipline.
+#[pyfunction]
+pub fn check_policy_fields(fields: &Bound<'_, PyAny>) -> PyResult<()> {
+    guarded(|| parse_steps(&from_py::<PolicyForm>(fields)?.steps).map(|_| ()).map_err(|e| e.at("steps")))
 }
 
 /// Read TOML `text` of `kind` ("scenario", "policy" or "check") from `label` (a file name),

@@ -25,7 +25,7 @@ mod core_module {
     use super::check::{check, replay_token};
 
     #[pymodule_export]
-    use super::form::{check_policy, read_toml, scenario_json};
+    use super::form::{check_policy, check_policy_fields, read_toml, scenario_json};
 
     /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
     #[pyfunction]
