@@ -17,7 +17,7 @@ from tdxcore.vocabulary import HONOR_STEPS
 
 STEPS = HONOR_STEPS  # from the Rust core (tdxcore.vocabulary)
 
-# Each preset with where it comes from (SEMANTICS.md section 1.2, lore ids of the thread).
+# Each preset with where it comes from (lore ids of the thread).
 PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
     "v3": (("pre_check", "write_lock", "split", "set_inhibit", "write_unlock"),
            "the final algorithm (Yan, 2 Jul 2025, lore aGSoDnODoG2/pbYn; v3 patch 13, v5 patch 41)"),

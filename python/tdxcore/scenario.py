@@ -113,7 +113,7 @@ class Scenario:
         return _core.scenario_json(self._fields(), None if policy_steps is None else list(policy_steps))
 
 
-# The seed's situation (SEMANTICS.md section 1.2): one vCPU accepts 4K inside a 2M range that
+# The seed's situation (the thread of 1 Jul 2025, README): one vCPU accepts 4K inside a 2M range that
 # another vCPU faults at 2M (by touching it).
 PRESETS: dict[str, Scenario] = {
     "accept-vs-fault": Scenario(

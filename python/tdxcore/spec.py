@@ -449,7 +449,7 @@ class SpecVm:
 
     @staticmethod
     def accept_rule(state: str, leaf: bool, position: str) -> str:
-        """The outcome table (SEMANTICS.md section 3): a missing structure or nothing mapped
+        """The outcome table (docs/MODEL.md, the ACCEPT table): a missing structure or nothing mapped
         exits to KVM; a table at the requested level is SIZE_MISMATCH; an accepted leaf is
         ALREADY_ACCEPTED; a PENDING leaf at the level succeeds, above it exits (KVM must split);
         a blocked leaf (or a blocked table above) exits."""
@@ -564,7 +564,7 @@ class SpecVm:
     def set_memory_attributes(self, start: int, end: int, private: bool) -> Result:
         """kvm_vm_set_mem_attributes(): a no-op if [start, end) already has the attributes.
         Else, under the write lock: invalidate begin and, for a conversion to shared only
-        (SEMANTICS.md 1.1(a), 1.4: the split filters on KVM_FILTER_PRIVATE), split and zap the
+        (the split filters on KVM_FILTER_PRIVATE: docs/MODEL.md), split and zap the
         private leafs memslot by memslot (`_split_and_zap`), whose -ENOMEM fails the ioctl and
         stores no attribute. Then store the attributes; under the write lock again recompute
         MIXED and end the invalidation."""

@@ -46,7 +46,7 @@ async fn kvm_unmap_gfn_range<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -
 /// losing its private mappings (`unmap`: private-to-shared, punch hole), split the leafs that
 /// cross the range boundary and zap the private leafs inside it. kvm_handle_gfn_range() runs the
 /// handler memslot by memslot, so -ENOMEM in a later memslot leaves the earlier ones split and
-/// zapped (SEMANTICS.md R7).
+/// zapped (docs/MODEL.md).
 async fn invalidate_split_unmap<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn, unmap: bool) -> Result<(), Errno> {
     cx.write_lock().await;
     kvm_mmu_invalidate_begin(cx, start, end).await;

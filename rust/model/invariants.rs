@@ -1,4 +1,4 @@
-//! I1-I11 of SEMANTICS.md section 7, each with the condition under which it must hold.
+//! I1-I11 (docs/MODEL.md lists them), each with the condition under which it must hold.
 //!
 //! Consequences decide verdicts; design rules (I2-lock, I5, I6) restate the final design's
 //! choices and are reported beside a verdict, never as one. State invariants are checked by

@@ -18,7 +18,7 @@ pub const TDX_PAGE_ALREADY_ACCEPTED: u64 = 0x0000_0B0A_0000_0000;
 pub const TDX_GPA_RANGE_NOT_BLOCKED: u64 = 0xC000_0B06_0000_0000;
 pub const TDX_TLB_TRACKING_NOT_DONE: u64 = 0xC000_0B08_0000_0000;
 pub const TDX_EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
-/// [inference] The ABI's code for a walk that meets a missing S-EPT page. SEMANTICS.md does not
+/// [inference] The ABI's code for a walk that meets a missing S-EPT page. The sources do not
 /// list it; KVM never provokes it in a correct model, where it only shows as a TDX_BUG_ON.
 pub const TDX_EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
 /// The model's status for an EPT-violation TD exit out of TDG.MEM.PAGE.ACCEPT (not an ABI code).
@@ -509,7 +509,7 @@ pub struct AcceptCell {
     #[serde(flatten)]
     pub key: AcceptKey,
     pub outcome: AcceptOutcome,
-    /// "sourced" (SEMANTICS.md section 3 says so), "inferred" (our reading; configurable) or
+    /// "sourced" (the module's documentation says so), "inferred" (our reading; configurable) or
     /// "structural" (cannot occur, or not a place where the walk stops).
     pub provenance: &'static str,
     pub why: &'static str,

@@ -64,7 +64,7 @@ pub struct Report {
     pub reader_stall_ns: super::metrics::Percentiles,
     /// mmu_lock write acquisitions on the path of 4K ACCEPTs (the honour path and the faults it
     /// leads to): with a lockless pre-check, one per region whose first 4K ACCEPT finds it not
-    /// inhibited (BENCHMARKS.md B4).
+    /// inhibited (docs/BENCH.md, B4).
     pub accept_4k_write_acquisitions: u64,
     /// The same for 2M ACCEPTs, whose honour path sets GUEST_INHIBIT for 1G.
     pub accept_2m_write_acquisitions: u64,

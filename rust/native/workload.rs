@@ -25,7 +25,7 @@ pub const NATIVE_MAX_EXITS: u32 = 10_000;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Workload {
-    /// A TD boot calibrated to the published one (SEMANTICS.md 1.2, BENCHMARKS.md B6): vCPU0
+    /// A TD boot calibrated to the published one (docs/BENCH.md, B6): vCPU0
     /// accepts at 4K in the firmware's ranges and the converted range, every vCPU accepts the
     /// rest of memory at 2M.
     Boot { gib: u64, vcpus: u16 },
