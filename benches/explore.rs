@@ -10,12 +10,12 @@
 
 use std::time::{Duration, Instant};
 
+use tdxcore::abi::PG_LEVEL_4K;
 use tdxcore::explore::run::{RunOptions, run_once};
-use tdxcore::explore::scenario::{FaultBudget, Program, ProgramOp, Scenario};
 use tdxcore::explore::search::{Budget, Prefix, Search, Strategy};
 use tdxcore::model::config::{RetryOptions, VmConfig};
 use tdxcore::model::honor::HonorStep;
-use tdxcore::model::types::PG_LEVEL_4K;
+use tdxcore::program::scenario::{FaultBudget, Program, ProgramOp, Scenario};
 use tdxcore::session::Session;
 use tdxcore::sync::sequential::FaultPlan;
 use tdxcore::sync::{Op, Tid, TraceLine};

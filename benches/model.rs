@@ -4,8 +4,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
+use tdxcore::abi::{PG_LEVEL_2M, PG_LEVEL_4K};
 use tdxcore::model::config::VmConfig;
-use tdxcore::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
 use tdxcore::session::Session;
 use tdxcore::sync::sequential::FaultPlan;
 

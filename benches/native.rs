@@ -7,12 +7,12 @@ use criterion::{BenchmarkId, Criterion, criterion_group};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use tdxcore::abi::{PG_LEVEL_2M, PG_LEVEL_4K};
 use tdxcore::model::config::{MemslotConfig, VmConfig};
 use tdxcore::model::fault::{kvm_tdp_mmu_page_fault, tdp_mmu_split_huge_page};
 use tdxcore::model::spte::make_leaf_spte;
 use tdxcore::model::tdp_mmu::{TdpIter, tdp_mmu_set_spte_atomic};
 use tdxcore::model::tdx::SplitMode;
-use tdxcore::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
 use tdxcore::model::vm::{Cx, Vm};
 use tdxcore::native::lock::LockKind;
 use tdxcore::native::runtime::{Costs, Native};

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use tdxcore::explore::scenario::{FaultBudget, Program, ProgramOp, Scenario};
+use tdxcore::abi::PG_LEVEL_4K;
 use tdxcore::explore::search::{Budget, Search, Strategy};
 use tdxcore::model::config::{RetryOptions, VmConfig};
 use tdxcore::model::honor::HonorStep;
-use tdxcore::model::types::PG_LEVEL_4K;
+use tdxcore::program::scenario::{FaultBudget, Program, ProgramOp, Scenario};
 
 fn main() {
     let threads: u16 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3);

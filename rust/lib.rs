@@ -5,11 +5,13 @@
 //! validator) -> `explore` / `native` -> `model` (kernel and module state and operations) ->
 //! `sync` (the facade every shared access goes through).
 
+pub mod abi;
 pub mod error;
 pub mod explore;
 pub mod form;
 pub mod model;
 pub mod native;
+pub mod program;
 pub mod session;
 pub mod sync;
 

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::{TdState, VmConfig};
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
@@ -14,7 +15,6 @@ use crate::model::invariants::check_state;
 use crate::model::sept::AcceptOutcome;
 use crate::model::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use crate::model::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
-use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::model::vm::{Cx, Vm};
 use crate::sync::sequential::{Counters, FaultPlan, Sequential};
 use crate::sync::{Finding, LockId, Runtime, Tid, TraceLine, run_to_completion};
@@ -286,9 +286,9 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::SeptState;
     use crate::model::config::SplitAlloc;
     use crate::model::invariants::mapping_level;
-    use crate::model::sept::SeptState;
 
     fn session() -> Session {
         Session::new(&VmConfig::default(), FaultPlan { event_after_retries: 4, ..Default::default() }).unwrap()

@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::properties::{Hit, livelock_hits};
 use super::run::{Escape, Goal, RunEnd, RunOptions, StateCache, Violation, run_once};
-use super::scenario::Scenario;
 use super::search::{Prefix, next_prefix};
-use crate::sync::{Seamcall, Tid};
+use crate::abi::Seamcall;
+use crate::program::scenario::Scenario;
+use crate::sync::Tid;
 
 /// At most this many runs search the continuations of one cycle.
 pub const ESCAPE_RUNS: u64 = 20_000;

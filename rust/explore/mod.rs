@@ -1,11 +1,11 @@
 //! The interleaving explorer: the deterministic runtime (sim.rs), one execution (run.rs),
-//! scenarios as data (scenario.rs) and the search strategies (search.rs).
+//! the properties (properties.rs) and the search strategies (search.rs); scenarios are
+//! crate::program.
 
 pub mod escape;
 pub mod properties;
 pub mod race;
 pub mod run;
-pub mod scenario;
 pub mod search;
 pub mod sim;
 pub mod token;

@@ -16,14 +16,14 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
 
 use super::properties::{Hit, Property, RunHits};
-use super::scenario::{Fairness, ProgramOp, Scenario};
 use super::sim::{Chooser, Decision, Sim, Status};
-use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
-use crate::model::guest::{GuestResult, guest_accept, guest_access};
+use crate::abi::Seamcall;
+use crate::model::guest::GuestResult;
 use crate::model::invariants::{check_state, check_touched};
 use crate::model::vm::{Cx, Vm};
-use crate::sync::sequential::{FaultPlan, Sequential};
-use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, TraceLine, WaitCond, run_to_completion};
+use crate::program::scenario::{Fairness, ProgramOp, Scenario};
+use crate::program::thread::{run_op, run_setup};
+use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Tid, TraceLine, WaitCond};
 
 /// What one program operation returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -209,46 +209,6 @@ async fn run_program(cx: Cx<'_, Sim<'_>>, ops: &[ProgramOp]) -> Vec<OpResult> {
         out.push(OpResult { op: i, result });
     }
     out
-}
-
-/// One program operation; what the thread got, as a name.
-async fn run_op<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> String {
-    run_op_counted(cx, op).await.0
-}
-
-/// One program operation: what the thread got, as a name, and the EPT-violation exits it took.
-pub(crate) async fn run_op_counted<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> (String, u32) {
-    match *op {
-        ProgramOp::Accept { gfn, level } => {
-            let o = guest_accept(cx, gfn, level).await;
-            (o.result.name(), o.exits)
-        }
-        ProgramOp::Access { gfn } => {
-            let o = guest_access(cx, gfn).await;
-            (o.result.name(), o.exits)
-        }
-        ProgramOp::SetMemoryAttributes { start, end, private } => {
-            (errno_name(kvm_vm_set_mem_attributes(cx, start, end, private).await), 0)
-        }
-        ProgramOp::PunchHole { start, end } => (errno_name(kvm_gmem_punch_hole(cx, start, end).await), 0),
-    }
-}
-
-/// The scenario's setup: its programs run one after the other, each operation to completion,
-/// on the sequential backend with no injected faults, before the threads start.
-fn run_setup(vm: &Vm, scenario: &Scenario) {
-    let rt = Sequential::new(FaultPlan { event_after_retries: 0, ..Default::default() }, false);
-    for p in &scenario.setup {
-        let tid = p.vcpu.unwrap_or(scenario.vm.vcpus);
-        for op in &p.ops {
-            let cx = Cx { vm, rt: &rt, tid };
-            run_to_completion(run_op(&cx, op)).expect("a sequential setup never suspends");
-        }
-    }
-}
-
-fn errno_name(r: Result<(), crate::model::types::Errno>) -> String {
-    r.map_or_else(|e| e.name().to_string(), |()| "ok".into())
 }
 
 /// Run `scenario` once with choices from `chooser`.
@@ -618,7 +578,7 @@ impl Movers {
         alloc_budget: u32,
         spte_is_table: &dyn Fn(crate::sync::Obj) -> bool,
     ) -> bool {
-        use crate::model::types::PG_LEVEL_2M;
+        use crate::abi::PG_LEVEL_2M;
         use crate::sync::{Obj, OpKind};
         let region = match op.obj {
             Obj::Spte { level, gfn } | Obj::LpageInfo { level, gfn } if level <= PG_LEVEL_2M => Some(gfn >> 9),

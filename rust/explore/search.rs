@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use super::properties::{Coverage, Property, PropertyResult, Tracker, livelock_hits};
 use super::run::{Escape, Execution, PathState, RunEnd, RunOptions, StateCache, Violation, run_once};
-use super::scenario::Scenario;
 use super::sim::{ChoiceKind, Chooser, Decision};
+use crate::abi::Seamcall;
 use crate::error::CoreResult;
-use crate::sync::{Seamcall, Tid};
+use crate::program::scenario::Scenario;
+use crate::sync::Tid;
 
 /// Follows a given choice sequence, then takes option 0 ("keep going") for the rest.
 pub struct Prefix {
@@ -896,10 +897,10 @@ pub fn replay(scenario: &Scenario, choices: &[u32]) -> CoreResult<Execution> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::explore::scenario::{FaultBudget, Program, ProgramOp};
+    use crate::abi::PG_LEVEL_4K;
     use crate::model::config::VmConfig;
     use crate::model::honor::HonorStep::{self, *};
-    use crate::model::types::PG_LEVEL_4K;
+    use crate::program::scenario::{FaultBudget, Program, ProgramOp};
 
     pub fn seed_scenario(policy: &[HonorStep], alloc_failures: u32) -> Scenario {
         Scenario {

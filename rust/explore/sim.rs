@@ -11,8 +11,9 @@ use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::scenario::RwlockVariant;
-use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Seamcall, Tid, TraceLine, WaitCond};
+use crate::abi::Seamcall;
+use crate::program::scenario::RwlockVariant;
+use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Tid, TraceLine, WaitCond};
 
 /// What a decision chose between.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::properties::Hit;
-use super::scenario::Scenario;
 use crate::MODEL_VERSION;
 use crate::error::{CoreError, CoreResult};
+use crate::program::scenario::Scenario;
 
 const PREFIX: &str = "tdxcore2:";
 /// A token's payload inflates to at most this many bytes (a scenario is a few kilobytes).

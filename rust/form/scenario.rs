@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use super::vm::VmForm;
 use crate::error::{CoreError, CoreResult};
-use crate::explore::scenario::{Fairness, FaultBudget, Program, RwlockVariant, Scenario};
 use crate::model::config::{Mutation, RetryOptions, VmConfig};
 use crate::model::honor::{HonorStep, check_lock_discipline};
+use crate::program::scenario::{Fairness, FaultBudget, Program, RwlockVariant, Scenario};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

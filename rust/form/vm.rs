@@ -5,11 +5,11 @@
 use serde::de::{self, MapAccess, SeqAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 
+use crate::abi::Gfn;
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::{FolioRange, MemslotConfig, SplitAlloc, TdState, VmConfig};
 use crate::model::honor::HonorStep;
 use crate::model::sept::AcceptOverride;
-use crate::model::types::Gfn;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::memslot::Memslot;
-use super::types::{Gfn, Level};
 use super::vm::Cx;
+use crate::abi::{Gfn, Level};
 use crate::sync::{Obj, OpKind, Runtime};
 
 /// KVM_MEMORY_ATTRIBUTE_PRIVATE

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::honor::HonorStep;
 use super::sept::AcceptOverride;
-use super::types::Gfn;
+use crate::abi::Gfn;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

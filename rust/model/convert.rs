@@ -5,8 +5,8 @@ use super::attributes::{KVM_MEMORY_ATTRIBUTE_PRIVATE, kvm_range_has_memory_attri
 use super::lpage_info::kvm_arch_post_set_memory_attributes;
 use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::tdp_mmu::tdp_mmu_zap_leafs;
-use super::types::{Errno, Gfn};
 use super::vm::Cx;
+use crate::abi::{Errno, Gfn};
 use crate::sync::{FindingKind, Mode, Obj, Runtime};
 
 /// kvm_mmu_invalidate_begin() + kvm_mmu_invalidate_range_add() (under the write lock).
@@ -126,10 +126,10 @@ pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gf
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{Level, PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::config::{SplitAlloc, VmConfig};
     use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::invariants::mapping_level;
-    use crate::model::types::{Level, PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::vm::Vm;
     use crate::model::vm::testing::{ok, run};
     use crate::sync::sequential::FaultPlan;

@@ -10,8 +10,8 @@ use super::memslot::Memslot;
 use super::spte::*;
 use super::tdp_mmu::{TdpIter, tdp_mmu_set_spte, tdp_mmu_set_spte_atomic, tdp_mmu_set_spte_atomic_split};
 use super::tdx::SplitMode;
-use super::types::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{FindingKind, Obj, Runtime};
 
 /// RET_PF_* results of a fault that did not fail.

@@ -3,11 +3,13 @@
 
 use serde::Serialize;
 
-use super::sept::{AcceptOutcome, SeptState};
+use super::sept::AcceptOutcome;
 use super::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
-use super::types::{Errno, Gfn, Level};
 use super::vm::Cx;
-use crate::sync::{FindingKind, Obj, Runtime, Seamcall, loop_head};
+use crate::abi::Seamcall;
+use crate::abi::SeptState;
+use crate::abi::{Errno, Gfn, Level};
+use crate::sync::{FindingKind, Obj, Runtime, loop_head};
 
 /// What the guest sees at the end of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -151,10 +153,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::config::{ModuleOptions, VmConfig};
     use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::sept::{AcceptOverride, Position};
-    use crate::model::types::{PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::vm::Vm;
     use crate::model::vm::testing::run;
 

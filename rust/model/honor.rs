@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::lpage_info::{hugepage_set_guest_inhibit, hugepage_test_guest_inhibit};
 use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
-use super::types::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{Mode, Runtime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

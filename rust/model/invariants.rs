@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::fault::kvm_max_level_for_order;
 use super::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
-use super::sept::SeptState;
 use super::spte::is_shadow_present_pte;
-use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Vm;
+use crate::abi::SeptState;
+use crate::abi::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{Finding, FindingKind, LockState};
 
 #[derive(Clone, Copy, Debug, Serialize)]

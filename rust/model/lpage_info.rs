@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use super::attributes::{hugepage_has_attrs_now, kvm_get_memory_attributes, kvm_range_has_memory_attributes};
 use super::config::Mutation;
 use super::memslot::Memslot;
-use super::types::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use super::vm::Cx;
+use crate::abi::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{FindingKind, Mode, Obj, Runtime};
 
 /// KVM_LPAGE_MIXED_FLAG

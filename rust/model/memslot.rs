@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 use super::attributes::KVM_MEMORY_ATTRIBUTE_PRIVATE;
-use super::types::{GFN_LIMIT, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M};
+use crate::abi::{GFN_LIMIT, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M};
 use crate::error::{CoreResult, config_err};
 
 /// One memslot: guest frames [base_gfn, base_gfn + npages) backed by userspace address

@@ -15,8 +15,7 @@ pub mod split;
 pub mod spte;
 pub mod tdp_mmu;
 pub mod tdx;
-pub mod types;
 pub mod vm;
 
-pub use types::{Gfn, Level};
+pub use crate::abi::{Gfn, Level};
 pub use vm::Vm;

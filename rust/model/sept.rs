@@ -7,80 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
 
 use super::config::{ModuleOptions, TdState};
-use super::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
+use crate::abi::*;
 use crate::error::{CoreResult, config_err};
-
-pub const TDX_SUCCESS: u64 = 0;
-pub const TDX_OPERAND_BUSY: u64 = 0x8000_0200_0000_0000;
-pub const TDX_INTERRUPTED_RESTARTABLE: u64 = 0x8000_0004_0000_0000;
-pub const TDX_PAGE_SIZE_MISMATCH: u64 = 0xC000_0B0B_0000_0000;
-pub const TDX_PAGE_ALREADY_ACCEPTED: u64 = 0x0000_0B0A_0000_0000;
-pub const TDX_GPA_RANGE_NOT_BLOCKED: u64 = 0xC000_0B06_0000_0000;
-pub const TDX_TLB_TRACKING_NOT_DONE: u64 = 0xC000_0B08_0000_0000;
-pub const TDX_EPT_ENTRY_STATE_INCORRECT: u64 = 0xC000_0B0D_0000_0000;
-/// [inference] The ABI's code for a walk that meets a missing S-EPT page. The sources do not
-/// list it; KVM never provokes it in a correct model, where it only shows as a TDX_BUG_ON.
-pub const TDX_EPT_WALK_FAILED: u64 = 0xC000_0B00_0000_0000;
-/// The model's status for an EPT-violation TD exit out of TDG.MEM.PAGE.ACCEPT (not an ABI code).
-pub const ACCEPT_EXIT: u64 = u64::MAX;
-
-pub fn status_name(code: u64) -> &'static str {
-    match code {
-        TDX_SUCCESS => "TDX_SUCCESS",
-        TDX_OPERAND_BUSY => "TDX_OPERAND_BUSY",
-        TDX_INTERRUPTED_RESTARTABLE => "TDX_INTERRUPTED_RESTARTABLE",
-        TDX_PAGE_SIZE_MISMATCH => "TDX_PAGE_SIZE_MISMATCH",
-        TDX_PAGE_ALREADY_ACCEPTED => "TDX_PAGE_ALREADY_ACCEPTED",
-        TDX_GPA_RANGE_NOT_BLOCKED => "TDX_GPA_RANGE_NOT_BLOCKED",
-        TDX_TLB_TRACKING_NOT_DONE => "TDX_TLB_TRACKING_NOT_DONE",
-        TDX_EPT_ENTRY_STATE_INCORRECT => "TDX_EPT_ENTRY_STATE_INCORRECT",
-        TDX_EPT_WALK_FAILED => "TDX_EPT_WALK_FAILED",
-        ACCEPT_EXIT => "EPT-violation exit",
-        _ => "unknown",
-    }
-}
-
-/// S-EPT entry states. A missing entry is FREE.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SeptState {
-    Free,
-    Pending,
-    Mapped,
-    Blocked,
-    PendingBlocked,
-}
-
-impl SeptState {
-    pub const ALL: [SeptState; 5] =
-        [SeptState::Free, SeptState::Pending, SeptState::Mapped, SeptState::Blocked, SeptState::PendingBlocked];
-    pub fn name(self) -> &'static str {
-        match self {
-            SeptState::Free => "FREE",
-            SeptState::Pending => "PENDING",
-            SeptState::Mapped => "MAPPED",
-            SeptState::Blocked => "BLOCKED",
-            SeptState::PendingBlocked => "PENDING_BLOCKED",
-        }
-    }
-    fn blocked(self) -> SeptState {
-        match self {
-            SeptState::Pending => SeptState::PendingBlocked,
-            SeptState::Mapped => SeptState::Blocked,
-            s => s,
-        }
-    }
-    fn unblocked(self) -> SeptState {
-        match self {
-            SeptState::PendingBlocked => SeptState::Pending,
-            SeptState::Blocked => SeptState::Mapped,
-            s => s,
-        }
-    }
-    pub fn is_blocked(self) -> bool {
-        matches!(self, SeptState::Blocked | SeptState::PendingBlocked)
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeptEntry {

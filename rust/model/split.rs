@@ -5,8 +5,8 @@ use super::fault::tdp_mmu_split_huge_page;
 use super::spte::*;
 use super::tdp_mmu::TdpIter;
 use super::tdx::SplitMode;
-use super::types::{Errno, Gfn, PG_LEVEL_2M};
 use super::vm::Cx;
+use crate::abi::{Errno, Gfn, PG_LEVEL_2M};
 use crate::sync::{FindingKind, Mode, Runtime};
 
 /// kvm_mmu_topup_memory_cache() for the split's page tables, called before the caller takes
@@ -132,9 +132,9 @@ async fn walk_to_2m<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> Option<TdpIter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::Seamcall;
     use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::vm::testing::{ok, run, vm};
-    use crate::sync::Seamcall;
     use crate::sync::sequential::FaultPlan;
 
     #[test]

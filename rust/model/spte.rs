@@ -1,7 +1,7 @@
 //! SPTE encoding (spte.h). The model keeps the kernel's bits where they matter: the MMU-present
 //! bit, the page-size bit, a pfn field, and the FROZEN sentinel.
 
-use super::types::{Gfn, Level, PG_LEVEL_4K};
+use crate::abi::{Gfn, Level, PG_LEVEL_4K};
 
 /// SHADOW_NONPRESENT_VALUE (the model uses 0; TDX sets the suppress-#VE bit, which changes nothing here).
 pub const SHADOW_NONPRESENT_VALUE: u64 = 0;
@@ -73,7 +73,7 @@ pub fn describe(spte: u64, level: Level) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::types::PG_LEVEL_2M;
+    use crate::abi::PG_LEVEL_2M;
 
     #[test]
     fn encodings_are_distinct() {

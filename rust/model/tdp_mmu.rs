@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 
 use super::spte::*;
 use super::tdx;
-use super::types::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
 use super::vm::Cx;
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
 use crate::sync::{Mode, Obj, Runtime};
 
 /// A page table (a kvm_mmu_page): 512 SPTEs at `level`, covering gfns from `base_gfn`.
@@ -380,7 +380,7 @@ pub async fn tdp_mmu_zap_leafs<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::types::PG_LEVEL_2M;
+    use crate::abi::PG_LEVEL_2M;
     use crate::model::vm::testing::{ok, vm};
 
     /// Link the tables down to the 2M level for gfn 0 and return an iterator at the 2M SPTE.

@@ -3,10 +3,12 @@
 
 use super::fault::{PfResult, kvm_tdp_mmu_page_fault};
 use super::honor::tdx_honor_guest_accept_level;
-use super::sept::{TDX_OPERAND_BUSY, TDX_SUCCESS, TdxModule, status_name};
-use super::types::{Errno, Gfn, Level, PG_LEVEL_2M};
+use super::sept::TdxModule;
 use super::vm::Cx;
-use crate::sync::{Obj, Runtime, Seamcall, loop_head};
+use crate::abi::Seamcall;
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M};
+use crate::abi::{TDX_OPERAND_BUSY, TDX_SUCCESS, status_name};
+use crate::sync::{Obj, Runtime, loop_head};
 
 fn sept_obj(gfn: Gfn, level: Level) -> Obj {
     Obj::Sept { level, gfn: level.round(gfn) }

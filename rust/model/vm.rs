@@ -11,9 +11,10 @@ use super::lpage_info;
 use super::memslot::{Memslot, check_no_overlap};
 use super::sept::TdxModule;
 use super::tdp_mmu::TdpMmu;
-use super::types::{Errno, Gfn};
+use crate::abi::Seamcall;
+use crate::abi::{Errno, Gfn};
 use crate::error::{CoreResult, config_err};
-use crate::sync::{Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Seamcall, Tid, WaitCond};
+use crate::sync::{Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Tid, WaitCond};
 
 /// kvm->mmu_invalidate_{seq,in_progress,range_start,range_end}.
 #[derive(Default)]
@@ -426,12 +427,11 @@ impl<R: Runtime> Cx<'_, R> {
 
     /// The CPU's walk of the S-EPT for a guest access to `gfn`: one step; the state of the leaf
     /// it found (None: no leaf), recorded as 1 + the state's index (0 for none).
-    pub async fn sept_walk(&self, gfn: Gfn) -> Option<super::sept::SeptState> {
-        let obj = Obj::Sept { level: super::types::PG_LEVEL_4K, gfn };
+    pub async fn sept_walk(&self, gfn: Gfn) -> Option<crate::abi::SeptState> {
+        let obj = Obj::Sept { level: crate::abi::PG_LEVEL_4K, gfn };
         self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
         let state = self.vm.tdx.lock().leaf_for(gfn).map(|(_, e)| e.state);
-        let code =
-            state.map_or(0, |s| 1 + super::sept::SeptState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u64);
+        let code = state.map_or(0, |s| 1 + crate::abi::SeptState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u64);
         self.step(OpKind::Load, obj, code, code);
         state
     }

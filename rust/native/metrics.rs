@@ -7,7 +7,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::sync::{LockId, Mode, Seamcall};
+use crate::abi::Seamcall;
+use crate::sync::{LockId, Mode};
 
 /// The kernel path a thread is in: the program operation it runs. The honour-accept path and
 /// the faults it leads to run inside a guest ACCEPT (split by the ACCEPT's level); conversions

@@ -9,15 +9,16 @@ use super::lock::LockKind;
 use super::metrics::{LockRow, Path};
 use super::runtime::{Costs, Native};
 use super::workload::{Plan, Workload};
+use crate::abi::Seamcall;
+use crate::abi::status_name;
+use crate::abi::{Gfn, Level, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
-use crate::explore::run::run_op_counted;
-use crate::explore::scenario::ProgramOp;
 use crate::model::honor::HonorStep;
 use crate::model::invariants::check_state;
-use crate::model::sept::status_name;
-use crate::model::types::{Gfn, Level, PG_LEVEL_4K};
 use crate::model::vm::{Cx, Vm};
-use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Seamcall, Tid, run_to_completion};
+use crate::program::scenario::ProgramOp;
+use crate::program::thread::run_op_counted;
+use crate::sync::{Finding, FindingKind, LockId, Mode, Runtime, Tid, run_to_completion};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::lock::{LockKind, NativeRwLock};
 use super::metrics::{Path, ThreadMetrics};
+use crate::abi::Seamcall;
 use crate::model::vm::Vm;
-use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, OpKind, Runtime, Seamcall, Tid, WaitCond};
+use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, OpKind, Runtime, Tid, WaitCond};
 
 /// How long the simulated hardware takes, spent busy-waiting so lock hold times include it.
 #[derive(Clone, Copy, Debug, Default)]

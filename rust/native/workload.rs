@@ -9,10 +9,10 @@ use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+use crate::abi::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
-use crate::explore::scenario::ProgramOp;
 use crate::model::config::{MemslotConfig, TdState, VmConfig};
-use crate::model::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
+use crate::program::scenario::ProgramOp;
 
 const PAGES_PER_GIB: u64 = 1 << 18;
 const REGION: u64 = 512;

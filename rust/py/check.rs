@@ -8,10 +8,10 @@ use std::time::Duration;
 use super::errors::guarded;
 use super::json;
 use crate::error::{CoreError, CoreResult};
-use crate::explore::scenario::Scenario;
 use crate::explore::search::{Search, replay};
 use crate::explore::token::{self, Expected};
 use crate::form::check::CheckForm;
+use crate::program::scenario::Scenario;
 
 fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> CoreResult<T> {
     serde_json::from_str(text).map_err(|e| CoreError::Config(format!("{what}: {e}")))

@@ -44,15 +44,15 @@ mod core_module {
     /// guest may ACCEPT at, lpage_info's flags).
     #[pyfunction]
     fn vocabulary_json() -> String {
+        use crate::abi::{PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
         use crate::model::config::{Mutation, SplitAlloc};
         use crate::model::honor::HonorStep;
         use crate::model::lpage_info::{KVM_LPAGE_GUEST_INHIBIT_FLAG, KVM_LPAGE_MIXED_FLAG};
-        use crate::model::types::{PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
         serde_json::json!({
             "honor_steps": HonorStep::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "split_alloc": SplitAlloc::ALL.map(|m| serde_json::json!(m)),
             "mutations": Mutation::ALL.map(|m| serde_json::json!(m)),
-            "seamcalls": crate::sync::Seamcall::ALL.iter().map(|c| c.key()).collect::<Vec<_>>(),
+            "seamcalls": crate::abi::Seamcall::ALL.iter().map(|c| c.key()).collect::<Vec<_>>(),
             "levels": ([PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G].map(|l| l.to_string())),
             "accept_levels": ([PG_LEVEL_4K, PG_LEVEL_2M].map(|l| l.to_string())),
             "lpage_info_flags": {"MIXED": KVM_LPAGE_MIXED_FLAG, "GUEST_INHIBIT": KVM_LPAGE_GUEST_INHIBIT_FLAG},
@@ -69,7 +69,7 @@ mod core_module {
     /// TDX status codes the model returns, by value: {"0": "TDX_SUCCESS", ...}, as JSON.
     #[pyfunction]
     fn status_names_json() -> String {
-        use crate::model::sept::*;
+        use crate::abi::*;
         let codes = [
             TDX_SUCCESS,
             TDX_OPERAND_BUSY,

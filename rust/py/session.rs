@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering::SeqCst;
 use super::errors::guarded;
 use super::form::from_py;
 use super::json;
+use crate::abi::Seamcall;
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M};
 use crate::error::{CoreError, CoreResult};
 use crate::form::vm::VmForm;
 use crate::model::config::VmConfig;
@@ -17,9 +19,7 @@ use crate::model::guest::GuestOutcome;
 use crate::model::invariants::mapping_level;
 use crate::model::spte::describe;
 use crate::model::tdx::ExitOutcome;
-use crate::model::types::{Errno, Gfn, Level, PG_LEVEL_2M};
 use crate::session::{self, OpReport};
-use crate::sync::Seamcall;
 use crate::sync::sequential::FaultPlan;
 
 fn level(s: &str) -> CoreResult<Level> {

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use crate::model::types::{Gfn, Level};
+use crate::abi::{Gfn, Level, Seamcall};
 
 /// A simulated thread: vCPU n has tid n; host threads (ioctls) come after the vCPUs.
 pub type Tid = u16;
@@ -77,82 +77,6 @@ pub enum Obj {
     },
     /// A page allocation (a page-table page).
     Page,
-}
-
-/// The SEAMCALLs and TDCALLs of the model (leaf numbers from the TDX module ABI 1.5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Seamcall {
-    /// TDH.MEM.PAGE.ADD (2)
-    PageAdd,
-    /// TDH.MEM.SEPT.ADD (3)
-    SeptAdd,
-    /// TDH.MEM.PAGE.AUG (6)
-    PageAug,
-    /// TDH.MEM.RANGE.BLOCK (7)
-    RangeBlock,
-    /// TDH.MEM.PAGE.DEMOTE (15)
-    PageDemote,
-    /// TDH.MEM.PAGE.REMOVE (29)
-    PageRemove,
-    /// TDH.MEM.TRACK (38)
-    MemTrack,
-    /// TDH.MEM.RANGE.UNBLOCK (39)
-    RangeUnblock,
-    /// TDG.MEM.PAGE.ACCEPT (a guest TDCALL)
-    TdgMemPageAccept,
-}
-
-impl Serialize for Seamcall {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl Seamcall {
-    pub const ALL: [Seamcall; 9] = [
-        Seamcall::PageAdd,
-        Seamcall::SeptAdd,
-        Seamcall::PageAug,
-        Seamcall::RangeBlock,
-        Seamcall::PageDemote,
-        Seamcall::PageRemove,
-        Seamcall::MemTrack,
-        Seamcall::RangeUnblock,
-        Seamcall::TdgMemPageAccept,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            Seamcall::PageAdd => "TDH.MEM.PAGE.ADD",
-            Seamcall::SeptAdd => "TDH.MEM.SEPT.ADD",
-            Seamcall::PageAug => "TDH.MEM.PAGE.AUG",
-            Seamcall::RangeBlock => "TDH.MEM.RANGE.BLOCK",
-            Seamcall::PageDemote => "TDH.MEM.PAGE.DEMOTE",
-            Seamcall::PageRemove => "TDH.MEM.PAGE.REMOVE",
-            Seamcall::MemTrack => "TDH.MEM.TRACK",
-            Seamcall::RangeUnblock => "TDH.MEM.RANGE.UNBLOCK",
-            Seamcall::TdgMemPageAccept => "TDG.MEM.PAGE.ACCEPT",
-        }
-    }
-    /// The short names users write in fault-injection plans.
-    pub fn key(self) -> &'static str {
-        match self {
-            Seamcall::PageAdd => "page_add",
-            Seamcall::SeptAdd => "sept_add",
-            Seamcall::PageAug => "page_aug",
-            Seamcall::RangeBlock => "range_block",
-            Seamcall::PageDemote => "page_demote",
-            Seamcall::PageRemove => "page_remove",
-            Seamcall::MemTrack => "mem_track",
-            Seamcall::RangeUnblock => "range_unblock",
-            Seamcall::TdgMemPageAccept => "accept",
-        }
-    }
-    pub fn parse_key(s: &str) -> Result<Seamcall, String> {
-        Seamcall::ALL.into_iter().find(|c| c.key() == s).ok_or_else(|| {
-            let keys: Vec<_> = Seamcall::ALL.iter().map(|c| c.key()).collect();
-            format!("unknown SEAMCALL {s:?}: allowed are {}", keys.join(", "))
-        })
-    }
 }
 
 /// What a thread does at a scheduling point.

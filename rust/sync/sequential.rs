@@ -9,7 +9,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::{Future, pending, ready};
 
-use super::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Seamcall, Tid, TraceLine, WaitCond};
+use super::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Tid, TraceLine, WaitCond};
+use crate::abi::Seamcall;
 
 /// Fault injection as data, for a sequential run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,7 +42,7 @@ impl Counters {
             (super::OpKind::Lock(Mode::Read), _) => self.read_lock_acquisitions += 1,
             (super::OpKind::Alloc, _) if ev.after != 0 => self.allocations_failed += 1,
             (super::OpKind::Seamcall(call), _) => {
-                let key = format!("{} {}", call.name(), crate::model::sept::status_name(ev.after));
+                let key = format!("{} {}", call.name(), crate::abi::status_name(ev.after));
                 *self.seamcalls.entry(key).or_default() += 1;
             }
             _ => {}

@@ -1,4 +1,5 @@
-//! Guest frame numbers and page-table levels, with the kernel's names.
+//! Guest frame numbers and page-table levels, with the kernel's names (arch/x86/include/asm/
+//! kvm_host.h, pgtable_types.h).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -77,28 +78,6 @@ impl TryFrom<String> for Level {
 impl From<Level> for String {
     fn from(l: Level) -> String {
         l.name().to_string()
-    }
-}
-
-/// The kernel's errno values the model returns, and KVM's fault-handler results.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Errno {
-    ENOMEM,
-    EBUSY,
-    EOPNOTSUPP,
-    EFAULT,
-    EIO,
-}
-
-impl Errno {
-    pub fn name(self) -> &'static str {
-        match self {
-            Errno::ENOMEM => "-ENOMEM",
-            Errno::EBUSY => "-EBUSY",
-            Errno::EOPNOTSUPP => "-EOPNOTSUPP",
-            Errno::EFAULT => "-EFAULT",
-            Errno::EIO => "-EIO",
-        }
     }
 }
 

@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::abi::Seamcall;
+use crate::abi::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
 use crate::model::config::VmConfig;
-use crate::model::types::{Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
-use crate::sync::Seamcall;
 
 /// One operation of a thread's program.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
