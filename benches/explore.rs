@@ -14,7 +14,7 @@ use tdxcore::abi::PG_LEVEL_4K;
 use tdxcore::explore::run::{RunOptions, run_once};
 use tdxcore::explore::search::{Budget, Prefix, Search, Strategy};
 use tdxcore::model::config::{RetryOptions, VmConfig};
-use tdxcore::model::honor::HonorStep;
+use tdxcore::model::honor_policy::HonorStep;
 use tdxcore::program::scenario::{FaultBudget, Program, ProgramOp, Scenario};
 use tdxcore::session::Session;
 use tdxcore::sync::sequential::FaultPlan;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use tdxcore::abi::{PG_LEVEL_2M, PG_LEVEL_4K};
 use tdxcore::model::config::{MemslotConfig, VmConfig};
-use tdxcore::model::fault::{kvm_tdp_mmu_page_fault, tdp_mmu_split_huge_page};
+use tdxcore::model::external_spte::SplitMode;
+use tdxcore::model::mmu::kvm_tdp_mmu_page_fault;
 use tdxcore::model::spte::make_leaf_spte;
-use tdxcore::model::tdp_mmu::{TdpIter, tdp_mmu_set_spte_atomic};
-use tdxcore::model::tdx::SplitMode;
+use tdxcore::model::tdp_iter::TdpIter;
+use tdxcore::model::tdp_mmu::{tdp_mmu_set_spte_atomic, tdp_mmu_split_huge_page};
 use tdxcore::model::vm::{Cx, Vm};
 use tdxcore::native::lock::LockKind;
 use tdxcore::native::runtime::{Costs, Native};

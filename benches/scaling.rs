@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use tdxcore::model::honor::HonorStep;
+use tdxcore::model::honor_policy::HonorStep;
 use tdxcore::native::lock::LockKind;
 use tdxcore::native::workload::Workload;
 use tdxcore::native::{RunConfig, run};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tdxcore::abi::PG_LEVEL_4K;
 use tdxcore::explore::search::{Budget, Search, Strategy};
 use tdxcore::model::config::{RetryOptions, VmConfig};
-use tdxcore::model::honor::HonorStep;
+use tdxcore::model::honor_policy::HonorStep;
 use tdxcore::program::scenario::{FaultBudget, Program, ProgramOp, Scenario};
 
 fn main() {

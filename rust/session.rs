@@ -6,13 +6,13 @@ use serde::Serialize;
 
 use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
+use crate::model::accept::AcceptOutcome;
 use crate::model::config::{TdState, VmConfig};
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
-use crate::model::fault::{PfResult, kvm_tdp_mmu_page_fault};
 use crate::model::guest::{GuestOutcome, guest_accept, guest_access, tdg_mem_page_accept};
 use crate::model::honor::tdx_honor_guest_accept_level;
 use crate::model::invariants::check_state;
-use crate::model::sept::AcceptOutcome;
+use crate::model::mmu::{PfResult, kvm_tdp_mmu_page_fault};
 use crate::model::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use crate::model::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use crate::model::vm::{Cx, Vm};
@@ -345,7 +345,7 @@ mod tests {
     /// at 2M, one allocation failure is injected, vCPU0 ACCEPTs 0x201 at 4K.
     fn read_inhibit_accept_with_a_failed_allocation(split_alloc: SplitAlloc) -> (GuestOutcome, Session) {
         let cfg = VmConfig {
-            honor_policy: crate::model::honor::HonorStep::READ_INHIBIT.to_vec(),
+            honor_policy: crate::model::honor_policy::HonorStep::READ_INHIBIT.to_vec(),
             split_alloc,
             ..Default::default()
         };

@@ -101,7 +101,7 @@ def test_bad_configuration_values():
 
 
 def test_a_vm_refuses_a_policy_that_breaks_the_lock_discipline():
-    # The same rule as Policy, scenarios, tokens and bench (model/honor.rs): refused up front,
+    # The same rule as Policy, scenarios, tokens and bench (model/honor_policy.rs): refused up front,
     # not found later as a deadlock, a bug or an operation that makes no progress.
     for steps, message in ((["write_lock", "write_lock"], "step 2: write_lock while the write lock is held"),
                            (["write_unlock"], "step 1: write_unlock without the write lock held"),

@@ -74,7 +74,7 @@ class Policy:
 
 
 def validate(steps: Sequence[str]) -> None:
-    """The one lock discipline, checked in Rust (model/honor.rs check_lock_discipline) as for
+    """The one lock discipline, checked in Rust (model/honor_policy.rs check_lock_discipline) as for
     every VM, scenario, token and bench: at least one step, no unlock of a lock not held, no
     lock taken twice (rwlock_t has no upgrade), no split without a lock, the pre-check before
     any lock, nothing held at the end."""

@@ -529,22 +529,10 @@ pub struct Movers {
 
 impl Movers {
     fn of(scenario: &Scenario) -> Movers {
-        use crate::model::honor::HonorStep;
-        let mut held: Option<Mode> = None;
-        let (mut under_read, mut unlocked) = (false, false);
-        for step in &scenario.vm.honor_policy {
-            match step {
-                HonorStep::ReadLock => held = Some(Mode::Read),
-                HonorStep::WriteLock => held = Some(Mode::Write),
-                HonorStep::ReadUnlock | HonorStep::WriteUnlock => held = None,
-                HonorStep::SetInhibit => match held {
-                    Some(Mode::Read) => under_read = true,
-                    None => unlocked = true,
-                    Some(Mode::Write) => {}
-                },
-                _ => {}
-            }
-        }
+        use crate::model::honor_policy::{HonorStep, held_at};
+        let inhibit_under =
+            |lock| held_at(&scenario.vm.honor_policy).any(|(step, held)| step == HonorStep::SetInhibit && held == lock);
+        let (under_read, unlocked) = (inhibit_under(Some(Mode::Read)), inhibit_under(None));
         let hosts = || scenario.threads.iter().filter(|p| p.vcpu.is_none()).flat_map(|p| &p.ops);
         let mut region_users: std::collections::HashMap<u64, u64, foldhash::fast::FixedState> = Default::default();
         for (i, p) in scenario.threads.iter().enumerate() {

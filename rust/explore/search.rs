@@ -899,7 +899,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::abi::PG_LEVEL_4K;
     use crate::model::config::VmConfig;
-    use crate::model::honor::HonorStep::{self, *};
+    use crate::model::honor_policy::HonorStep::{self, *};
     use crate::program::scenario::{FaultBudget, Program, ProgramOp};
 
     pub fn seed_scenario(policy: &[HonorStep], alloc_failures: u32) -> Scenario {

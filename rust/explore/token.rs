@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn seed() -> Scenario {
-        crate::explore::search::tests::seed_scenario(&crate::model::honor::HonorStep::FINAL, 0)
+        crate::explore::search::tests::seed_scenario(&crate::model::honor_policy::HonorStep::FINAL, 0)
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod presets;
 pub mod scenario;
 pub mod toml_file;
 pub mod vm;

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use super::vm::VmForm;
 use crate::error::{CoreError, CoreResult};
-use crate::model::config::{Mutation, RetryOptions, VmConfig};
-use crate::model::honor::{HonorStep, check_lock_discipline};
+use crate::model::config::{RetryOptions, VmConfig};
+use crate::model::honor_policy::{HonorStep, check_lock_discipline};
+use crate::model::mutation::Mutation;
 use crate::program::scenario::{Fairness, FaultBudget, Program, RwlockVariant, Scenario};
 
 #[derive(Debug, Deserialize)]
@@ -31,7 +32,7 @@ pub struct ScenarioForm {
     name: String,
     #[serde(default)]
     setup: Vec<Program>,
-    /// Test-only: bugs planted in the model (config.rs `Mutation`).
+    /// Test-only: bugs planted in the model (model/mutation.rs).
     #[serde(default)]
     mutations: Vec<Mutation>,
 }
@@ -76,13 +77,15 @@ impl ScenarioForm {
     }
 }
 
-/// A policy as the user writes it: `steps = [...]` and an optional name.
+/// A policy as the user writes it: `steps = [...]`, an optional name and what it is (`about`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyForm {
     pub steps: Vec<String>,
     #[serde(default = "custom")]
     pub name: String,
+    #[serde(default)]
+    pub about: String,
 }
 
 /// Honour steps by name, checked against the one lock discipline; a refusal names the step.
@@ -90,12 +93,7 @@ pub fn parse_steps(steps: &[String]) -> CoreResult<Vec<HonorStep>> {
     let parsed = steps
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            HonorStep::parse(s).ok_or_else(|| {
-                let allowed: Vec<&str> = HonorStep::ALL.iter().map(|s| s.name()).collect();
-                CoreError::Config(format!("step {}: unknown step {s:?}; allowed are {}", i + 1, allowed.join(", ")))
-            })
-        })
+        .map(|(i, s)| HonorStep::parse(s).map_err(|e| CoreError::Config(format!("step {}: {e}", i + 1))))
         .collect::<CoreResult<Vec<_>>>()?;
     check_lock_discipline(&parsed).map_err(CoreError::Config)?;
     Ok(parsed)

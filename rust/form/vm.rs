@@ -7,9 +7,9 @@ use serde::{Deserialize, Deserializer};
 
 use crate::abi::Gfn;
 use crate::error::{CoreError, CoreResult};
+use crate::model::accept::AcceptOverride;
 use crate::model::config::{FolioRange, MemslotConfig, SplitAlloc, TdState, VmConfig};
-use crate::model::honor::HonorStep;
-use crate::model::sept::AcceptOverride;
+use crate::model::honor_policy::HonorStep;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

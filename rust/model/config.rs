@@ -3,8 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::honor::HonorStep;
-use super::sept::AcceptOverride;
+use super::accept::AcceptOverride;
+use super::honor_policy::HonorStep;
+use super::mutation::Mutation;
 use crate::abi::Gfn;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,25 +142,16 @@ pub enum SplitAlloc {
     Prealloc,
 }
 
-/// Bugs planted on purpose (for tests of the explorer). None is part of any kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mutation {
-    /// kvm_lpage_info_max_mapping_level() ignores GUEST_INHIBIT.
-    FaultIgnoresGuestInhibit,
-    /// The split engine does not restart its walk after re-taking mmu_lock.
-    SplitNoRewalk,
-    /// The fault path reads lpage_info before taking the read lock.
-    InhibitReadBeforeLock,
-}
-
 impl SplitAlloc {
     pub const ALL: [SplitAlloc; 2] = [SplitAlloc::DropLock, SplitAlloc::Prealloc];
-}
 
-impl Mutation {
-    pub const ALL: [Mutation; 3] =
-        [Mutation::FaultIgnoresGuestInhibit, Mutation::SplitNoRewalk, Mutation::InhibitReadBeforeLock];
+    /// What the mode means, in a sentence for reports.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            SplitAlloc::DropLock => "the split drops mmu_lock to allocate its page table, as v3 and v5 do",
+            SplitAlloc::Prealloc => "page tables come from a cache topped up before mmu_lock is taken",
+        }
+    }
 }
 
 fn default_honor_policy() -> Vec<HonorStep> {

@@ -128,8 +128,8 @@ mod tests {
     use super::*;
     use crate::abi::{Level, PG_LEVEL_2M, PG_LEVEL_4K};
     use crate::model::config::{SplitAlloc, VmConfig};
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::invariants::mapping_level;
+    use crate::model::mmu::kvm_tdp_mmu_page_fault;
     use crate::model::vm::Vm;
     use crate::model::vm::testing::{ok, run};
     use crate::sync::sequential::FaultPlan;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::sept::AcceptOutcome;
+use super::accept::AcceptOutcome;
 use super::tdx::{Eeq, ExitOutcome, tdx_handle_ept_violation};
 use super::vm::Cx;
 use crate::abi::Seamcall;
@@ -154,9 +154,9 @@ where
 mod tests {
     use super::*;
     use crate::abi::{PG_LEVEL_2M, PG_LEVEL_4K};
+    use crate::model::accept::{AcceptOverride, Position};
     use crate::model::config::{ModuleOptions, VmConfig};
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
-    use crate::model::sept::{AcceptOverride, Position};
+    use crate::model::mmu::kvm_tdp_mmu_page_fault;
     use crate::model::vm::Vm;
     use crate::model::vm::testing::run;
 

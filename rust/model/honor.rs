@@ -5,114 +5,12 @@
 //! lock; take the write lock; split the accept granule; set GUEST_INHIBIT for level+1 (and
 //! level+2 for a 4K accept); drop the lock. Other orders are other policies.
 
-use serde::{Deserialize, Serialize};
-
+use super::honor_policy::{HonorStep, held_at};
 use super::lpage_info::{hugepage_set_guest_inhibit, hugepage_test_guest_inhibit};
 use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::vm::Cx;
 use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{Mode, Runtime};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HonorStep {
-    /// hugepage_test_guest_inhibit(level + 1) with no lock held; if set, go to the fault.
-    PreCheck,
-    ReadLock,
-    ReadUnlock,
-    WriteLock,
-    WriteUnlock,
-    /// kvm_split_cross_boundary_leafs() on the accept granule, under whatever lock is held.
-    Split,
-    /// hugepage_set_guest_inhibit() for level + 1, and level + 2 for a 4K accept.
-    SetInhibit,
-}
-
-impl HonorStep {
-    pub const FINAL: [HonorStep; 5] =
-        [HonorStep::PreCheck, HonorStep::WriteLock, HonorStep::Split, HonorStep::SetInhibit, HonorStep::WriteUnlock];
-
-    /// The read-inhibit preset (python/tdxcore/policy.py): set the flag under the read lock,
-    /// then split under the write lock.
-    #[cfg(test)]
-    pub const READ_INHIBIT: [HonorStep; 7] = [
-        HonorStep::PreCheck,
-        HonorStep::ReadLock,
-        HonorStep::SetInhibit,
-        HonorStep::ReadUnlock,
-        HonorStep::WriteLock,
-        HonorStep::Split,
-        HonorStep::WriteUnlock,
-    ];
-}
-
-impl HonorStep {
-    pub const ALL: [HonorStep; 7] = [
-        HonorStep::PreCheck,
-        HonorStep::ReadLock,
-        HonorStep::ReadUnlock,
-        HonorStep::WriteLock,
-        HonorStep::WriteUnlock,
-        HonorStep::Split,
-        HonorStep::SetInhibit,
-    ];
-
-    /// The step named `name`, as policies spell it.
-    pub fn parse(name: &str) -> Option<HonorStep> {
-        HonorStep::ALL.into_iter().find(|s| s.name() == name)
-    }
-
-    /// The step's name, as policies spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            HonorStep::PreCheck => "pre_check",
-            HonorStep::ReadLock => "read_lock",
-            HonorStep::ReadUnlock => "read_unlock",
-            HonorStep::WriteLock => "write_lock",
-            HonorStep::WriteUnlock => "write_unlock",
-            HonorStep::Split => "split",
-            HonorStep::SetInhibit => "set_inhibit",
-        }
-    }
-}
-
-/// The one lock discipline every policy keeps, wherever it comes from (Python's `Policy`, a
-/// `Vm`'s or a scenario's `honor_policy`, TOML, a token, a bench): at least one step; no lock
-/// taken while one is held (rwlock_t is not recursive and has no upgrade); no unlock of a lock
-/// not held in that mode; no split without mmu_lock; the lockless pre-check before any lock;
-/// nothing held at the end (the path would release it, but a policy says what it means).
-pub fn check_lock_discipline(steps: &[HonorStep]) -> Result<(), String> {
-    if steps.is_empty() {
-        return Err("a policy needs at least one step".into());
-    }
-    let mode = |m: Mode| if m == Mode::Read { "read" } else { "write" };
-    let mut held: Option<Mode> = None;
-    for (i, &step) in steps.iter().enumerate() {
-        let (n, name) = (i + 1, step.name());
-        held = match (step, held) {
-            (HonorStep::ReadLock | HonorStep::WriteLock, Some(m)) => {
-                return Err(format!(
-                    "step {n}: {name} while the {} lock is held (rwlock_t has no upgrade: unlock first)",
-                    mode(m)
-                ));
-            }
-            (HonorStep::ReadLock, None) => Some(Mode::Read),
-            (HonorStep::WriteLock, None) => Some(Mode::Write),
-            (HonorStep::ReadUnlock, Some(Mode::Read)) | (HonorStep::WriteUnlock, Some(Mode::Write)) => None,
-            (HonorStep::ReadUnlock, _) => return Err(format!("step {n}: {name} without the read lock held")),
-            (HonorStep::WriteUnlock, _) => return Err(format!("step {n}: {name} without the write lock held")),
-            (HonorStep::Split, None) => return Err(format!("step {n}: split needs mmu_lock held (read or write)")),
-            (HonorStep::PreCheck, Some(_)) => {
-                return Err(format!("step {n}: pre_check is the lockless check; it comes before any lock"));
-            }
-            (_, h) => h,
-        };
-    }
-    match held {
-        Some(m) => Err(format!("the policy ends with the {} lock held", mode(m))),
-        None => Ok(()),
-    }
-}
 
 /// tdx_honor_guest_accept_level(vcpu, gfn, level): run the VM's honour policy for an ACCEPT
 /// of `level` at `gfn`. Levels above 2M are ignored, as in the kernel. An error (-ENOMEM from
@@ -135,9 +33,10 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
         cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {e:?}"));
         return Err(e);
     }
-    let mut held: Option<Mode> = None;
+    // The lock a step that ends the path early leaves to release (scoped_guard).
+    let mut release: Option<Mode> = None;
     let mut result = Ok(());
-    for (i, &step) in cx.vm.honor_policy.iter().enumerate() {
+    for (i, (step, held)) in held_at(&cx.vm.honor_policy).enumerate() {
         // What earlier steps observed is spent (a split that returned Ok is done); the step
         // and the lock held are what matter.
         let site = crate::sync::loop_head(("honor", i, held)).expect("a key");
@@ -151,26 +50,15 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
                     break;
                 }
             }
-            HonorStep::ReadLock => {
-                cx.read_lock().await;
-                held = Some(Mode::Read);
-            }
-            HonorStep::WriteLock => {
-                cx.write_lock().await;
-                held = Some(Mode::Write);
-            }
-            HonorStep::ReadUnlock => {
-                cx.read_unlock().await;
-                held = None;
-            }
-            HonorStep::WriteUnlock => {
-                cx.write_unlock().await;
-                held = None;
-            }
+            HonorStep::ReadLock => cx.read_lock().await,
+            HonorStep::WriteLock => cx.write_lock().await,
+            HonorStep::ReadUnlock => cx.read_unlock().await,
+            HonorStep::WriteUnlock => cx.write_unlock().await,
             HonorStep::Split => {
                 let shared = held != Some(Mode::Write);
                 result = kvm_split_cross_boundary_leafs(cx, start, start + level.pages(), shared, site).await;
                 if result.is_err() {
+                    release = held;
                     break;
                 }
             }
@@ -182,7 +70,7 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
             }
         }
     }
-    match held {
+    match release {
         Some(Mode::Read) => cx.read_unlock().await,
         Some(Mode::Write) => cx.write_unlock().await,
         None => {}
@@ -195,9 +83,9 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
 mod tests {
     use super::*;
     use crate::model::config::{SplitAlloc, VmConfig};
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
     use crate::model::invariants::mapping_level;
     use crate::model::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
+    use crate::model::mmu::kvm_tdp_mmu_page_fault;
     use crate::model::vm::Vm;
     use crate::model::vm::testing::{ok, run};
     use crate::sync::sequential::FaultPlan;
@@ -304,6 +192,7 @@ mod tests {
     /// One rule set for every policy, and a VM refuses a policy that breaks it.
     #[test]
     fn every_policy_keeps_one_lock_discipline() {
+        use crate::model::honor_policy::check_lock_discipline;
         use HonorStep::*;
         let cases: [(&[HonorStep], &str); 7] = [
             (&[], "a policy needs at least one step"),

@@ -3,18 +3,20 @@
 //! Consequences decide verdicts; design rules (I2-lock, I5, I6) restate the final design's
 //! choices and are reported beside a verdict, never as one. State invariants are checked by
 //! [`check_state`] where their condition holds; install-time, store-time and accept-time rules
-//! are checked where the model performs that step (fault.rs, lpage_info.rs, guest.rs).
+//! are checked where the model performs that step (tdp_mmu.rs calls check_install(),
+//! lpage_info.rs, guest.rs).
 
 use serde::Serialize;
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::fault::kvm_max_level_for_order;
 use super::lpage_info::KVM_LPAGE_GUEST_INHIBIT_FLAG;
+use super::mmu::{KvmPageFault, kvm_max_level_for_order};
 use super::spte::is_shadow_present_pte;
+use super::vm::Cx;
 use super::vm::Vm;
 use crate::abi::SeptState;
 use crate::abi::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
-use crate::sync::{Finding, FindingKind, LockState};
+use crate::sync::{Finding, FindingKind, LockState, Runtime};
 
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct InvariantSpec {
@@ -294,10 +296,58 @@ pub fn check_touched(vm: &Vm, mmu_lock: LockState) -> Vec<Finding> {
     out
 }
 
+/// The invariants that are rules of the install step: I3, I7, I8, I9, I10. They read state
+/// directly (no scheduling point): they are the checker's eyes, not the model's accesses.
+pub fn check_install<R: Runtime>(cx: &Cx<'_, R>, fault: &KvmPageFault<'_>, level: Level, promotion: bool) {
+    let vm = cx.vm;
+    let gfn = fault.gfn;
+    let base = level.round(gfn);
+    let bad = |rule: &'static str, msg: String| cx.finding(rule, FindingKind::Invariant, msg);
+    if level > PG_LEVEL_4K {
+        let disallow = fault.slot.lpage_info_slot(gfn, level).load(SeqCst);
+        // The flag alone breaks the inhibit contract; MIXED or a count would map across
+        // attributes or a misaligned range: isolation.
+        let kind =
+            if disallow == KVM_LPAGE_GUEST_INHIBIT_FLAG { FindingKind::Contract } else { FindingKind::Invariant };
+        if disallow != 0 {
+            let what =
+                if kind == FindingKind::Contract { "GUEST_INHIBIT".to_string() } else { format!("{disallow:#x}") };
+            cx.finding(
+                "I3",
+                kind,
+                format!("{level} leaf installed at {base:#x} while its lpage_info is {what} (must be 0)"),
+            );
+        }
+        if !vm.td_runnable() {
+            bad("I8", format!("{level} leaf installed at {base:#x} before TD_STATE_RUNNABLE"));
+        }
+    }
+    if promotion {
+        bad("I7", format!("{level} leaf installed at {base:#x} over a present table: promotion on a mirror root"));
+    }
+    let folio_level = kvm_max_level_for_order(vm.folio_order(gfn));
+    if level > folio_level {
+        bad("I9", format!("{level} leaf at {base:#x} exceeds the guest_memfd folio ({folio_level})"));
+    }
+    let inv = &vm.invalidate;
+    let in_range =
+        inv.in_progress.load(SeqCst) > 0 && gfn >= inv.range_start.load(SeqCst) && gfn < inv.range_end.load(SeqCst);
+    if in_range || inv.seq.load(SeqCst) != fault.mmu_seq {
+        bad(
+            "I10",
+            format!(
+                "fault on {gfn:#x} installed a leaf across an invalidation (mmu_seq {} now {})",
+                fault.mmu_seq,
+                inv.seq.load(SeqCst)
+            ),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::mmu::kvm_tdp_mmu_page_fault;
     use crate::model::vm::testing::{ok, vm};
 
     fn rules(f: &[Finding]) -> Vec<&'static str> {
@@ -335,7 +385,7 @@ mod tests {
         let cfg = crate::model::config::VmConfig { folio_order: 0, ..Default::default() };
         let vm = Vm::new(&cfg).unwrap();
         let ok2m = ok(&vm, async |cx| kvm_tdp_mmu_page_fault(cx, 0x200, PG_LEVEL_2M).await);
-        assert_eq!(ok2m, Ok(crate::model::fault::PfResult::Fixed));
+        assert_eq!(ok2m, Ok(crate::model::mmu::PfResult::Fixed));
         assert_eq!(vm.mmu.lookup(0x200).0, PG_LEVEL_4K, "the folio caps the level");
         assert!(check_state(&vm, LockState::default()).is_empty());
     }

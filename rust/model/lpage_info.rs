@@ -3,8 +3,8 @@
 use std::sync::atomic::Ordering::SeqCst;
 
 use super::attributes::{hugepage_has_attrs_now, kvm_get_memory_attributes, kvm_range_has_memory_attributes};
-use super::config::Mutation;
 use super::memslot::Memslot;
+use super::mutation;
 use super::vm::Cx;
 use crate::abi::{Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
 use crate::sync::{FindingKind, Mode, Obj, Runtime};
@@ -83,7 +83,7 @@ pub async fn kvm_lpage_info_max_mapping_level<R: Runtime>(
     max_level: Level,
 ) -> Level {
     let mut level = max_level.min(PG_LEVEL_1G);
-    let ignored = if cx.vm.mutated(Mutation::FaultIgnoresGuestInhibit) { KVM_LPAGE_GUEST_INHIBIT_FLAG } else { 0 };
+    let ignored = mutation::lpage_info_bits_ignored(cx.vm);
     while level > PG_LEVEL_4K {
         if lpage_load(cx, slot, gfn, level).await & !ignored == 0 {
             break;

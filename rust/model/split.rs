@@ -1,10 +1,11 @@
 //! The split engine: kvm_split_cross_boundary_leafs() (v3 patch 11), on the mirror root.
 
-use super::config::{Mutation, SplitAlloc};
-use super::fault::tdp_mmu_split_huge_page;
+use super::config::SplitAlloc;
+use super::external_spte::SplitMode;
+use super::mutation;
 use super::spte::*;
-use super::tdp_mmu::TdpIter;
-use super::tdx::SplitMode;
+use super::tdp_iter::{TdpIter, TdpWalk};
+use super::tdp_mmu::tdp_mmu_split_huge_page;
 use super::vm::Cx;
 use crate::abi::{Errno, Gfn, PG_LEVEL_2M};
 use crate::sync::{FindingKind, Mode, Runtime};
@@ -76,7 +77,7 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                             return Err(e);
                         }
                         sp_in_hand = true;
-                        if !cx.vm.mutated(Mutation::SplitNoRewalk) {
+                        if mutation::split_rewalks_after_relock(cx.vm) {
                             continue 'restart;
                         }
                     }
@@ -116,24 +117,20 @@ async fn relock<R: Runtime>(cx: &Cx<'_, R>, mode: Mode, take: bool) {
 
 /// Walk to the 2M SPTE covering `gfn`; None when a table on the way is missing.
 async fn walk_to_2m<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn) -> Option<TdpIter> {
-    let mut iter = TdpIter::root(gfn);
-    loop {
-        let spte = iter.read(cx).await;
-        if iter.level == PG_LEVEL_2M {
-            return Some(iter);
+    let mut walk = TdpWalk::new(gfn, PG_LEVEL_2M);
+    while walk.next(cx).await.is_some() {
+        if walk.iter.level == PG_LEVEL_2M {
+            return Some(walk.iter);
         }
-        if !is_shadow_present_pte(spte) || is_last_spte(spte, iter.level) {
-            return None;
-        }
-        iter.step_down(gfn);
     }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::abi::Seamcall;
-    use crate::model::fault::kvm_tdp_mmu_page_fault;
+    use crate::model::mmu::kvm_tdp_mmu_page_fault;
     use crate::model::vm::testing::{ok, run, vm};
     use crate::sync::sequential::FaultPlan;
 

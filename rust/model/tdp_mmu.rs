@@ -1,14 +1,19 @@
 //! The mirror page table of the TDP MMU (tdp_mmu.c): page tables, the atomic update under the
 //! read lock with the FROZEN protocol, the exclusive update under the write lock, page stats,
-//! and zapping leafs.
+//! the fault's walk (kvm_tdp_mmu_map()) with linking and splitting, and zapping leafs. The
+//! S-EPT behind the mirror root is reached only through the external-SPTE hooks.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
 
+use super::external_spte::{self, SplitMode};
+use super::invariants::check_install;
+use super::mmu::{KvmPageFault, PfResult, kvm_mmu_hugepage_adjust};
+use super::mutation;
 use super::spte::*;
-use super::tdx;
+use super::tdp_iter::{TdpIter, TdpWalk, spte_index, spte_obj};
 use super::vm::Cx;
 use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M, PG_LEVEL_4K, ROOT_LEVEL};
-use crate::sync::{Mode, Obj, Runtime};
+use crate::sync::{Mode, Runtime};
 
 /// A page table (a kvm_mmu_page): 512 SPTEs at `level`, covering gfns from `base_gfn`.
 pub struct Table {
@@ -168,52 +173,6 @@ impl TdpMmu {
     }
 }
 
-/// SPTE_INDEX(): which of a table's 512 SPTEs covers `gfn` at `level`.
-pub fn spte_index(gfn: Gfn, level: Level) -> usize {
-    ((gfn >> level.gfn_shift()) & 511) as usize
-}
-
-pub fn spte_obj(gfn: Gfn, level: Level) -> Obj {
-    Obj::Spte { level, gfn: level.round(gfn) }
-}
-
-/// A position in a walk (struct tdp_iter): the SPTE at `level` covering `gfn` in `table`, and
-/// the value last read from it.
-#[derive(Clone, Copy, Debug)]
-pub struct TdpIter {
-    pub table: usize,
-    pub level: Level,
-    pub gfn: Gfn,
-    pub old_spte: u64,
-}
-
-impl TdpIter {
-    pub fn root(gfn: Gfn) -> Self {
-        TdpIter { table: 0, level: ROOT_LEVEL, gfn: ROOT_LEVEL.round(gfn), old_spte: 0 }
-    }
-
-    pub fn sptep<'m>(&self, mmu: &'m TdpMmu) -> &'m AtomicU64 {
-        &mmu.table(self.table).sptes[spte_index(self.gfn, self.level)]
-    }
-
-    pub fn obj(&self) -> Obj {
-        spte_obj(self.gfn, self.level)
-    }
-
-    /// Read the SPTE (tdp_iter_refresh_sptep + READ_ONCE).
-    pub async fn read<R: Runtime>(&mut self, cx: &Cx<'_, R>) -> u64 {
-        self.old_spte = cx.load64(self.sptep(&cx.vm.mmu), self.obj()).await;
-        self.old_spte
-    }
-
-    /// Step into the child table of the present non-leaf `old_spte`, towards `gfn`.
-    pub fn step_down(&mut self, gfn: Gfn) {
-        self.table = spte_to_pfn(self.old_spte) as usize;
-        self.level = self.level.down();
-        self.gfn = self.level.round(gfn);
-    }
-}
-
 /// tdp_mmu_set_spte_atomic() on a mirror root (under the read lock): cmpxchg the SPTE to
 /// FROZEN, make the S-EPT change (set_external_spte_present()), then write the new value, or the
 /// old one back on failure. Any failure means -EBUSY-style RETRY for the caller.
@@ -222,7 +181,7 @@ pub async fn tdp_mmu_set_spte_atomic<R: Runtime>(
     iter: &mut TdpIter,
     new_spte: u64,
 ) -> Result<(), Errno> {
-    tdp_mmu_set_spte_atomic_split(cx, iter, new_spte, tdx::SplitMode::FaultPath).await
+    tdp_mmu_set_spte_atomic_split(cx, iter, new_spte, SplitMode::FaultPath).await
 }
 
 /// tdp_mmu_set_spte_atomic() where a leaf -> non-leaf change is a split asked for by `split`.
@@ -230,7 +189,7 @@ pub async fn tdp_mmu_set_spte_atomic_split<R: Runtime>(
     cx: &Cx<'_, R>,
     iter: &mut TdpIter,
     new_spte: u64,
-    split: tdx::SplitMode,
+    split: SplitMode,
 ) -> Result<(), Errno> {
     let held = cx.mmu_lock_held();
     cx.kvm_bug_on(held != Some(Mode::Read), || {
@@ -281,13 +240,13 @@ pub async fn tdp_mmu_set_spte<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, ne
         return Err(Errno::EIO);
     }
     if is_shadow_present_pte(new_spte) {
-        set_external_spte_present(cx, iter, new_spte, tdx::SplitMode::Exclusive).await?;
+        set_external_spte_present(cx, iter, new_spte, SplitMode::Exclusive).await?;
     }
     cx.store64(iter.sptep(&cx.vm.mmu), iter.obj(), new_spte).await;
     handle_changed_spte(cx, iter.level, old, new_spte);
     iter.old_spte = new_spte;
     if is_shadow_present_pte(old) && !is_shadow_present_pte(new_spte) {
-        tdx::tdx_sept_remove_private_spte(cx, iter.gfn, iter.level).await?;
+        external_spte::remove_external_spte(cx, iter.gfn, iter.level).await?;
     }
     Ok(())
 }
@@ -298,15 +257,15 @@ async fn set_external_spte_present<R: Runtime>(
     cx: &Cx<'_, R>,
     iter: &TdpIter,
     new_spte: u64,
-    split: tdx::SplitMode,
+    split: SplitMode,
 ) -> Result<(), Errno> {
     let (old, level) = (iter.old_spte, iter.level);
     let was_leaf = is_shadow_present_pte(old) && is_last_spte(old, level);
     let now_leaf = is_last_spte(new_spte, level);
     match (is_shadow_present_pte(old), was_leaf, now_leaf) {
-        (false, _, true) => tdx::tdx_sept_set_private_spte(cx, iter.gfn, level).await,
-        (false, _, false) => tdx::tdx_sept_link_private_spt(cx, iter.gfn, level).await,
-        (true, true, false) => tdx::tdx_sept_split_private_spte(cx, iter.gfn, level, split).await,
+        (false, _, true) => external_spte::set_external_spte(cx, iter.gfn, level).await,
+        (false, _, false) => external_spte::link_external_spt(cx, iter.gfn, level).await,
+        (true, true, false) => external_spte::split_external_spt(cx, iter.gfn, level, split).await,
         _ => {
             // A non-leaf becoming a leaf is promotion, which mirror roots never do (I7).
             cx.kvm_bug_on(true, || {
@@ -345,34 +304,122 @@ fn handle_changed_spte<R: Runtime>(cx: &Cx<'_, R>, level: Level, old: u64, new: 
     }
 }
 
+/// kvm_tdp_mmu_map(): walk from the root, link missing tables, step down at a present table at
+/// the goal level (mirror roots never promote), ask the split hook at a huge leaf above the
+/// goal, and install the leaf.
+pub async fn kvm_tdp_mmu_map<R: Runtime>(cx: &Cx<'_, R>, fault: &mut KvmPageFault<'_>) -> PfResult {
+    if !mutation::hugepage_adjust_before_lock(cx.vm) {
+        kvm_mmu_hugepage_adjust(cx, fault).await;
+    }
+    let mut walk = TdpWalk::new(fault.gfn, fault.goal_level);
+    while walk.advance() {
+        let iter = &mut walk.iter;
+        // The walk's state: the fault and the position (the table there is the one linked at
+        // that position, which no one changes under the read lock); not how it got here.
+        let at = (fault.max_level, fault.req_level, fault.goal_level, fault.mmu_seq, iter.level, iter.gfn);
+        cx.rt.local_state_within(cx.tid, crate::sync::loop_head(("tdp_mmu_map", at)));
+        let spte = iter.read(cx).await;
+        if is_frozen_spte(spte) {
+            return PfResult::Retry;
+        }
+        // disallowed_hugepage_adjust(): a present table at the goal level means smaller pages.
+        if iter.level == fault.goal_level
+            && iter.level > PG_LEVEL_4K
+            && is_shadow_present_pte(spte)
+            && !is_last_spte(spte, iter.level)
+        {
+            fault.goal_level = fault.goal_level.down();
+            walk.min_level = fault.goal_level;
+        }
+        if walk.iter.level == fault.goal_level {
+            break;
+        }
+        if is_shadow_present_pte(spte) && !is_last_spte(spte, walk.iter.level) {
+            continue;
+        }
+        // A missing table, or a huge leaf above the goal that must be split first. The page
+        // comes from the cache topped up before the lock, so this cannot fail. The walk then
+        // steps into the new table.
+        let r = if is_shadow_present_pte(spte) {
+            tdp_mmu_split_huge_page(cx, &mut walk.iter, SplitMode::FaultPath).await
+        } else {
+            tdp_mmu_link_sp(cx, &mut walk.iter, true).await
+        };
+        if r.is_err() {
+            return PfResult::Retry;
+        }
+    }
+    tdp_mmu_map_handle_target_level(cx, fault, &mut walk.iter).await
+}
+
+/// tdp_mmu_link_sp(): a new empty table under the SPTE at `iter`.
+pub async fn tdp_mmu_link_sp<R: Runtime>(cx: &Cx<'_, R>, iter: &mut TdpIter, shared: bool) -> Result<(), Errno> {
+    let sp = cx.vm.mmu.alloc_table(iter.level.down(), iter.gfn, |_| SHADOW_NONPRESENT_VALUE);
+    let new = make_nonleaf_spte(sp);
+    if shared { tdp_mmu_set_spte_atomic(cx, iter, new).await } else { tdp_mmu_set_spte(cx, iter, new).await }
+}
+
+/// tdp_mmu_split_huge_page(): fill a new table with the 512 small SPTEs of the huge leaf at
+/// `iter` (make_small_spte()) and link it in place of the leaf.
+pub async fn tdp_mmu_split_huge_page<R: Runtime>(
+    cx: &Cx<'_, R>,
+    iter: &mut TdpIter,
+    split: SplitMode,
+) -> Result<(), Errno> {
+    let huge = iter.old_spte;
+    let level = iter.level;
+    let sp = cx.vm.mmu.alloc_table(level.down(), iter.gfn, |i| make_small_spte(huge, level, i));
+    let new = make_nonleaf_spte(sp);
+    match split {
+        SplitMode::Exclusive => tdp_mmu_set_spte(cx, iter, new).await,
+        shared => tdp_mmu_set_spte_atomic_split(cx, iter, new, shared).await,
+    }
+}
+
+/// tdp_mmu_map_handle_target_level(): SPURIOUS if a leaf is already there, else install the
+/// leaf atomically (RETRY on any failure). The install-time invariants are checked here.
+async fn tdp_mmu_map_handle_target_level<R: Runtime>(
+    cx: &Cx<'_, R>,
+    fault: &KvmPageFault<'_>,
+    iter: &mut TdpIter,
+) -> PfResult {
+    let level = iter.level;
+    if is_shadow_present_pte(iter.old_spte) && is_last_spte(iter.old_spte, level) {
+        return PfResult::Spurious;
+    }
+    let promotion = is_shadow_present_pte(iter.old_spte);
+    let new = make_leaf_spte(level.round(fault.gfn), level);
+    if tdp_mmu_set_spte_atomic(cx, iter, new).await.is_err() {
+        return PfResult::Retry;
+    }
+    check_install(cx, fault, level, promotion);
+    PfResult::Fixed
+}
+
 /// tdp_mmu_zap_leafs(): zap every mirror leaf inside [start, end) (callers split boundary-
 /// crossing leafs first). Runs under the write lock. Returns whether anything was zapped.
 pub async fn tdp_mmu_zap_leafs<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<bool, Errno> {
     let mut zapped = false;
     let mut gfn = start;
     while gfn < end {
-        // Walk down to the leaf (or hole) covering gfn.
-        let mut iter = TdpIter::root(gfn);
-        loop {
-            let spte = iter.read(cx).await;
-            if !is_shadow_present_pte(spte) {
-                break;
-            }
-            if is_last_spte(spte, iter.level) {
+        // Walk down to the leaf (or hole) covering gfn. (The model walks from the root for each
+        // leaf, where the kernel's iterator steps sideways: the same SPTEs, read again.)
+        let mut walk = TdpWalk::new(gfn, PG_LEVEL_4K);
+        while let Some(spte) = walk.next(cx).await {
+            let iter = &mut walk.iter;
+            if is_shadow_present_pte(spte) && is_last_spte(spte, iter.level) {
                 let inside = iter.gfn >= start && iter.gfn + iter.level.pages() <= end;
                 if cx.warn_on(!inside, || {
                     format!("zap of {} leaf {:#x} crossing [{start:#x}, {end:#x})", iter.level, iter.gfn)
                 }) {
                     break;
                 }
-                tdp_mmu_set_spte(cx, &mut iter, SHADOW_NONPRESENT_VALUE).await?;
+                tdp_mmu_set_spte(cx, iter, SHADOW_NONPRESENT_VALUE).await?;
                 zapped = true;
-                break;
             }
-            iter.step_down(gfn);
         }
         // Skip to the end of what this SPTE covered.
-        gfn = iter.gfn + iter.level.pages().max(PG_LEVEL_4K.pages());
+        gfn = walk.iter.gfn + walk.iter.level.pages().max(PG_LEVEL_4K.pages());
     }
     Ok(zapped)
 }
@@ -385,17 +432,16 @@ mod tests {
 
     /// Link the tables down to the 2M level for gfn 0 and return an iterator at the 2M SPTE.
     async fn at_2m<R: Runtime>(cx: &Cx<'_, R>) -> TdpIter {
-        let mut iter = TdpIter::root(0);
-        loop {
-            let spte = iter.read(cx).await;
-            if iter.level == PG_LEVEL_2M {
-                return iter;
+        let mut walk = TdpWalk::new(0, PG_LEVEL_2M);
+        while let Some(spte) = walk.next(cx).await {
+            if walk.iter.level == PG_LEVEL_2M {
+                break;
             }
             if !is_shadow_present_pte(spte) {
-                crate::model::fault::tdp_mmu_link_sp(cx, &mut iter, true).await.unwrap();
+                tdp_mmu_link_sp(cx, &mut walk.iter, true).await.unwrap();
             }
-            iter.step_down(0);
         }
+        walk.iter
     }
 
     #[test]

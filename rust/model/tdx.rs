@@ -1,8 +1,10 @@
-//! KVM's TDX side (vmx/tdx.c): the S-EPT hooks the mirror page table calls, the BUSY rules
+//! KVM's TDX side (vmx/tdx.c): the S-EPT hooks the mirror page table reaches through
+//! external_spte.rs, the BUSY rules
 //! (tdh_do_no_vcpus(), tdx_track()), and tdx_handle_ept_violation().
 
-use super::fault::{PfResult, kvm_tdp_mmu_page_fault};
+use super::external_spte::SplitMode;
 use super::honor::tdx_honor_guest_accept_level;
+use super::mmu::{PfResult, kvm_tdp_mmu_page_fault};
 use super::sept::TdxModule;
 use super::vm::Cx;
 use crate::abi::Seamcall;
@@ -93,17 +95,6 @@ pub async fn tdx_sept_set_private_spte<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, lev
         return Err(Errno::EBUSY);
     }
     tdx_bug_on(cx, err, Seamcall::PageAug, gfn, level)
-}
-
-/// Who asks for a split, which decides how TDX may do it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SplitMode {
-    /// Under the write lock (kvm_split_cross_boundary_leafs(shared=false)).
-    Exclusive,
-    /// The fault path under the read lock (set_external_spte_present() leaf -> non-leaf).
-    FaultPath,
-    /// A policy that splits under the read lock (a hypothetical honour path).
-    PolicyShared,
 }
 
 /// tdx_sept_split_private_spte(): demote the huge leaf at (gfn, level).

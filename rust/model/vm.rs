@@ -5,10 +5,11 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 
 use super::attributes::KVM_MEMORY_ATTRIBUTE_PRIVATE;
-use super::config::{ModuleOptions, Mutation, RetryOptions, SplitAlloc, TdState, VmConfig};
-use super::honor::HonorStep;
+use super::config::{ModuleOptions, RetryOptions, SplitAlloc, TdState, VmConfig};
+use super::honor_policy::HonorStep;
 use super::lpage_info;
 use super::memslot::{Memslot, check_no_overlap};
+use super::mutation::Mutation;
 use super::sept::TdxModule;
 use super::tdp_mmu::TdpMmu;
 use crate::abi::Seamcall;
@@ -86,7 +87,7 @@ impl Vm {
             return config_err("a VM needs at least one memslot");
         }
         check_folio_order(cfg.folio_order)?;
-        if let Err(e) = super::honor::check_lock_discipline(&cfg.honor_policy) {
+        if let Err(e) = super::honor_policy::check_lock_discipline(&cfg.honor_policy) {
             return config_err(format!("honor_policy: {e}"));
         }
         let total: u64 = cfg.memslots.iter().map(|m| m.npages).fold(0, u64::saturating_add);
@@ -197,11 +198,6 @@ impl Vm {
             *self.touched.lock() = Some(Vec::new());
             tdx.touched = Some(Vec::new());
         }
-    }
-
-    /// Whether a test planted this bug.
-    pub fn mutated(&self, m: Mutation) -> bool {
-        self.mutations.contains(&m)
     }
 
     pub fn no_vcpu_in_guest(&self) -> bool {

@@ -13,7 +13,7 @@ use crate::abi::Seamcall;
 use crate::abi::status_name;
 use crate::abi::{Gfn, Level, PG_LEVEL_4K};
 use crate::error::{CoreError, CoreResult};
-use crate::model::honor::HonorStep;
+use crate::model::honor_policy::HonorStep;
 use crate::model::invariants::check_state;
 use crate::model::vm::{Cx, Vm};
 use crate::program::scenario::ProgramOp;
@@ -169,7 +169,7 @@ pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> 
     let mut vmc = plan.vm.clone();
     vmc.honor_policy = cfg.honor_policy.clone();
     vmc.module.atomic_demote = cfg.atomic_demote;
-    crate::model::honor::check_lock_discipline(&vmc.honor_policy)
+    crate::model::honor_policy::check_lock_discipline(&vmc.honor_policy)
         .map_err(|e| CoreError::Config(format!("honor_policy: {e}")))?;
     let vm = Vm::new(&vmc)?;
     let threads = vmc.vcpus as usize;

@@ -9,6 +9,8 @@ use super::errors::guarded;
 use crate::error::{CoreError, CoreResult};
 use crate::form::scenario::{PolicyForm, ScenarioForm, parse_steps};
 use crate::form::{read, refusal, toml_file};
+use crate::model::honor_policy::held_at;
+use crate::sync::Mode;
 
 /// A `T` from a Python object; a refusal names the field's path inside it. The object is read
 /// as plain data first (by its Python type, so a str is never a list and a bool never an int),
@@ -142,6 +144,16 @@ pub fn scenario_json(fields: &Bound<'_, PyAny>, steps: Option<Vec<String>>) -> P
 #[pyfunction]
 pub fn check_policy(steps: &Bound<'_, PyAny>) -> PyResult<()> {
     guarded(|| parse_steps(&from_py::<Vec<String>>(steps).map_err(|e| e.at("steps"))?).map(|_| ()))
+}
+
+/// The mmu_lock mode each step of a policy runs under ("read", "write" or None), from the
+/// honour policy's one home (model/honor_policy.rs `held_at`).
+#[pyfunction]
+pub fn policy_locks(steps: &Bound<'_, PyAny>) -> PyResult<Vec<Option<&'static str>>> {
+    guarded(|| {
+        let steps = parse_steps(&from_py::<Vec<String>>(steps).map_err(|e| e.at("steps"))?)?;
+        Ok(held_at(&steps).map(|(_, held)| held.map(|m| if m == Mode::Read { "read" } else { "write" })).collect())
+    })
 }
 
 /// A policy's fields as a dict (`{"steps": [...], "name": "..."}`), checked whole: unknown or

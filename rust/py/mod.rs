@@ -25,12 +25,12 @@ mod core_module {
     use super::check::{check, replay_token};
 
     #[pymodule_export]
-    use super::form::{check_policy, check_policy_fields, read_toml, scenario_json};
+    use super::form::{check_policy, check_policy_fields, policy_locks, read_toml, scenario_json};
 
     /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
     #[pyfunction]
     fn accept_table_json() -> String {
-        serde_json::to_string(&crate::model::sept::accept_table()).unwrap_or_default()
+        serde_json::to_string(&crate::model::accept::accept_table()).unwrap_or_default()
     }
 
     /// I1-I11 with their conditions, as JSON.
@@ -43,12 +43,13 @@ mod core_module {
     /// steps, split allocation modes, planted mutations, SEAMCALLs, page levels, the levels a
     /// guest may ACCEPT at, lpage_info's flags).
     #[pyfunction]
-    fn vocabulary_json() -> String {
+    fn vocabulary_json() -> PyResult<String> {
         use crate::abi::{PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
-        use crate::model::config::{Mutation, SplitAlloc};
-        use crate::model::honor::HonorStep;
+        use crate::model::config::SplitAlloc;
+        use crate::model::honor_policy::HonorStep;
         use crate::model::lpage_info::{KVM_LPAGE_GUEST_INHIBIT_FLAG, KVM_LPAGE_MIXED_FLAG};
-        serde_json::json!({
+        use crate::model::mutation::Mutation;
+        Ok(serde_json::json!({
             "honor_steps": HonorStep::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "split_alloc": SplitAlloc::ALL.map(|m| serde_json::json!(m)),
             "mutations": Mutation::ALL.map(|m| serde_json::json!(m)),
@@ -56,8 +57,12 @@ mod core_module {
             "levels": ([PG_LEVEL_4K, PG_LEVEL_2M, PG_LEVEL_1G].map(|l| l.to_string())),
             "accept_levels": ([PG_LEVEL_4K, PG_LEVEL_2M].map(|l| l.to_string())),
             "lpage_info_flags": {"MIXED": KVM_LPAGE_MIXED_FLAG, "GUEST_INHIBIT": KVM_LPAGE_GUEST_INHIBIT_FLAG},
+            "split_alloc_meaning": SplitAlloc::ALL.map(|m| (m, m.meaning())).into_iter()
+                .map(|(m, text)| (serde_json::json!(m).as_str().unwrap_or_default().to_string(), text))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            "policy_presets": super::errors::guarded(crate::form::presets::policy_presets)?,
         })
-        .to_string()
+        .to_string())
     }
 
     /// The properties a check answers, worst first, with their class, as JSON.
@@ -92,7 +97,8 @@ mod core_module {
     #[pyfunction]
     fn accept_in_state(state: &str, leaf: bool, position: &str, level: &str) -> PyResult<String> {
         use crate::error::CoreError;
-        use crate::model::sept::{AcceptKey, TdxModule};
+        use crate::model::accept::AcceptKey;
+        use crate::model::sept::TdxModule;
         super::errors::guarded(|| {
             fn parse<T: serde::de::DeserializeOwned>(what: &str, v: &str) -> Result<T, CoreError> {
                 serde_json::from_value(serde_json::Value::String(v.to_string()))
