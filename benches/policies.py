@@ -87,7 +87,7 @@ def run_spec(phases: list) -> float:
 
 def rust_vs_spec(repeat: int) -> dict:
     """B6: the same boot trace on the Rust core (one thread, sequential) and on the Python spec."""
-    phases = json.loads(_core.workload_plan(json.dumps({"kind": "boot", "gib": 4, "vcpus": 2})))
+    phases = _core.workload_plan({"kind": "boot", "gib": 4, "vcpus": 2})
     rust = [tdxcore.bench(["v3"], "boot", repeat=1, sequential=True, progress=False)[0].elapsed_s
             for _ in range(repeat)]
     spec = [run_spec(phases) for _ in range(max(1, repeat // 3))]

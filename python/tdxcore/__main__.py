@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from tdxcore.vocabulary import SPLIT_ALLOC_MEANING
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tdxcore", description=__doc__)
@@ -24,8 +26,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chk.add_argument("--runs", type=int, default=10_000, help="runs (random, pct)")
     chk.add_argument("--depth", type=int, default=2, help="PCT depth")
     chk.add_argument("--alloc-failures", type=int, help="allocations that may fail in a run")
-    chk.add_argument("--split-alloc", help="where the split's page table comes from: drop-lock (default: mmu_lock "
-                                           "is dropped to allocate) or prealloc (a cache topped up before the lock)")
+    chk.add_argument("--split-alloc", help="where the split's page table comes from (default the first): " + "; ".join(
+        f"{mode}: {meaning}" for mode, meaning in SPLIT_ALLOC_MEANING.items()))
     chk.add_argument("--max-time", type=float, default=60.0,
                      help="seconds before the search is cut (default 60; the certificate says so)")
     chk.add_argument("--max-memory", type=int, metavar="MIB",

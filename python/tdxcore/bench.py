@@ -6,7 +6,6 @@ machine slows them alike; a result keeps every run and reports the median one.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -72,9 +71,9 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
         policies = [policies]
     if not isinstance(policies, (list, tuple)) or not policies:
         raise ConfigError("bench needs at least one policy: a list of presets or Policy objects")
-    plan = json.loads(_core.bench_plan({
+    plan = _core.bench_plan({
         "workload": workload, "threads": threads, "lock": lock, "gib": gib, "seamcall_us": seamcall_us,
-        "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential}))
+        "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential})
     repeat = plan["repeat"]
     parsed = [_policy(p) for p in policies]
     if progress is None:
@@ -88,7 +87,7 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
                 bar = "#" * (20 * done // total)
                 print(f"\r  [{bar:<20}] {done}/{total} {label:<28}", end="", file=sys.stderr, flush=True)
             config = {**plan["run"], "honor_policy": list(steps), "atomic_demote": atomic}
-            report = json.loads(_core.native_run(json.dumps(config)))
+            report = _core.native_run(config)
             if report["interrupted"]:
                 done = [BenchResult(lb, workload, rs) for lb, rs in runs.items() if rs]
                 raise Interrupted(f"interrupted (Ctrl-C) after {sum(len(rs) for rs in runs.values())} of {total} "

@@ -3,7 +3,6 @@ Rust core (GIL released, Ctrl-C honoured), and replay a counterexample byte for 
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -58,6 +57,7 @@ class Counterexample:
     property: str
     code: str
     violation: dict[str, Any]
+    summary: str
     token: str
     choices: tuple[int, ...]
     steps: int
@@ -67,7 +67,8 @@ class Counterexample:
     def _from(cls, cx: Optional[dict[str, Any]]) -> Optional["Counterexample"]:
         if not cx:
             return None
-        return cls(property=cx["property"], code=cx["code"], violation=cx["violation"], token=cx["token"],
+        return cls(property=cx["property"], code=cx["code"], violation=cx["violation"], summary=cx["summary"],
+                   token=cx["token"],
                    choices=tuple(cx["choices"]), steps=cx["steps"], preemptions=cx["preemptions"])
 
     @cached_property
@@ -181,7 +182,7 @@ def check(
     options = {"strategy": strategy, "bound": bound, "cache": cache, "seed": seed, "runs": runs, "depth": depth,
                "choices": choices, "max_schedules": max_schedules, "max_time": max_time, "max_memory": max_memory,
                "properties": properties}
-    out = json.loads(_core.check(scn.to_json(pol.steps), options, bool(progress)))
+    out = _core.check(scn._fields(), list(pol.steps), options, bool(progress))
     props = {p["property"]: PropertyResult._from(p) for p in out["properties"]}
     result = CheckResult(
         verdict=out["verdict"], scenario=scn.name, policy=pol.name, certificate=out["certificate"],
@@ -200,7 +201,7 @@ def replay(token: str) -> Replay:
     """Re-run a counterexample from its token; the trace is the same byte for byte."""
     if not isinstance(token, str):
         raise ArgumentTypeError(f"a replay token is a str, not {type(token).__name__}")
-    out = json.loads(_core.replay_token(token))
+    out = _core.replay_token(token)
     hits = sorted(out["hits"], key=lambda h: _SEVERITY[h["property"]])
     return Replay(
         token=out["token"], hits=tuple(hits), trace=tuple(out["trace"]),
@@ -215,5 +216,5 @@ def properties() -> list[dict[str, Any]]:
     return [dict(p, property=p["name"]) for p in _PROPERTIES]
 
 
-_PROPERTIES: list[dict[str, Any]] = json.loads(_core.properties_json())
+_PROPERTIES: list[dict[str, Any]] = _core.properties()
 _SEVERITY = {p["name"]: i for i, p in enumerate(_PROPERTIES)}

@@ -15,7 +15,7 @@ from tdxcore.check import CheckResult, check, properties
 from tdxcore.errors import Interrupted
 from tdxcore.policy import PRESETS as POLICIES
 from tdxcore.scenario import PRESETS as SCENARIOS
-from tdxcore.vocabulary import SPLIT_ALLOC
+from tdxcore.vocabulary import SPLIT_ALLOC, SPLIT_ALLOC_MEANING
 
 # read-demote runs twice: with today's module (the rollback path) and with the atomic demote.
 VARIANTS: tuple[tuple[str, str, bool], ...] = tuple(
@@ -148,10 +148,6 @@ def render_matrix(cells: Sequence[Cell], split_alloc: str) -> str:
     return "\n".join(lines)
 
 
-SPLIT_ALLOC_MEANING = {
-    "drop-lock": "the split drops mmu_lock to allocate its page table, as v3 and v5 do",
-    "prealloc": "page tables come from a cache topped up before mmu_lock is taken",
-}
 
 
 def legend() -> str:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from tdxcore import _core
 from tdxcore.check import properties
 from tdxcore.compare import VARIANTS, Cell
 from tdxcore.policy import PRESETS as POLICIES
 from tdxcore.report import thread_name
+from tdxcore.vocabulary import HonorStep
 
 _SEVERITY = {p["name"]: i for i, p in enumerate(properties())}
 _LOCK = {None: "with no lock", "read": "under the read lock", "write": "under the write lock"}
@@ -21,16 +23,8 @@ def policy_steps(label: str) -> tuple[str, ...]:
 
 
 def locks_at_steps(steps: Sequence[str]) -> list[Optional[str]]:
-    """The mmu_lock mode each step runs under."""
-    held: Optional[str] = None
-    out = []
-    for s in steps:
-        if s in ("read_lock", "write_lock"):
-            held = s.split("_")[0]
-        out.append(held)
-        if s in ("read_unlock", "write_unlock"):
-            held = None
-    return out
+    """The mmu_lock mode each step runs under ("read", "write" or None), from the Rust core."""
+    return _core.policy_locks(list(steps))
 
 
 def _worst(cells: Sequence[Cell]) -> Cell:
@@ -49,15 +43,16 @@ def _cause(label: str, cell: Cell) -> str:
     stuck = set(cx.violation.get("threads", ()))
     enomem = any(line.get("kind") == "alloc" and line.get("after") and line["tid"] in stuck for line in cx.replay.trace)
     parts = []
-    if "set_inhibit" in steps:
-        i = steps.index("set_inhibit")
+    inhibit, split = HonorStep.SET_INHIBIT, HonorStep.SPLIT
+    if inhibit in steps:
+        i = steps.index(inhibit)
         where = _LOCK[locks[i]]
-        if "split" not in steps:
-            parts.append(f"set_inhibit ({where}) with no split after it")
+        if split not in steps:
+            parts.append(f"{inhibit} ({where}) with no {split} after it")
         else:
-            j = steps.index("split")
+            j = steps.index(split)
             order = "before" if i < j else "after"
-            parts.append(f"set_inhibit ({where}) {order} split ({_LOCK[locks[j]]})")
+            parts.append(f"{inhibit} ({where}) {order} {split} ({_LOCK[locks[j]]})")
             if enomem and i < j:
                 parts.append("the split's allocation fails (-ENOMEM) after the flag is set, so it stays set "
                              "over the unsplit 2M leaf")

@@ -13,25 +13,12 @@ import tomli_w
 from tdxcore import _core, _toml
 
 from tdxcore.errors import ArgumentTypeError, ConfigError
-from tdxcore.vocabulary import HONOR_STEPS
+from tdxcore.vocabulary import HONOR_STEPS, POLICY_PRESETS
 
 STEPS = HONOR_STEPS  # from the Rust core (tdxcore.vocabulary)
 
-# Each preset with where it comes from (lore ids of the thread).
-PRESETS: dict[str, tuple[tuple[str, ...], str]] = {
-    "v3": (("pre_check", "write_lock", "split", "set_inhibit", "write_unlock"),
-           "the final algorithm (Yan, 2 Jul 2025, lore aGSoDnODoG2/pbYn; v3 patch 13, v5 patch 41)"),
-    "v3-no-precheck": (("write_lock", "split", "set_inhibit", "write_unlock"),
-                       "the final algorithm without the lockless pre-check (17,626 write-lock takings instead of 11)"),
-    "read-inhibit": (("pre_check", "read_lock", "set_inhibit", "read_unlock", "write_lock", "split", "write_unlock"),
-                     "Rick's alternative of 1 Jul 2025: set lpage_info under the read lock, then take the write lock to demote"),
-    "set-then-split": (("pre_check", "write_lock", "set_inhibit", "split", "write_unlock"),
-                       "the write lock held for both, but the flag set before the split (v5's changelog requires after)"),
-    "read-demote": (("pre_check", "read_lock", "set_inhibit", "split", "read_unlock"),
-                    "demote under the read lock, the 'future optimization' (needs a single-SEAMCALL demote)"),
-    "inhibit-only": (("pre_check", "read_lock", "set_inhibit", "read_unlock"),
-                     "set the flag and never split (what v1's ignored fault-path splits amount to)"),
-}
+# Each preset with what it is and where it comes from (presets/policies/*.toml).
+PRESETS: dict[str, tuple[tuple[str, ...], str]] = {p["name"]: (tuple(p["steps"]), p["about"]) for p in POLICY_PRESETS}
 
 
 @dataclass(frozen=True)
@@ -41,10 +28,12 @@ class Policy:
 
     steps: tuple[str, ...]
     name: str = "custom"
+    about: str = ""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise ArgumentTypeError(f"a policy's name is a str, not {type(self.name).__name__}")
+        for field in ("name", "about"):
+            if not isinstance(getattr(self, field), str):
+                raise ArgumentTypeError(f"a policy's {field} is a str, not {type(getattr(self, field)).__name__}")
         validate(self.steps)
         object.__setattr__(self, "steps", tuple(self.steps))
 
@@ -52,7 +41,8 @@ class Policy:
         return hashlib.sha256("\n".join(self.steps).encode()).hexdigest()[:16]
 
     def to_toml(self) -> str:
-        return tomli_w.dumps({"name": self.name, "steps": list(self.steps)})
+        about = {"about": self.about} if self.about else {}
+        return tomli_w.dumps({"name": self.name, **about, "steps": list(self.steps)})
 
     @classmethod
     def from_toml(cls, source: Union[str, Path]) -> "Policy":
@@ -70,7 +60,7 @@ class Policy:
     def preset(cls, name: str) -> "Policy":
         if name not in PRESETS:
             raise ConfigError(f"unknown policy preset {name!r}: allowed are {', '.join(PRESETS)}")
-        return cls(PRESETS[name][0], name)
+        return cls(PRESETS[name][0], name, PRESETS[name][1])
 
 
 def validate(steps: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ _FROZEN = 0x5A0
 
 @lru_cache(maxsize=1)
 def _status_names() -> dict[int, str]:
-    return {int(k): v for k, v in json.loads(_core.status_names_json()).items()}
+    return _core.status_names()
 
 
 def thread_name(tid: int, nr_vcpus: int) -> str:
@@ -262,7 +262,7 @@ def render_check(result: Any) -> str:
     others = [p for p in result.violated if p.counterexample is not None and p.name != result.worst]
     if cx is not None:
         lines.append("")
-        lines += _wrap(f"{result.worst}: {_violation(cx.violation, n)}", "")
+        lines += _wrap(f"{result.worst}: {cx.summary}", "")
         lines.append(f"counterexample: {cx.preemptions} preemption(s), shows at step {cx.steps}; replay with:")
         lines.append(f"  tdxcore replay {cx.token}")
         lines.append("")
@@ -272,39 +272,10 @@ def render_check(result: Any) -> str:
         lines.append("the other properties broken, each with its own counterexample:")
         for p in others:
             o = p.counterexample
-            lines += _wrap(f"{p.name} ({p.code}): {_violation(o.violation, n)}; {o.preemptions} preemption(s), "
+            lines += _wrap(f"{p.name} ({p.code}): {o.summary}; {o.preemptions} preemption(s), "
                            f"step {o.steps}", "  ")
             lines.append(f"    tdxcore replay {o.token}")
     return "\n".join(lines)
-
-
-def _violation(v: dict[str, Any], nr_vcpus: int = 64) -> str:
-    """A violation in words; thread ids below `nr_vcpus` are vCPUs, the others host threads."""
-    kind = v["kind"]
-    if kind == "invariant":
-        if v.get("tid") is not None:  # found at the step that broke it (install, store, ACCEPT)
-            return f"invariant {v['rule']}: {v['message']}"
-        return f"invariant {v['rule']} ({'stable' if v['stable'] else 'transient'}): {v['message']}"
-    if kind == "bug":
-        return f"{v['rule']}: {v['message']}"
-    if kind == "deadlock":
-        return "deadlock: " + "; ".join(v["blocked"])
-    if kind == "livelock":
-        e = v["escape"]
-        if e["escape"] == "trapped":
-            how = (f"no continuation completes the operation of "
-                   f"{', '.join(thread_name(t, nr_vcpus) for t in e['threads'])} "
-                   f"(all {e['schedules']:,} continuations searched): a trap")
-        elif e["escape"] == "leaves":
-            how = f"some schedule leaves the cycle (found within {e['schedules']:,} continuations)"
-        else:
-            how = f"whether some schedule leaves it is not known: {e['why']}"
-        return f"livelock: {v['message']}; {how}"
-    if kind == "race":
-        a, b = v["first"], v["second"]
-        return (f"race on {v['object']}: {thread_name(a['tid'], nr_vcpus)} {a['op']} ({a['locks']}) vs "
-                f"{thread_name(b['tid'], nr_vcpus)} {b['op']} ({b['locks']}): {v['fix']}")
-    return f"{kind}: {v}"
 
 
 def render_hits(replay: Any) -> str:
@@ -315,7 +286,7 @@ def render_hits(replay: Any) -> str:
         lines = ["this run breaks (worst first):"]
         for h in replay.hits:
             lines += _wrap(f"{h['property']} ({h['code']}, {h['class']}) at step {h['step']}: "
-                           f"{_violation(h['violation'], replay.nr_vcpus)}")
+                           f"{h['summary']}")
     if replay.unfinished:
         lines += _wrap(f"the run was cut: {replay.unfinished}", "")
     return "\n".join(lines)

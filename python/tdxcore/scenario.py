@@ -56,8 +56,8 @@ class Scenario:
     max_steps: int = 5000
     name: str = "custom"
     setup: tuple[Mapping[str, Any], ...] = ()
-    # Test-only: bugs planted in the model ("fault_ignores_guest_inhibit", "split_no_rewalk",
-    # "inhibit_read_before_lock") to show the explorer finds them.
+    # Test-only: bugs planted in the model (tdxcore.vocabulary.MUTATIONS) to show the explorer
+    # finds them.
     mutations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -18,8 +18,6 @@ choices themselves.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 from hypothesis import strategies as st
@@ -28,6 +26,7 @@ from tdxcore import _core
 from tdxcore.check import replay
 from tdxcore.policy import STEPS, Policy, PolicyLike, as_policy
 from tdxcore.scenario import Scenario, accept, access, as_scenario, host, set_memory_attributes, vcpu
+from tdxcore.vocabulary import HonorStep
 
 
 def schedules(max_switches: int = 12, max_position: int = 200, max_option: int = 3) -> st.SearchStrategy[list[tuple[int, int]]]:
@@ -48,12 +47,14 @@ def choices(schedule: Sequence[Any]) -> list[int]:
 def policies(draw: Any) -> Policy:
     """Valid honour policies: an optional pre-check, then lock sections holding a split and/or
     the inhibit, released in order."""
-    steps: list[str] = ["pre_check"] if draw(st.booleans()) else []
+    steps: list[str] = [HonorStep.PRE_CHECK] if draw(st.booleans()) else []
     for _ in range(draw(st.integers(min_value=1, max_value=2))):
-        mode = draw(st.sampled_from(["read", "write"]))
-        body = draw(st.lists(st.sampled_from(["split", "set_inhibit"]), min_size=1, max_size=2, unique=True))
-        steps += [f"{mode}_lock", *body, f"{mode}_unlock"]
-    return Policy(tuple(steps))
+        lock, unlock = draw(st.sampled_from([(HonorStep.READ_LOCK, HonorStep.READ_UNLOCK),
+                                             (HonorStep.WRITE_LOCK, HonorStep.WRITE_UNLOCK)]))
+        body = draw(st.lists(st.sampled_from([HonorStep.SPLIT, HonorStep.SET_INHIBIT]), min_size=1, max_size=2,
+                             unique=True))
+        steps += [lock, *body, unlock]
+    return Policy(tuple(str(s) for s in steps))
 
 
 @st.composite
@@ -75,26 +76,16 @@ def scenarios(draw: Any, max_vcpus: int = 3) -> Scenario:
     return Scenario(threads=tuple(threads), vm={"vcpus": n}, alloc_failures=draw(st.integers(0, 1)), name="generated")
 
 
-@lru_cache(maxsize=256)
-def _canonical(fields: str, steps: tuple[str, ...]) -> str:
-    return _core.scenario_json(json.loads(fields), list(steps))
-
-
-def _scenario_json(scenario: Scenario, steps: tuple[str, ...]) -> str:
-    return _canonical(json.dumps(scenario._fields(), sort_keys=True), tuple(steps))
-
-
 def run(scenario: Any, policy: PolicyLike, schedule: Sequence[int],
         properties: Sequence[str] = ()) -> dict[str, Any]:
     """Run one schedule; the report's "verdict" ("violated" when it breaks a harm property, or
     one of `properties`, else "cut": one run proves nothing) and, when violated,
     "counterexample" (with its "token")."""
     pol = as_policy(policy)
-    sj = _scenario_json(as_scenario(scenario), pol.steps)
     options = {"strategy": "choices", "bound": None, "cache": False, "seed": 0, "runs": 1, "depth": 1,
                "choices": choices(schedule), "max_schedules": 1, "max_time": None, "max_memory": None,
                "properties": properties}
-    return json.loads(_core.check(sj, options, False))
+    return _core.check(as_scenario(scenario)._fields(), list(pol.steps), options, False)
 
 
 def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int], properties: Sequence[str] = ()) -> None:
@@ -105,7 +96,7 @@ def assert_holds(scenario: Any, policy: PolicyLike, schedule: Sequence[int], pro
         cx = r["counterexample"]
         trace = replay(cx["token"])
         raise AssertionError(
-            f"{cx['property']}: {json.dumps(cx['violation'])}\n{cx['preemptions']} preemption(s), step {cx['steps']}; "
+            f"{cx['property']}: {cx['summary']}\n{cx['preemptions']} preemption(s), step {cx['steps']}; "
             f"replay: tdxcore replay {cx['token']}\n{trace.render()}")
 
 

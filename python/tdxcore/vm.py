@@ -7,16 +7,14 @@ look.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 from tdxcore import _core
-from tdxcore.errors import ArgumentTypeError, ConfigError
-from tdxcore.vocabulary import ACCEPT_LEVELS, LEVELS, LPAGE_INFO_FLAGS
+from tdxcore.vocabulary import GUEST_INHIBIT_FLAG, MIXED_FLAG
 
-GUEST_INHIBIT = LPAGE_INFO_FLAGS["GUEST_INHIBIT"]
-MIXED = LPAGE_INFO_FLAGS["MIXED"]
+GUEST_INHIBIT = GUEST_INHIBIT_FLAG
+MIXED = MIXED_FLAG
 
 
 @dataclass(frozen=True)
@@ -48,35 +46,6 @@ class Outcome:
         return render_trace(self.trace, self.nr_vcpus)
 
 
-def _kind(value: Any) -> str:
-    """What a wrong value is, in words: its type, or None."""
-    return "None" if value is None else type(value).__name__
-
-
-def _int(value: Any, name: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an int, not {_kind(value)}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, not {value}")
-    return value
-
-
-def _choice(value: Any, name: str, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str):
-        raise ArgumentTypeError(f"{name} must be a str, one of {', '.join(allowed)}; not {_kind(value)}")
-    if value.upper() in allowed:
-        return value.upper()
-    if value in allowed:
-        return value
-    raise ConfigError(f"unknown {name} {value!r}: allowed are {', '.join(allowed)}")
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be a bool, not {_kind(value)}")
-    return value
-
-
 class Vm:
     """A TD's VM in the Rust model. The defaults are the seed thread's situation: one 4 MiB
     memslot (two 2M regions), two vCPUs, a runnable TD backed by 2M folios, the final honour
@@ -88,15 +57,14 @@ class Vm:
         reenter_on_retry, end_vcpu_on_error, event_after_retries, event_at_any_retry,
         max_exits), validated by the Rust core, which names a refused one."""
         self._session = _core.Session(options, self._plan(alloc_failures, busy))
-        self.config: dict[str, Any] = json.loads(self._session.config_json)
+        self.config: dict[str, Any] = self._session.config
         self.nr_vcpus: int = self.config["vcpus"]
 
     @staticmethod
     def _plan(alloc_failures: Any, busy: Any) -> dict[str, Any]:
         return {"alloc_failures": alloc_failures, "busy": {} if busy is None else busy}
 
-    def _outcome(self, operation: str, text: str) -> Outcome:
-        d = json.loads(text)
+    def _outcome(self, operation: str, d: dict[str, Any]) -> Outcome:
         extra = d.get("extra") or {}
         return Outcome(
             operation=operation,
@@ -108,45 +76,41 @@ class Vm:
             nr_vcpus=self.nr_vcpus,
         )
 
-    def _vcpu(self, vcpu: Any) -> int:
-        return _int(vcpu, "vcpu", 0, 65535)
-
     # ---- operations: each changes the VM ----
 
     def guest_accept(self, vcpu: int, gfn: int, level: str) -> Outcome:
         """The guest ACCEPTs `gfn` at `level` ("4K" or "2M"); EPT-violation exits are handled by
         KVM and the ACCEPT re-issued until the guest sees a result."""
         return self._outcome("guest_accept", self._session.guest_accept(
-            self._vcpu(vcpu), _int(gfn, "gfn"), _choice(level, "accept level", ACCEPT_LEVELS)))
+            vcpu, gfn, level))
 
     def guest_access(self, vcpu: int, gfn: int) -> Outcome:
         """The guest touches private `gfn`: "accessed", "#VE" (PENDING), or exits handled by KVM."""
-        return self._outcome("guest_access", self._session.guest_access(self._vcpu(vcpu), _int(gfn, "gfn")))
+        return self._outcome("guest_access", self._session.guest_access(vcpu, gfn))
 
     def tdcall_accept(self, vcpu: int, gfn: int, level: str) -> Outcome:
         """One TDG.MEM.PAGE.ACCEPT; an "ept_violation" result is left for handle_ept_violation()."""
         return self._outcome("tdcall_accept", self._session.tdcall_accept(
-            self._vcpu(vcpu), _int(gfn, "gfn"), _choice(level, "accept level", ACCEPT_LEVELS)))
+            vcpu, gfn, level))
 
     def handle_ept_violation(self, vcpu: int, gfn: int, accept_level: Optional[str] = None) -> Outcome:
         """tdx_handle_ept_violation(): the honour path (for an ACCEPT exit), then the fault with
         KVM's local retry loop. Result "reenter:RET_PF_..." or "userspace:-E..."."""
-        lvl = None if accept_level is None else _choice(accept_level, "accept level", ACCEPT_LEVELS)
-        return self._outcome("handle_ept_violation", self._session.handle_ept_violation(self._vcpu(vcpu), _int(gfn, "gfn"), lvl))
+        return self._outcome("handle_ept_violation", self._session.handle_ept_violation(vcpu, gfn, accept_level))
 
     def honor_guest_accept_level(self, vcpu: int, gfn: int, level: str) -> Outcome:
         """tdx_honor_guest_accept_level() alone."""
         return self._outcome("honor_guest_accept_level", self._session.honor_guest_accept_level(
-            self._vcpu(vcpu), _int(gfn, "gfn"), _choice(level, "accept level", ACCEPT_LEVELS)))
+            vcpu, gfn, level))
 
     def fault(self, vcpu: int, gfn: int, max_level: str = "2M") -> Outcome:
         """One kvm_tdp_mmu_page_fault() (private, write): RET_PF_FIXED / _SPURIOUS / _RETRY or -E..."""
         return self._outcome("fault", self._session.fault(
-            self._vcpu(vcpu), _int(gfn, "gfn"), _choice(max_level, "level", LEVELS)))
+            vcpu, gfn, max_level))
 
     def init_mem_region(self, gfn: int, npages: int = 1) -> Outcome:
         """KVM_TDX_INIT_MEM_REGION before finalize(): 4K pages added with TDH.MEM.PAGE.ADD."""
-        return self._outcome("init_mem_region", self._session.init_mem_region(_int(gfn, "gfn"), _int(npages, "npages", 1, 2**36)))
+        return self._outcome("init_mem_region", self._session.init_mem_region(gfn, npages))
 
     def finalize(self) -> None:
         """KVM_TDX_FINALIZE_VM: the TD becomes runnable."""
@@ -155,15 +119,15 @@ class Vm:
     def set_memory_attributes(self, start: int, end: int, private: bool) -> Outcome:
         """KVM_SET_MEMORY_ATTRIBUTES on [start, end): to private (True) or shared (False)."""
         return self._outcome("set_memory_attributes", self._session.set_memory_attributes(
-            _int(start, "start"), _int(end, "end"), _bool(private, "private")))
+            start, end, private))
 
     def punch_hole(self, start: int, end: int) -> Outcome:
         """guest_memfd FALLOC_FL_PUNCH_HOLE on [start, end)."""
-        return self._outcome("punch_hole", self._session.punch_hole(_int(start, "start"), _int(end, "end")))
+        return self._outcome("punch_hole", self._session.punch_hole(start, end))
 
     def split_cross_boundary_leafs(self, start: int, end: int) -> Outcome:
         """kvm_split_cross_boundary_leafs() on [start, end) under the write lock, as the host."""
-        return self._outcome("split_cross_boundary_leafs", self._session.split_cross_boundary_leafs(_int(start, "start"), _int(end, "end")))
+        return self._outcome("split_cross_boundary_leafs", self._session.split_cross_boundary_leafs(start, end))
 
     def inject(self, *, alloc_failures: int = 0, busy: Optional[Mapping[str, int]] = None) -> None:
         """Add injected faults: the next `alloc_failures` allocations fail with -ENOMEM, the next
@@ -174,22 +138,21 @@ class Vm:
 
     def mapping(self, gfn: int) -> Optional[str]:
         """The level ("4K", "2M") of the mirror leaf mapping `gfn`, or None."""
-        m = self._session.mapping(_int(gfn, "gfn"))
+        m = self._session.mapping(gfn)
         return None if m is None else m[0]
 
     def spte(self, gfn: int, level: str) -> Optional[tuple[str, int]]:
         """(kind, value) of the mirror SPTE at `level` covering `gfn`; kind is "non-present",
         "frozen", "leaf" or "non-leaf"; None when no table at that level holds it."""
-        return self._session.spte(_int(gfn, "gfn"), _choice(level, "level", LEVELS + ("512G",)))
+        return self._session.spte(gfn, level)
 
     def sept_entry(self, gfn: int) -> tuple[Optional[str], str]:
         """(level, state) of the S-EPT leaf mapping `gfn`, or (None, "FREE")."""
-        d = json.loads(self._session.sept_entry(_int(gfn, "gfn")))
-        return d["level"], d["state"]
+        return self._session.sept_entry(gfn)
 
     def lpage_info(self, gfn: int, level: str) -> int:
         """disallow_lpage of `gfn` at "2M" or "1G"."""
-        return self._session.lpage_info(_int(gfn, "gfn"), _choice(level, "level", LEVELS))
+        return self._session.lpage_info(gfn, level)
 
     def guest_inhibit(self, gfn: int, level: str = "2M") -> bool:
         return bool(self.lpage_info(gfn, level) & GUEST_INHIBIT)
@@ -198,7 +161,7 @@ class Vm:
         return bool(self.lpage_info(gfn, level) & MIXED)
 
     def is_private(self, gfn: int) -> bool:
-        return self._session.is_private(_int(gfn, "gfn"))
+        return self._session.is_private(gfn)
 
     @property
     def td_runnable(self) -> bool:
@@ -212,7 +175,7 @@ class Vm:
     def stats(self) -> dict[str, Any]:
         """pages_4k / pages_2m / pages_1g and the session's counters (lock acquisitions,
         failed allocations, SEAMCALLs by result)."""
-        return json.loads(self._session.stats())
+        return self._session.stats()
 
     def leaves(self) -> list[tuple[int, str]]:
         """Every present mirror leaf: (first gfn, level)."""
@@ -224,20 +187,20 @@ class Vm:
 
     def check_invariants(self) -> list[Finding]:
         """The state invariants (I1, I4, I8, I9, S1) whose condition holds now."""
-        return [Finding(**f) for f in json.loads(self._session.check_invariants())]
+        return [Finding(**f) for f in self._session.check_invariants()]
 
     def findings(self) -> list[Finding]:
         """Every finding the operations so far produced (install-, store- and accept-time rules,
         bugs, warnings, design rules)."""
-        return [Finding(**f) for f in json.loads(self._session.findings())]
+        return [Finding(**f) for f in self._session.findings()]
 
 
 def accept_table() -> list[dict[str, Any]]:
     """The full TDG.MEM.PAGE.ACCEPT table: one row per (state, leaf, position, level) with its
     outcome and provenance ("sourced", "inferred" or "structural")."""
-    return json.loads(_core.accept_table_json())
+    return _core.accept_table()
 
 
 def invariants() -> list[dict[str, Any]]:
     """I1-I11 (and S1) with their kind, statement and the condition under which each must hold."""
-    return json.loads(_core.invariants_json())
+    return _core.invariants()

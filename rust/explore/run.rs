@@ -76,10 +76,14 @@ pub enum Escape {
 }
 
 impl Violation {
-    pub fn summary(&self) -> String {
+    /// The violation in a sentence, its threads named as in a VM of `vcpus` vCPUs.
+    pub fn summary(&self, vcpus: u16) -> String {
+        let name = |t: Tid| crate::sync::thread_name(t, vcpus);
         match self {
+            // Found at the step that broke it (an install, a store, an ACCEPT).
+            Violation::Invariant { rule, message, tid: Some(_), .. } => format!("invariant {rule}: {message}"),
             Violation::Invariant { rule, message, stable, .. } => {
-                format!("{rule} ({}): {message}", if *stable { "stable" } else { "transient" })
+                format!("invariant {rule} ({}): {message}", if *stable { "stable" } else { "transient" })
             }
             Violation::Bug { rule, message, .. } => format!("{rule}: {message}"),
             Violation::Deadlock { blocked } => format!("deadlock: {}", blocked.join("; ")),
@@ -87,20 +91,42 @@ impl Violation {
                 let how = match escape {
                     Escape::Unknown { why } => format!("whether some schedule leaves it is not known: {why}"),
                     Escape::Leaves { schedules } => {
-                        format!("some schedule leaves it ({schedules} continuations searched)")
+                        format!("some schedule leaves the cycle (found within {} continuations)", thousands(*schedules))
                     }
                     Escape::Trapped { threads, schedules } => format!(
-                        "no continuation completes the operation of thread(s) {threads:?}: a trap ({schedules} continuations, all of them)"
+                        "no continuation completes the operation of {} (all {} continuations searched): a trap",
+                        threads.iter().map(|&t| name(t)).collect::<Vec<_>>().join(", "),
+                        thousands(*schedules)
                     ),
                 };
                 format!("livelock: {message}; {how}")
             }
             Violation::Race(r) => format!(
-                "race on {}: thread {} {} ({}) vs thread {} {} ({}): {}",
-                r.object, r.first.tid, r.first.op, r.first.locks, r.second.tid, r.second.op, r.second.locks, r.fix
+                "race on {}: {} {} ({}) vs {} {} ({}): {}",
+                r.object,
+                name(r.first.tid),
+                r.first.op,
+                r.first.locks,
+                name(r.second.tid),
+                r.second.op,
+                r.second.locks,
+                r.fix
             ),
         }
     }
+}
+
+/// 1234567 as "1,234,567".
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -182,6 +182,8 @@ pub struct Counterexample {
     /// The verdict-matrix code (`TRAP`, `I1~`, ...).
     pub code: String,
     pub violation: Violation,
+    /// The violation in a sentence, threads named (vCPUn, host).
+    pub summary: String,
     pub choices: Vec<u32>,
     pub steps: u32,
     pub preemptions: u32,
@@ -766,6 +768,7 @@ impl Search {
                 property: p,
                 code: f.hit.code(),
                 violation: f.hit.violation.clone(),
+                summary: f.hit.violation.summary(self.scenario.vm.vcpus),
                 choices: f.choices.clone(),
                 steps: f.hit.step,
                 preemptions: f.hit.preemptions,
@@ -964,7 +967,7 @@ pub(crate) mod tests {
                         .properties
                         .into_iter()
                         .filter_map(|p| p.counterexample)
-                        .map(|c| (c.violation.summary(), c.choices))
+                        .map(|c| (c.summary, c.choices))
                         .collect();
                     (r.verdict, found, r.certificate.schedules)
                 };

@@ -3,19 +3,20 @@
 use pyo3::prelude::*;
 
 use super::errors::guarded;
-use crate::error::CoreError;
+use super::form::from_py;
+use super::to_py;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::native::{RunConfig, run_until};
 
-/// Run a workload under a policy on OS threads; the report as JSON. The run goes on in a thread
+/// Run a workload under a policy on OS threads (`config`: a bench plan's run with the policy's
+/// `honor_policy` and `atomic_demote`); the report. The run goes on in a thread
 /// of its own while this one checks for Ctrl-C every 50 ms; Ctrl-C stops it before each
 /// thread's next operation, and the report says `interrupted`.
 #[pyfunction]
-pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
-    let cfg: RunConfig =
-        guarded(|| serde_json::from_str(config_json).map_err(|e| CoreError::Config(format!("bench config: {e}"))))?;
+pub fn native_run<'py>(py: Python<'py>, config: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let cfg: RunConfig = guarded(|| from_py(config))?;
     let interrupt = AtomicBool::new(false);
     let report = std::thread::scope(|s| {
         let worker = s.spawn(|| guarded(|| run_until(&cfg, &interrupt)));
@@ -34,29 +35,23 @@ pub fn native_run(py: Python<'_>, config_json: &str) -> PyResult<String> {
             .join()
             .unwrap_or_else(|_| Err(pyo3::exceptions::PyRuntimeError::new_err("the native run's thread panicked")))
     })?;
-    guarded(|| super::json(&report))
+    to_py(py, &report)
 }
 
 /// A bench's options (`tdxcore.bench`'s, every one given) checked by the one validator; the
-/// run every policy shares and the repeat count, as JSON.
+/// run every policy shares and the repeat count.
 #[pyfunction]
-pub fn bench_plan(options: &Bound<'_, PyAny>) -> PyResult<String> {
-    guarded(|| {
-        let plan = super::form::from_py::<crate::form::bench::BenchForm>(options)?.into_plan()?;
-        super::json(&plan)
-    })
+pub fn bench_plan<'py>(py: Python<'py>, options: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let plan = guarded(|| from_py::<crate::form::bench::BenchForm>(options)?.into_plan())?;
+    to_py(py, &plan)
 }
 
-/// A workload's programs: phases, each one list of operations per vCPU, as JSON (so other
+/// A workload's programs: phases, each one list of operations per vCPU (so other
 /// implementations, like the Python specification, can run the same trace).
 #[pyfunction]
-pub fn workload_plan(workload_json: &str) -> PyResult<String> {
-    guarded(|| {
-        let w: crate::native::workload::Workload =
-            serde_json::from_str(workload_json).map_err(|e| CoreError::Config(format!("workload: {e}")))?;
-        let plan = w.plan()?;
-        super::json(&plan.phases)
-    })
+pub fn workload_plan<'py>(py: Python<'py>, workload: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let plan = guarded(|| from_py::<crate::native::workload::Workload>(workload)?.plan())?;
+    to_py(py, &plan.phases)
 }
 
 /// B8's baseline: a bare PyO3 function that does nothing.

@@ -6,24 +6,28 @@ use std::io::Write;
 use std::time::Duration;
 
 use super::errors::guarded;
-use super::json;
-use crate::error::{CoreError, CoreResult};
+use super::form::from_py;
+use super::to_py;
+use crate::error::CoreError;
 use crate::explore::search::{Search, replay};
 use crate::explore::token::{self, Expected};
 use crate::form::check::CheckForm;
-use crate::program::scenario::Scenario;
+use crate::form::scenario::{ScenarioForm, parse_steps};
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> CoreResult<T> {
-    serde_json::from_str(text).map_err(|e| CoreError::Config(format!("{what}: {e}")))
-}
-
-/// Run a search of `scenario_json` (`Scenario.to_json`) with the user's `options` (every
-/// option of `tdxcore.check`, checked by the one validator: strategy, budget, properties).
-/// Returns the report as JSON, with a replay token beside every counterexample and every race.
+/// Run a search of a scenario (its fields, as `Scenario` holds them, with the policy's `steps`)
+/// with the user's `options` (every option of `tdxcore.check`, checked by the one validator:
+/// strategy, budget, properties). Returns the report, with a replay token beside every
+/// counterexample and every race.
 #[pyfunction]
-pub fn check(py: Python<'_>, scenario_json: &str, options: &Bound<'_, PyAny>, progress: bool) -> PyResult<String> {
+pub fn check<'py>(
+    py: Python<'py>,
+    scenario: &Bound<'_, PyAny>,
+    steps: Vec<String>,
+    options: &Bound<'_, PyAny>,
+    progress: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let mut search = guarded(|| {
-        let scenario: Scenario = parse("scenario", scenario_json)?;
+        let scenario = from_py::<ScenarioForm>(scenario)?.into_scenario(Some(parse_steps(&steps)?))?;
         let o = super::form::from_py::<CheckForm>(options)?.into_options()?;
         Search::asking(scenario, o.strategy, o.budget, &o.asked)
     })?;
@@ -55,7 +59,7 @@ pub fn check(py: Python<'_>, scenario_json: &str, options: &Bound<'_, PyAny>, pr
     if progress {
         let _ = writeln!(std::io::stderr());
     }
-    guarded(|| {
+    let report = guarded(|| {
         let report = search.report();
         let mut v = serde_json::to_value(&report).map_err(|e| CoreError::Internal(e.to_string()))?;
         // A counterexample's token expects its property at its step; a race's, a race.
@@ -81,16 +85,17 @@ pub fn check(py: Python<'_>, scenario_json: &str, options: &Bound<'_, PyAny>, pr
                 cx["token"] = token(cx);
             }
         }
-        json(&v)
-    })
+        Ok(v)
+    })?;
+    to_py(py, &report)
 }
 
 /// Replay a token with tracing: {hits, unfinished, end, trace, results, decisions, steps,
-/// preemptions, design_rules, scenario, token} as JSON. Refuses a token that was edited, made by
+/// preemptions, design_rules, scenario, token}. Refuses a token that was edited, made by
 /// another model version, or whose replay does not show what it recorded.
 #[pyfunction]
-pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
-    py.detach(|| {
+pub fn replay_token<'py>(py: Python<'py>, token_text: &str) -> PyResult<Bound<'py, PyAny>> {
+    let replayed = py.detach(|| {
         guarded(|| {
             let (scenario, choices, expect) = token::decode(token_text)?;
             let e = replay(&scenario, &choices)?;
@@ -104,10 +109,11 @@ pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
                     let mut v = serde_json::to_value(h).unwrap_or_default();
                     v["code"] = serde_json::Value::String(h.code());
                     v["class"] = serde_json::to_value(h.property.spec().class).unwrap_or_default();
+                    v["summary"] = serde_json::Value::String(h.violation.summary(scenario.vm.vcpus));
                     v
                 })
                 .collect();
-            json(&serde_json::json!({
+            Ok(serde_json::json!({
                 "hits": hits,
                 "unfinished": e.unfinished,
                 "end": e.end,
@@ -121,5 +127,6 @@ pub fn replay_token(py: Python<'_>, token_text: &str) -> PyResult<String> {
                 "token": token::encode(&scenario, &choices, expect),
             }))
         })
-    })
+    })?;
+    to_py(py, &replayed)
 }

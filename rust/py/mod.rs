@@ -1,14 +1,26 @@
 //! PyO3 bindings: argument conversion, error mapping and the `_core` module. No model logic.
 
+mod args;
 mod bench;
 mod check;
 mod errors;
 mod form;
 mod session;
 
-/// A result as JSON text, the form results cross the boundary in.
+/// JSON text, for the one export that is JSON (`Scenario.to_json`, what tokens carry).
 fn json<T: serde::Serialize>(v: &T) -> crate::error::CoreResult<String> {
     serde_json::to_string(v).map_err(|e| crate::error::CoreError::Internal(e.to_string()))
+}
+
+/// A typed value as Python data (dicts, lists, str, int, None): the form every result crosses
+/// the boundary in.
+fn to_py<'py>(
+    py: pyo3::Python<'py>,
+    v: &(impl serde::Serialize + ?Sized),
+) -> pyo3::PyResult<pyo3::Bound<'py, pyo3::PyAny>> {
+    pythonize::pythonize(py, v).map_err(|e| {
+        errors::to_pyerr(crate::error::CoreError::Internal(format!("tdxcore internal error (please report): {e}")))
+    })
 }
 
 #[pyo3::pymodule(name = "_core")]
@@ -27,29 +39,29 @@ mod core_module {
     #[pymodule_export]
     use super::form::{check_policy, check_policy_fields, policy_locks, read_toml, scenario_json};
 
-    /// The full TDG.MEM.PAGE.ACCEPT outcome table, as JSON.
+    /// The full TDG.MEM.PAGE.ACCEPT outcome table.
     #[pyfunction]
-    fn accept_table_json() -> String {
-        serde_json::to_string(&crate::model::accept::accept_table()).unwrap_or_default()
+    fn accept_table(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        super::to_py(py, &crate::model::accept::accept_table())
     }
 
-    /// I1-I11 with their conditions, as JSON.
+    /// I1-I11 with their conditions.
     #[pyfunction]
-    fn invariants_json() -> String {
-        serde_json::to_string(crate::model::invariants::INVARIANTS).unwrap_or_default()
+    fn invariants(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        super::to_py(py, crate::model::invariants::INVARIANTS)
     }
 
-    /// The model's names, as JSON: their one home, which tdxcore.vocabulary reads (honour
+    /// The model's names: their one home, which tdxcore.vocabulary reads (honour
     /// steps, split allocation modes, planted mutations, SEAMCALLs, page levels, the levels a
     /// guest may ACCEPT at, lpage_info's flags).
     #[pyfunction]
-    fn vocabulary_json() -> PyResult<String> {
+    fn vocabulary(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         use crate::abi::{PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
         use crate::model::config::SplitAlloc;
         use crate::model::honor_policy::HonorStep;
         use crate::model::lpage_info::{KVM_LPAGE_GUEST_INHIBIT_FLAG, KVM_LPAGE_MIXED_FLAG};
         use crate::model::mutation::Mutation;
-        Ok(serde_json::json!({
+        let names = serde_json::json!({
             "honor_steps": HonorStep::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "split_alloc": SplitAlloc::ALL.map(|m| serde_json::json!(m)),
             "mutations": Mutation::ALL.map(|m| serde_json::json!(m)),
@@ -61,19 +73,19 @@ mod core_module {
                 .map(|(m, text)| (serde_json::json!(m).as_str().unwrap_or_default().to_string(), text))
                 .collect::<std::collections::BTreeMap<_, _>>(),
             "policy_presets": super::errors::guarded(crate::form::presets::policy_presets)?,
-        })
-        .to_string())
+        });
+        super::to_py(py, &names)
     }
 
-    /// The properties a check answers, worst first, with their class, as JSON.
+    /// The properties a check answers, worst first, with their class.
     #[pyfunction]
-    fn properties_json() -> String {
-        serde_json::to_string(&crate::explore::properties::PROPERTIES).unwrap_or_default()
+    fn properties(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        super::to_py(py, &crate::explore::properties::PROPERTIES)
     }
 
-    /// TDX status codes the model returns, by value: {"0": "TDX_SUCCESS", ...}, as JSON.
+    /// TDX status codes the model returns, by value: {0: "TDX_SUCCESS", ...}.
     #[pyfunction]
-    fn status_names_json() -> String {
+    fn status_names(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
         use crate::abi::*;
         let codes = [
             TDX_SUCCESS,
@@ -87,9 +99,8 @@ mod core_module {
             TDX_EPT_WALK_FAILED,
             ACCEPT_EXIT,
         ];
-        let map: std::collections::BTreeMap<String, &str> =
-            codes.iter().map(|&c| (c.to_string(), status_name(c))).collect();
-        serde_json::to_string(&map).unwrap_or_default()
+        let map: std::collections::BTreeMap<u64, &str> = codes.iter().map(|&c| (c, status_name(c))).collect();
+        super::to_py(py, &map)
     }
 
     /// Put a fresh module's S-EPT in one cell of the ACCEPT table (gfn 0x201) and run

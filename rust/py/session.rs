@@ -1,16 +1,18 @@
-//! The `Session` class: one VM driven one operation at a time. Results cross as JSON text that
-//! `tdxcore.vm` turns into Python objects.
+//! The `Session` class: one VM driven one operation at a time. Arguments are converted by name
+//! (args.rs); results cross as Python dicts and lists made from the model's typed values
+//! (pythonize), which `tdxcore.vm` wraps.
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::SeqCst;
 
+use super::args::{AcceptLevel, End, GfnArg, Npages, PageLevel, Private, Start, TableLevel, Vcpu};
 use super::errors::guarded;
 use super::form::from_py;
-use super::json;
+use super::to_py;
 use crate::abi::Seamcall;
-use crate::abi::{Errno, Gfn, Level, PG_LEVEL_2M};
+use crate::abi::{Errno, Gfn, PG_LEVEL_2M};
 use crate::error::{CoreError, CoreResult};
 use crate::form::vm::VmForm;
 use crate::model::config::VmConfig;
@@ -21,10 +23,6 @@ use crate::model::spte::describe;
 use crate::model::tdx::ExitOutcome;
 use crate::session::{self, OpReport};
 use crate::sync::sequential::FaultPlan;
-
-fn level(s: &str) -> CoreResult<Level> {
-    Level::parse(s).map_err(CoreError::Config)
-}
 
 /// Injected faults as the user passes them: `Vm(alloc_failures=1, busy={"page_demote": 2})`.
 #[derive(serde::Deserialize)]
@@ -59,6 +57,12 @@ fn unit_name(r: &Result<(), Errno>) -> String {
     }
 }
 
+/// The report of an operation that returns 0 or an errno: "ok" or the errno's name.
+fn unit(r: OpReport<Result<(), Errno>>) -> CoreResult<(OpReport<Result<(), Errno>>, String, serde_json::Value)> {
+    let result = unit_name(&r.value);
+    Ok((r, result, serde_json::Value::Null))
+}
+
 /// A guest operation's report: the result the guest saw and the exits it took.
 fn guest(r: OpReport<GuestOutcome>) -> CoreResult<(OpReport<GuestOutcome>, String, serde_json::Value)> {
     let extra = serde_json::json!({"exits": r.value.exits, "userspace_exits": r.value.userspace_exits});
@@ -67,34 +71,38 @@ fn guest(r: OpReport<GuestOutcome>) -> CoreResult<(OpReport<GuestOutcome>, Strin
 }
 
 /// An operation's report with its value rendered as a string plus extra fields.
-fn report<T>(r: OpReport<T>, result: String, extra: serde_json::Value) -> CoreResult<String> {
-    json(&serde_json::json!({
+fn report<T>(r: OpReport<T>, result: String, extra: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
         "result": result,
         "extra": extra,
         "trace": r.trace,
         "findings": r.findings,
-    }))
+    })
 }
+
+/// What an operation or an inspection returns: Python data.
+type Report<'py> = PyResult<Bound<'py, PyAny>>;
 
 #[pyclass(frozen, module = "tdxcore._core")]
 pub struct Session {
     inner: Mutex<session::Session>,
-    config: String,
+    config: VmConfig,
 }
 
 impl Session {
     /// Run one operation with the GIL released; panics become InternalError.
-    fn operation<T>(
+    fn operation<'py, T>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         op: impl FnOnce(&mut session::Session) -> CoreResult<(OpReport<T>, String, serde_json::Value)> + Send,
-    ) -> PyResult<String> {
-        py.detach(|| {
+    ) -> Report<'py> {
+        let outcome = py.detach(|| {
             guarded(|| {
                 let (r, result, extra) = op(&mut self.inner.lock())?;
-                report(r, result, extra)
+                Ok(report(r, result, extra))
             })
-        })
+        })?;
+        to_py(py, &outcome)
     }
 }
 
@@ -108,43 +116,42 @@ impl Session {
             let cfg = from_py::<VmForm>(options)?.over(VmConfig::default())?;
             let plan = parse_plan(plan, cfg.retry.event_after_retries)?;
             let session = session::Session::new(&cfg, plan)?;
-            Ok(Session { inner: Mutex::new(session), config: json(&cfg)? })
+            Ok(Session { inner: Mutex::new(session), config: cfg })
         })
     }
 
-    /// The VM's whole configuration, as JSON.
+    /// The VM's whole configuration, every option with its value.
     #[getter]
-    fn config_json(&self) -> String {
-        self.config.clone()
+    fn config<'py>(&self, py: Python<'py>) -> Report<'py> {
+        to_py(py, &self.config)
     }
 
-    fn guest_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
-        self.operation(py, |s| guest(s.guest_accept(vcpu, gfn, level(level_name)?)?))
+    fn guest_accept<'py>(&self, py: Python<'py>, vcpu: Vcpu, gfn: GfnArg, level: AcceptLevel) -> Report<'py> {
+        self.operation(py, |s| guest(s.guest_accept(vcpu.0, gfn.0, level.0)?))
     }
 
-    fn guest_access(&self, py: Python<'_>, vcpu: u16, gfn: Gfn) -> PyResult<String> {
-        self.operation(py, |s| guest(s.guest_access(vcpu, gfn)?))
+    fn guest_access<'py>(&self, py: Python<'py>, vcpu: Vcpu, gfn: GfnArg) -> Report<'py> {
+        self.operation(py, |s| guest(s.guest_access(vcpu.0, gfn.0)?))
     }
 
-    fn tdcall_accept(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
+    fn tdcall_accept<'py>(&self, py: Python<'py>, vcpu: Vcpu, gfn: GfnArg, level: AcceptLevel) -> Report<'py> {
         self.operation(py, |s| {
-            let r = s.tdcall_accept(vcpu, gfn, level(level_name)?)?;
+            let r = s.tdcall_accept(vcpu.0, gfn.0, level.0)?;
             let res = r.value.name().to_string();
             Ok((r, res, serde_json::Value::Null))
         })
     }
 
     #[pyo3(signature = (vcpu, gfn, accept_level=None))]
-    fn handle_ept_violation(
+    fn handle_ept_violation<'py>(
         &self,
-        py: Python<'_>,
-        vcpu: u16,
-        gfn: Gfn,
-        accept_level: Option<String>,
-    ) -> PyResult<String> {
+        py: Python<'py>,
+        vcpu: Vcpu,
+        gfn: GfnArg,
+        accept_level: Option<AcceptLevel>,
+    ) -> Report<'py> {
         self.operation(py, |s| {
-            let l = accept_level.as_deref().map(level).transpose()?;
-            let r = s.handle_ept_violation(vcpu, gfn, l)?;
+            let r = s.handle_ept_violation(vcpu.0, gfn.0, accept_level.map(|l| l.0))?;
             let res = match r.value {
                 ExitOutcome::Reenter(pf) => format!("reenter:{}", pf.name()),
                 ExitOutcome::ToUserspace(e) => format!("userspace:{}", e.name()),
@@ -153,56 +160,42 @@ impl Session {
         })
     }
 
-    fn honor_guest_accept_level(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, level_name: &str) -> PyResult<String> {
-        self.operation(py, |s| {
-            let r = s.honor_guest_accept_level(vcpu, gfn, level(level_name)?)?;
-            let res = unit_name(&r.value);
-            Ok((r, res, serde_json::Value::Null))
-        })
+    fn honor_guest_accept_level<'py>(
+        &self,
+        py: Python<'py>,
+        vcpu: Vcpu,
+        gfn: GfnArg,
+        level: AcceptLevel,
+    ) -> Report<'py> {
+        self.operation(py, |s| unit(s.honor_guest_accept_level(vcpu.0, gfn.0, level.0)?))
     }
 
-    fn fault(&self, py: Python<'_>, vcpu: u16, gfn: Gfn, max_level: &str) -> PyResult<String> {
+    fn fault<'py>(&self, py: Python<'py>, vcpu: Vcpu, gfn: GfnArg, max_level: PageLevel) -> Report<'py> {
         self.operation(py, |s| {
-            let r = s.fault(vcpu, gfn, level(max_level)?)?;
+            let r = s.fault(vcpu.0, gfn.0, max_level.0)?;
             let res = pf_name(&r.value);
             Ok((r, res, serde_json::Value::Null))
         })
     }
 
-    fn init_mem_region(&self, py: Python<'_>, gfn: Gfn, npages: u64) -> PyResult<String> {
-        self.operation(py, |s| {
-            let r = s.init_mem_region(gfn, npages)?;
-            let res = unit_name(&r.value);
-            Ok((r, res, serde_json::Value::Null))
-        })
+    fn init_mem_region<'py>(&self, py: Python<'py>, gfn: GfnArg, npages: Npages) -> Report<'py> {
+        self.operation(py, |s| unit(s.init_mem_region(gfn.0, npages.0)?))
     }
 
     fn finalize(&self) -> PyResult<()> {
         guarded(|| self.inner.lock().finalize())
     }
 
-    fn set_memory_attributes(&self, py: Python<'_>, start: Gfn, end: Gfn, private: bool) -> PyResult<String> {
-        self.operation(py, |s| {
-            let r = s.set_memory_attributes(start, end, private)?;
-            let res = unit_name(&r.value);
-            Ok((r, res, serde_json::Value::Null))
-        })
+    fn set_memory_attributes<'py>(&self, py: Python<'py>, start: Start, end: End, private: Private) -> Report<'py> {
+        self.operation(py, |s| unit(s.set_memory_attributes(start.0, end.0, private.0)?))
     }
 
-    fn punch_hole(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
-        self.operation(py, |s| {
-            let r = s.punch_hole(start, end)?;
-            let res = unit_name(&r.value);
-            Ok((r, res, serde_json::Value::Null))
-        })
+    fn punch_hole<'py>(&self, py: Python<'py>, start: Start, end: End) -> Report<'py> {
+        self.operation(py, |s| unit(s.punch_hole(start.0, end.0)?))
     }
 
-    fn split_cross_boundary_leafs(&self, py: Python<'_>, start: Gfn, end: Gfn) -> PyResult<String> {
-        self.operation(py, |s| {
-            let r = s.split_cross_boundary_leafs(start, end)?;
-            let res = unit_name(&r.value);
-            Ok((r, res, serde_json::Value::Null))
-        })
+    fn split_cross_boundary_leafs<'py>(&self, py: Python<'py>, start: Start, end: End) -> Report<'py> {
+        self.operation(py, |s| unit(s.split_cross_boundary_leafs(start.0, end.0)?))
     }
 
     /// Add injected faults to the plan: the next `alloc_failures` allocations fail, the next
@@ -225,7 +218,8 @@ impl Session {
     // ---- inspection: nothing below changes the VM ----
 
     /// (level, spte) of the mirror leaf mapping `gfn`, or None.
-    fn mapping(&self, gfn: Gfn) -> PyResult<Option<(String, u64)>> {
+    fn mapping(&self, gfn: GfnArg) -> PyResult<Option<(String, u64)>> {
+        let gfn = gfn.0;
         guarded(|| {
             let s = self.inner.lock();
             check_gfn(&s, gfn)?;
@@ -234,11 +228,12 @@ impl Session {
     }
 
     /// (kind, value) of the mirror SPTE at `level` covering `gfn`, or None if no table holds it.
-    fn spte(&self, gfn: Gfn, level_name: &str) -> PyResult<Option<(String, u64)>> {
+    fn spte(&self, gfn: GfnArg, level: TableLevel) -> PyResult<Option<(String, u64)>> {
+        let gfn = gfn.0;
+        let l = level.0;
         guarded(|| {
             let s = self.inner.lock();
             check_gfn(&s, gfn)?;
-            let l = level(level_name)?;
             Ok(s.vm.mmu.peek(gfn, l).map(|c| {
                 let v = c.load(SeqCst);
                 (describe(v, l).to_string(), v)
@@ -246,26 +241,27 @@ impl Session {
         })
     }
 
-    /// The S-EPT leaf mapping `gfn` as JSON {level, state}, or FREE.
-    fn sept_entry(&self, gfn: Gfn) -> PyResult<String> {
+    /// (level, state) of the S-EPT leaf mapping `gfn`, or (None, "FREE").
+    fn sept_entry(&self, gfn: GfnArg) -> PyResult<(Option<&'static str>, &'static str)> {
+        let gfn = gfn.0;
         guarded(|| {
             let s = self.inner.lock();
             check_gfn(&s, gfn)?;
             let tdx = s.vm.tdx.lock();
-            let v = match tdx.leaf_for(gfn) {
-                Some((l, e)) => serde_json::json!({"level": l.name(), "state": e.state.name()}),
-                None => serde_json::json!({"level": null, "state": "FREE"}),
-            };
-            json(&v)
+            Ok(match tdx.leaf_for(gfn) {
+                Some((l, e)) => (Some(l.name()), e.state.name()),
+                None => (None, crate::abi::SeptState::Free.name()),
+            })
         })
     }
 
     /// disallow_lpage of `gfn` at a huge level ("2M" or "1G").
-    fn lpage_info(&self, gfn: Gfn, level_name: &str) -> PyResult<u32> {
+    fn lpage_info(&self, gfn: GfnArg, level: PageLevel) -> PyResult<u32> {
+        let gfn = gfn.0;
+        let l = level.0;
         guarded(|| {
             let s = self.inner.lock();
             check_gfn(&s, gfn)?;
-            let l = level(level_name)?;
             if l < PG_LEVEL_2M {
                 return Err(CoreError::Config(format!("lpage_info exists for the huge levels 2M and 1G, not {l}")));
             }
@@ -273,7 +269,8 @@ impl Session {
         })
     }
 
-    fn is_private(&self, gfn: Gfn) -> PyResult<bool> {
+    fn is_private(&self, gfn: GfnArg) -> PyResult<bool> {
+        let gfn = gfn.0;
         guarded(|| {
             let s = self.inner.lock();
             check_gfn(&s, gfn)?;
@@ -289,18 +286,19 @@ impl Session {
         self.inner.lock().vm.bugged.load(SeqCst)
     }
 
-    /// Page statistics and the session's counters, as JSON.
-    fn stats(&self) -> PyResult<String> {
-        guarded(|| {
+    /// Page statistics and the session's counters.
+    fn stats<'py>(&self, py: Python<'py>) -> Report<'py> {
+        let stats = guarded(|| {
             let s = self.inner.lock();
             let st = &s.vm.mmu.stats;
-            json(&serde_json::json!({
+            Ok(serde_json::json!({
                 "pages_4k": st[1].load(SeqCst),
                 "pages_2m": st[2].load(SeqCst),
                 "pages_1g": st[3].load(SeqCst),
                 "counters": s.counters(),
             }))
-        })
+        })?;
+        to_py(py, &stats)
     }
 
     /// Every present mirror leaf as [(first gfn, level)].
@@ -317,14 +315,14 @@ impl Session {
         leaves.into_iter().map(|((l, g), state)| (g, l.name().to_string(), state.name().to_string())).collect()
     }
 
-    /// The state invariants, checked now, as JSON findings.
-    fn check_invariants(&self) -> PyResult<String> {
-        guarded(|| json(&self.inner.lock().check_invariants()))
+    /// The state invariants, checked now, as findings.
+    fn check_invariants<'py>(&self, py: Python<'py>) -> Report<'py> {
+        to_py(py, &guarded(|| Ok(self.inner.lock().check_invariants()))?)
     }
 
-    /// Every finding the operations so far produced, as JSON.
-    fn findings(&self) -> PyResult<String> {
-        guarded(|| json(&self.inner.lock().findings()))
+    /// Every finding the operations so far produced.
+    fn findings<'py>(&self, py: Python<'py>) -> Report<'py> {
+        to_py(py, self.inner.lock().findings())
     }
 
     fn nr_vcpus(&self) -> u16 {

@@ -19,6 +19,11 @@ use crate::abi::{Gfn, Level, Seamcall};
 /// A simulated thread: vCPU n has tid n; host threads (ioctls) come after the vCPUs.
 pub type Tid = u16;
 
+/// A thread as reports name it: vCPUn, or host for a thread after the `vcpus` vCPUs.
+pub fn thread_name(tid: Tid, vcpus: u16) -> String {
+    if tid < vcpus { format!("vCPU{tid}") } else { "host".into() }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
