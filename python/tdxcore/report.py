@@ -8,12 +8,6 @@ from functools import lru_cache
 from typing import Any, Iterable, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.vocabulary import LPAGE_INFO_FLAGS
-
-_PRESENT = 1 << 11
-_HUGE = 1 << 7
-_FROZEN = 0x5A0
-
 
 @lru_cache(maxsize=1)
 def _status_names() -> dict[int, str]:
@@ -22,16 +16,6 @@ def _status_names() -> dict[int, str]:
 
 def thread_name(tid: int, nr_vcpus: int) -> str:
     return f"vCPU{tid}" if tid < nr_vcpus else "host"
-
-
-def _spte(value: int, level: str) -> str:
-    if value == _FROZEN:
-        return "FROZEN"
-    if not value & _PRESENT:
-        return "non-present"
-    if level == "4K" or value & _HUGE:
-        return f"{level} leaf"
-    return f"table#{value >> 12}"
 
 
 def _object(step: dict[str, Any]) -> str:
@@ -54,19 +38,7 @@ def _object(step: dict[str, Any]) -> str:
 
 
 def _value(step: dict[str, Any], v: int) -> str:
-    obj = step["obj"]
-    if obj == "spte":
-        return _spte(v, step["level"])
-    if obj == "lpage_info":
-        flags = [name for name, bit in sorted(LPAGE_INFO_FLAGS.items(), key=lambda f: -f[1]) if v & bit]
-        count = v & (min(LPAGE_INFO_FLAGS.values()) - 1)
-        return "|".join(flags + ([str(count)] if count or not flags else []))
-    if obj == "attributes":
-        return "private" if v & 8 else "shared"
-    if obj == "sept":
-        # A guest access's walk: 1 + the index of the leaf's state, 0 for no leaf.
-        return ("no leaf", "FREE", "PENDING", "MAPPED", "BLOCKED", "PENDING_BLOCKED")[v] if v < 6 else str(v)
-    return f"{v:#x}" if v > 9 else str(v)
+    return _core.value_text(step["obj"], v, step.get("level"))
 
 
 def _operation(kind: Any) -> str:

@@ -12,6 +12,11 @@ pub enum Errno {
     EIO,
 }
 
+/// What a call that returns 0 or an errno returned, as reports name it: "ok" or "-EBUSY".
+pub fn errno_name(r: &Result<(), Errno>) -> String {
+    r.map_or_else(|e| e.name().to_string(), |()| "ok".into())
+}
+
 impl Errno {
     pub fn name(self) -> &'static str {
         match self {

@@ -6,6 +6,6 @@ mod errno;
 mod page;
 mod tdx;
 
-pub use errno::Errno;
+pub use errno::{Errno, errno_name};
 pub use page::*;
 pub use tdx::*;

@@ -20,6 +20,7 @@ pub mod spte;
 pub mod tdp_iter;
 pub mod tdp_mmu;
 pub mod tdx;
+pub mod trace_value;
 pub mod vm;
 
 pub use crate::abi::{Gfn, Level};

@@ -70,6 +70,16 @@ pub fn describe(spte: u64, level: Level) -> &'static str {
     }
 }
 
+/// An SPTE value as a trace shows it: FROZEN, non-present, "2M leaf", or the table it points to.
+pub fn trace_text(spte: u64, level: Level) -> String {
+    match describe(spte, level) {
+        "frozen" => "FROZEN".into(),
+        "leaf" => format!("{level} leaf"),
+        "non-leaf" => format!("table#{}", spte_to_pfn(spte)),
+        other => other.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

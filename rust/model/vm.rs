@@ -427,7 +427,7 @@ impl<R: Runtime> Cx<'_, R> {
         let obj = Obj::Sept { level: crate::abi::PG_LEVEL_4K, gfn };
         self.rt.point(self.tid, Op { kind: OpKind::Load, obj }).await;
         let state = self.vm.tdx.lock().leaf_for(gfn).map(|(_, e)| e.state);
-        let code = state.map_or(0, |s| 1 + crate::abi::SeptState::ALL.iter().position(|&x| x == s).unwrap_or(0) as u64);
+        let code = super::trace_value::sept_walk_code(state);
         self.step(OpKind::Load, obj, code, code);
         state
     }

@@ -3,7 +3,7 @@
 //! The explorer and the native runtime both run programs through here.
 
 use super::scenario::{ProgramOp, Scenario};
-use crate::abi::Errno;
+use crate::abi::errno_name;
 use crate::model::convert::{kvm_gmem_punch_hole, kvm_vm_set_mem_attributes};
 use crate::model::guest::{guest_accept, guest_access};
 use crate::model::vm::{Cx, Vm};
@@ -28,9 +28,9 @@ pub async fn run_op_counted<R: Runtime>(cx: &Cx<'_, R>, op: &ProgramOp) -> (Stri
             (o.result.name(), o.exits)
         }
         ProgramOp::SetMemoryAttributes { start, end, private } => {
-            (errno_name(kvm_vm_set_mem_attributes(cx, start, end, private).await), 0)
+            (errno_name(&kvm_vm_set_mem_attributes(cx, start, end, private).await), 0)
         }
-        ProgramOp::PunchHole { start, end } => (errno_name(kvm_gmem_punch_hole(cx, start, end).await), 0),
+        ProgramOp::PunchHole { start, end } => (errno_name(&kvm_gmem_punch_hole(cx, start, end).await), 0),
     }
 }
 
@@ -45,8 +45,4 @@ pub fn run_setup(vm: &Vm, scenario: &Scenario) {
             run_to_completion(run_op(&cx, op)).expect("a sequential setup never suspends");
         }
     }
-}
-
-fn errno_name(r: Result<(), Errno>) -> String {
-    r.map_or_else(|e| e.name().to_string(), |()| "ok".into())
 }

@@ -103,6 +103,14 @@ mod core_module {
         super::to_py(py, &map)
     }
 
+    /// A value a traced step read or wrote on an object of kind `obj` ("spte", "lpage_info",
+    /// "attributes", "sept", ...) at `level`, as reports show it.
+    #[pyfunction]
+    #[pyo3(signature = (obj, value, level=None))]
+    fn value_text(obj: &str, value: u64, level: Option<super::args::TableLevel>) -> String {
+        crate::model::trace_value::value_text(obj, value, level.map(|l| l.0))
+    }
+
     /// Put a fresh module's S-EPT in one cell of the ACCEPT table (gfn 0x201) and run
     /// TDG.MEM.PAGE.ACCEPT there; returns the outcome name.
     #[pyfunction]

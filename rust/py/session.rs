@@ -12,7 +12,7 @@ use super::errors::guarded;
 use super::form::from_py;
 use super::to_py;
 use crate::abi::Seamcall;
-use crate::abi::{Errno, Gfn, PG_LEVEL_2M};
+use crate::abi::{Errno, Gfn, PG_LEVEL_2M, errno_name};
 use crate::error::{CoreError, CoreResult};
 use crate::form::vm::VmForm;
 use crate::model::config::VmConfig;
@@ -50,16 +50,9 @@ fn pf_name(r: &Result<PfResult, Errno>) -> String {
     }
 }
 
-fn unit_name(r: &Result<(), Errno>) -> String {
-    match r {
-        Ok(()) => "ok".into(),
-        Err(e) => e.name().into(),
-    }
-}
-
 /// The report of an operation that returns 0 or an errno: "ok" or the errno's name.
 fn unit(r: OpReport<Result<(), Errno>>) -> CoreResult<(OpReport<Result<(), Errno>>, String, serde_json::Value)> {
-    let result = unit_name(&r.value);
+    let result = errno_name(&r.value);
     Ok((r, result, serde_json::Value::Null))
 }
 
