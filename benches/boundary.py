@@ -1,4 +1,4 @@
-"""B8 of BENCHMARKS.md: the cost of the Python boundary, measured side by side in one run.
+"""B8 of docs/BENCH.md: the cost of the Python boundary, measured side by side in one run.
 
     python benches/boundary.py
 

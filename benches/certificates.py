@@ -9,7 +9,8 @@ changed no outcome.
 Each cell is bounded by schedules only (`--max-schedules`, default 20,000), never by time, so
 the file depends on the model and the explorer, not on the machine. A cell records the verdict,
 the certificate without its timings, the schedule hash and, for each property broken, its token's
-trace as replayed. Tokens themselves carry the model version and are compared only by trace.
+trace as replayed: its steps, not its notes (the model's commentary, whose wording may change).
+Tokens themselves carry the model version and are compared only by trace.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def cell_record(cell) -> dict:
         "certificate": {k: v for k, v in r.certificate.items() if k not in VOLATILE},
         "properties": {
             name: {"status": p.status, "bound": p.bound,
-                   "trace": list(p.counterexample.replay.trace) if p.counterexample else None,
+                   "trace": [line for line in p.counterexample.replay.trace if line["type"] != "note"]
+                   if p.counterexample else None,
                    "steps": p.counterexample.steps if p.counterexample else None,
                    "choices": list(p.counterexample.choices) if p.counterexample else None}
             for name, p in r.properties.items()

@@ -1,4 +1,4 @@
-//! B1 and B5 of BENCHMARKS.md: the model's mirror page table on the native runtime against
+//! B1 and B5 of docs/BENCH.md: the model's mirror page table on the native runtime against
 //! plain-memory baselines measured in the same run. Hot cache: every table is built before the
 //! timed loop, and each iteration touches a fresh SPTE. Run: `cargo bench --bench native`.
 //! The ratios are printed at the end.

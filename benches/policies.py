@@ -1,4 +1,4 @@
-"""Policy benchmarks on the native runtime (BENCHMARKS.md B4, B6 and the 64 GiB boot), each
+"""Policy benchmarks on the native runtime (docs/BENCH.md B4, B6 and the 64 GiB boot), each
 figure a ratio to a baseline measured in the same run, medians of interleaved runs.
 
     python benches/policies.py [--out DIR] [--repeat N]

@@ -1,4 +1,4 @@
-//! B2 of BENCHMARKS.md: faults under mmu_lock's read side on 1 and 2 threads (this machine has
+//! B2 of docs/BENCH.md: faults under mmu_lock's read side on 1 and 2 threads (this machine has
 //! two cores), partitioned and overlapping, for parking_lot's and std's rwlock, an exclusive
 //! lock (every fault takes the write side: the legacy MMU), and private VMs with no shared lock
 //! (the ideal). Twice: with SEAMCALLs free, where the model's one TDX-module mutex serialises

@@ -1,4 +1,4 @@
-"""Every row of the TDG.MEM.PAGE.ACCEPT table (SEMANTICS.md section 3).
+"""Every row of the TDG.MEM.PAGE.ACCEPT table (docs/MODEL.md "The ACCEPT table", docs/SOURCES.md for the ABI).
 
 EXPECTED is written by hand from the sources, not read from the model: the tests check that the
 model's published table agrees with it, that a module put in each state returns that outcome,

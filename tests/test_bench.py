@@ -1,5 +1,5 @@
 """`tdxcore bench`: the native runtime on OS threads. Nothing here is timed; the tests check
-what each run must compute (BENCHMARKS.md B4's write-lock count, the invariants, the final
+what each run must compute (docs/BENCH.md B4's write-lock count, the invariants, the final
 mappings against a sequential run)."""
 
 import json

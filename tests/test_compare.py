@@ -63,7 +63,9 @@ def test_compare_command_states_the_computed_conclusion(capsys):
     # 4,000 schedules a cell complete every accept-vs-fault cell (at most 3,923), which is where
     # each harmful policy's worst consequence shows; the sentences come from those cells.
     assert main(["compare", "--max-schedules", "4000", "--no-traces"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # Not a terminal: progress is one plain line per cell on stderr, with the total.
+    assert err.splitlines()[0].startswith("  1/140 cells: ") and err.splitlines()[-1].startswith("  140/140 cells: ")
     assert out.index("CONCLUSION") < out.index("split allocation: drop-lock") < out.index("split allocation: prealloc")
     conclusion = " ".join(out[out.index("CONCLUSION"):out.index("POLICIES")].split())
     sentence = {line.split(":")[0]: " ".join(line.split()) for line in

@@ -74,7 +74,7 @@ def test_punch_hole_enomem():
 
 
 def test_conversion_to_private_does_not_split():
-    # Only private-to-shared conversion and punch hole split (SEMANTICS.md 1.1(a), 1.4).
+    # Only private-to-shared conversion and punch hole split (docs/SOURCES.md R7; docs/MODEL.md, conversion to private).
     vm = tdxcore.Vm(shared=[(0x200, 0x201)])
     vm.fault(0, 0x0)
     assert vm.set_memory_attributes(0x1FF, 0x201, True).result == "ok"

@@ -143,7 +143,7 @@ class Differential(RuleBasedStateMachine):
           level=accept_levels,
           pre=st.sampled_from([None, "alloc", "page_demote", "range_block", "mem_track", "accept"]))
     def touch_then_accept(self, vcpu, region, touch, offset, level, pre):
-        """SEMANTICS.md 1.1's legitimate case: the guest touches memory (a 2M AUG, PENDING),
+        """The legitimate case (docs/SOURCES.md R1, R5): the guest touches memory (a 2M AUG, PENDING),
         takes the #VE and ACCEPTs inside it, maybe smaller, so the honour path must split."""
         self.touch(region + touch, region + offset)
         self.both("guest_access", vcpu, region + touch)
@@ -182,7 +182,7 @@ class Differential(RuleBasedStateMachine):
 
     @rule(r=ranges, back=ranges, pre=pre)
     def convert_and_back(self, r, back, pre):
-        """Conversions back and forth around the same gfns (SEMANTICS.md 1.2: Yan's boot data)."""
+        """Conversions back and forth around the same gfns (docs/SOURCES.md: Yan's boot data)."""
         self.set_memory_attributes(r, False, None)
         self.set_memory_attributes(back, True, pre)
 

@@ -31,7 +31,10 @@ def test_python_m_tdxcore_states_the_answer_first():
                    for cell in rows[p] for c in cell.split("/"))
         assert rows["inhibit-only"][0] == "TRAP/TRAP"
     harmful = [line for line in conclusion.splitlines() if ": trap (" in line or "(LL)" in line]
-    assert out.count("\n== ") == len(harmful) and out.count("replay: tdxcore replay tdxcore2:") == len(harmful)
+    assert out.count("\n== ") == len(harmful) and out.count("tdxcore replay \\\n  tdxcore2:") == len(harmful)
+    # Each worst consequence explained in prose, and the whole output within 100 columns.
+    assert out.count("That breaks trap (TRAP, harm)") >= 1
+    assert max(len(line) for line in out.splitlines()) <= 100
 
 
 def test_walk_shows_the_seed_situation():

@@ -37,6 +37,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="ask about this property (repeatable; an asked contract property decides too); "
                           "`tdxcore invariants` lists them")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
+    chk.add_argument("--quiet", action="store_true", help="no progress line on stderr")
+    chk.add_argument("--full", action="store_true", help="show every step of the trace (page-walk reads too)")
+    chk.add_argument("--columns", action="store_true", help="the trace as one column per thread, fitted to the terminal")
     cmp_ = sub.add_parser("compare", help="every preset policy against every preset scenario (the default)")
     cmp_.add_argument("--per-cell", type=float, default=10.0,
                       help="seconds per cell at most (default 10; shrunk to keep the total near --total)")
@@ -44,6 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cmp_.add_argument("--max-schedules", type=int,
                       help="bound every cell by this many schedules instead of by time (the same matrix on any machine)")
     cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
+    cmp_.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bn = sub.add_parser("bench", help="run policies on OS threads with a real mmu_lock and compare their cost")
     bn.add_argument("--policy", help="comma-separated presets (default: every preset, and read-demote+atomic-demote)")
     bn.add_argument("--workload", default="boot", help="boot (default), random-mix, conversion-churn, fault-storm")
@@ -54,9 +58,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bn.add_argument("--kick-us", type=float, default=0.0, help="busy-wait per kick (default 0)")
     bn.add_argument("--repeat", type=int, default=3, help="runs per policy, interleaved (default 3)")
     bn.add_argument("--json", action="store_true", help="every run's report as JSON")
+    bn.add_argument("--quiet", action="store_true", help="no progress on stderr")
     rep = sub.add_parser("replay", help="replay a counterexample token")
-    rep.add_argument("token")
+    rep.add_argument("token", nargs="+", help="the token, whole or in the wrapped lines tdxcore prints; '-' reads it "
+                                              "from stdin (paste a quoted email: the token is found in it)")
     rep.add_argument("--json", action="store_true", help="the trace as JSON lines")
+    rep.add_argument("--full", action="store_true", help="show every step of the trace (page-walk reads too)")
+    rep.add_argument("--columns", action="store_true", help="the trace as one column per thread, fitted to the terminal")
+    rep.add_argument("--svg", metavar="FILE", help="also draw the run as a timeline (SVG)")
+    rep.add_argument("--png", metavar="FILE", help="also draw the timeline as a PNG (needs matplotlib)")
+    rep.add_argument("--perfetto", metavar="FILE",
+                     help="also write the run as Chrome trace-event JSON, for ui.perfetto.dev")
     args = parser.parse_args(argv)
 
     from tdxcore import accept_table, invariants
@@ -81,15 +93,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _bench(args)
         elif args.command == "replay":
             from tdxcore import replay
+            from tdxcore.report import render_replay
 
-            from tdxcore.report import render_hits
-
-            r = replay(args.token)
+            r = replay(sys.stdin.read() if args.token == ["-"] else "\n".join(args.token))
             if args.json:
                 print(r.jsonl())
             else:
-                print(render_hits(r))
-                print(r.render())
+                print(render_replay(r, columns=args.columns, full=args.full))
+            _pictures(r, args)
             # 1 when the run breaks a harm property, as `check` exits.
             return 1 if any(h["class"] == "harm" for h in r.hits) else 0
         elif args.command == "invariants":
@@ -124,30 +135,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def _pictures(r, args: argparse.Namespace) -> None:
+    """The files `tdxcore replay` was asked for: --svg, --png, --perfetto."""
+    from tdxcore.errors import ConfigError
+
+    for path in (args.svg, args.png, args.perfetto):
+        if path:
+            try:
+                open(path, "a").close()
+            except OSError as e:
+                raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    if args.svg or args.png:
+        from tdxcore.timeline import layout, to_png, to_svg
+
+        t = layout(r.trace, r.nr_vcpus, r.hits)
+        if args.svg:
+            with open(args.svg, "w") as f:
+                f.write(to_svg(t))
+        if args.png:
+            to_png(t, args.png)
+    if args.perfetto:
+        from tdxcore import perfetto
+
+        perfetto.write(args.perfetto, perfetto.replay_events(r.trace, r.nr_vcpus, r.hits))
+
+
 def _compare(args: argparse.Namespace) -> int:
     import textwrap
 
     from tdxcore import MODEL_VERSION, invariants
     from tdxcore.compare import compare, legend, render_matrix
     from tdxcore.conclusion import _worst, conclusion, policy_steps
+    from tdxcore.email_text import wrap_token
 
-    progress = sys.stderr.isatty()
+    from tdxcore.progress import Progress
+
     done = []
+    bar: list[Progress] = []
 
     def on_cell(c) -> None:
         done.append(c)
-        end = "" if progress else "\n"
-        print(f"\r  {len(done)} cells done: {c.policy} x {c.scenario} ({c.split_alloc}, {c.alloc_failures})" + " " * 10,
-              end=end, file=sys.stderr, flush=True)
+        bar[0].step(f"{c.policy} x {c.scenario} ({c.split_alloc}, {c.alloc_failures})")
 
     interrupted = False
     try:
         cells = compare(per_cell_seconds=args.per_cell, total_seconds=args.total, on_cell=on_cell,
-                        max_schedules=args.max_schedules)
+                        max_schedules=args.max_schedules,
+                        on_start=lambda total: bar.append(Progress(total, "cells", not args.quiet)))
     except KeyboardInterrupt as e:  # compare()'s Interrupted carries the cells computed
         interrupted, cells = True, list(getattr(e, "partial", None) or done)
-    if progress:
-        print(file=sys.stderr)
+    finally:
+        for b in bar:
+            b.close()
     if not cells:
         print("tdxcore: interrupted before any cell was computed", file=sys.stderr)
         return 130
@@ -189,9 +228,11 @@ def _compare(args: argparse.Namespace) -> int:
             c = _worst(harmful)
             cx = c.result.counterexample
             failures = ", one allocation failure allowed" if c.alloc_failures else ""
-            print(f"\n== {label} on {c.scenario} ({c.split_alloc}{failures}): {cx.code}, "
-                  f"{cx.preemptions} preemption(s), shows at step {cx.steps}")
-            print(f"   replay: tdxcore replay {cx.token}")
+            print()
+            print("\n".join(wrap.wrap(f"== {label} on {c.scenario} ({c.split_alloc}{failures}): {cx.code}, "
+                                       f"{cx.preemptions} preemption(s), shows at step {cx.steps}")))
+            print(cx.explain())
+            print(wrap_token(cx.token))
             print(cx.render())
     return 0
 
@@ -203,7 +244,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()] if args.policy else list(DEFAULT_POLICIES)
     results = bench(policies, args.workload, threads=args.threads, lock=args.lock, gib=args.gib,
-                    seamcall_us=args.seamcall_us, kick_us=args.kick_us, repeat=args.repeat)
+                    seamcall_us=args.seamcall_us, kick_us=args.kick_us, repeat=args.repeat, progress=not args.quiet)
     if args.json:
         print(json.dumps([{"policy": r.policy, "workload": r.workload, "runs": r.runs} for r in results], indent=1))
     else:
@@ -239,11 +280,12 @@ def _check(args: argparse.Namespace) -> int:
         scenario = dataclasses.replace(scenario, vm={**scenario.vm, "split_alloc": args.split_alloc})
     r = check(scenario, policy, strategy=args.strategy, bound=args.bound, seed=args.seed, runs=args.runs,
               depth=args.depth, max_time=args.max_time, properties=args.property,
-              max_memory=None if args.max_memory is None else args.max_memory << 20)
+              max_memory=None if args.max_memory is None else args.max_memory << 20,
+              progress=False if args.quiet else None)
     if args.json:
         print(json.dumps(_check_json(r), indent=2))  # properties worst first
     else:
-        print(r.summary())
+        print(r.summary(columns=args.columns, full=args.full))
     return exit_code(r)
 
 

@@ -7,13 +7,13 @@ machine slows them alike; a result keeps every run and reports the median one.
 from __future__ import annotations
 
 import statistics
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence, Union
 
 from tdxcore import _core
 from tdxcore.errors import ConfigError, Interrupted
 from tdxcore.policy import PRESETS, Policy, as_policy
+from tdxcore.progress import Progress
 
 ATOMIC_SUFFIX = "+atomic-demote"
 # Every preset, and read-demote again with the single-SEAMCALL demote.
@@ -76,25 +76,21 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
         "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential})
     repeat = plan["repeat"]
     parsed = [_policy(p) for p in policies]
-    if progress is None:
-        progress = sys.stderr.isatty()
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in parsed}
     total = repeat * len(parsed)
+    bar = Progress(total, "runs", progress)
     for r in range(repeat):
-        for i, (label, steps, atomic) in enumerate(parsed):
-            if progress:
-                done = r * len(parsed) + i
-                bar = "#" * (20 * done // total)
-                print(f"\r  [{bar:<20}] {done}/{total} {label:<28}", end="", file=sys.stderr, flush=True)
+        for label, steps, atomic in parsed:
             config = {**plan["run"], "honor_policy": list(steps), "atomic_demote": atomic}
             report = _core.native_run(config)
             if report["interrupted"]:
+                bar.close()
                 done = [BenchResult(lb, workload, rs) for lb, rs in runs.items() if rs]
                 raise Interrupted(f"interrupted (Ctrl-C) after {sum(len(rs) for rs in runs.values())} of {total} "
                                   "runs; .partial has the complete ones", partial=done)
             runs[label].append(report)
-    if progress:
-        print(f"\r  [{'#' * 20}] {total}/{total}" + " " * 30, file=sys.stderr)
+            bar.step(label)
+    bar.close()
     return [BenchResult(label, workload, runs[label]) for label in runs]
 
 

@@ -29,6 +29,7 @@ class Replay:
     preemptions: int
     nr_vcpus: int
     unfinished: Optional[str] = None
+    scenario: dict[str, Any] = field(default_factory=dict)
 
     @property
     def violation(self) -> Optional[dict[str, Any]]:
@@ -39,10 +40,27 @@ class Replay:
         """This run's hit of property `prop`, if any."""
         return next((h for h in self.hits if h["property"] == prop), None)
 
-    def render(self, columns: Optional[bool] = None) -> str:
-        from tdxcore.report import render_schedule
+    def render(self, columns: bool = False, full: bool = False) -> str:
+        """The trace for an email (one column, 80 wide, the broken properties' steps marked,
+        page-walk reads folded unless `full`), or one column per thread (`columns`), fitted to
+        the terminal."""
+        if columns:
+            import shutil
 
-        return render_schedule(self.trace, self.nr_vcpus, columns=columns)
+            from tdxcore.report import render_schedule
+
+            return render_schedule(self.trace, self.nr_vcpus, columns=True,
+                                   width=max(80, shutil.get_terminal_size().columns))
+        from tdxcore.email_text import render_email
+
+        return render_email(self.trace, self.nr_vcpus, self.hits, full=full)
+
+    def explain(self, prop: Optional[str] = None) -> str:
+        """The worst broken property (or `prop`) explained in prose, from this trace."""
+        from tdxcore.explain import explain
+
+        hit = self.hit(prop) if prop else (self.hits[0] if self.hits else None)
+        return "" if hit is None else explain(hit, self.trace, self.nr_vcpus)
 
     def jsonl(self) -> str:
         from tdxcore.report import trace_jsonl
@@ -75,8 +93,12 @@ class Counterexample:
     def replay(self) -> Replay:
         return replay(self.token)
 
-    def render(self, columns: Optional[bool] = None) -> str:
-        return self.replay.render(columns)
+    def render(self, columns: bool = False, full: bool = False) -> str:
+        return self.replay.render(columns, full)
+
+    def explain(self) -> str:
+        """This counterexample in prose: what set what, which contract broke, what relied on it."""
+        return self.replay.explain(self.property)
 
 
 @dataclass(frozen=True)
@@ -145,10 +167,10 @@ class CheckResult:
     def interrupted(self) -> bool:
         return (self.certificate.get("cut_by") or "").startswith("interrupted")
 
-    def summary(self) -> str:
+    def summary(self, columns: bool = False, full: bool = False) -> str:
         from tdxcore.report import render_check
 
-        return render_check(self)
+        return render_check(self, columns=columns, full=full)
 
 
 def check(
@@ -198,16 +220,19 @@ def check(
 
 
 def replay(token: str) -> Replay:
-    """Re-run a counterexample from its token; the trace is the same byte for byte."""
+    """Re-run a counterexample from its token (whole, or wrapped as tdxcore prints it, even inside
+    a quoted email); the trace is the same byte for byte."""
+    from tdxcore.email_text import token_from
+
     if not isinstance(token, str):
         raise ArgumentTypeError(f"a replay token is a str, not {type(token).__name__}")
-    out = _core.replay_token(token)
+    out = _core.replay_token(token_from(token))
     hits = sorted(out["hits"], key=lambda h: _SEVERITY[h["property"]])
     return Replay(
         token=out["token"], hits=tuple(hits), trace=tuple(out["trace"]),
         results={str(k): v for k, v in out["results"].items()}, steps=out["steps"],
         preemptions=out["preemptions"], nr_vcpus=out["scenario"]["vm"]["vcpus"],
-        unfinished=out["unfinished"])
+        unfinished=out["unfinished"], scenario=out["scenario"])
 
 
 def properties() -> list[dict[str, Any]]:

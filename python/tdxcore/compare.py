@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class Cell:
 def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequence[str]] = None,
             per_cell_seconds: float = 10.0, total_seconds: float = 50.0, workers: Optional[int] = None,
             on_cell: Optional[Callable[[Cell], None]] = None, max_schedules: Optional[int] = None,
-            split_allocs: Sequence[str] = SPLIT_ALLOC) -> list[Cell]:
+            split_allocs: Sequence[str] = SPLIT_ALLOC, on_start: Optional[Callable[[int], None]] = None) -> list[Cell]:
     """Run the matrix: each cell as the kernel behaves and with one allocation failure allowed, in
     each split allocation mode.
 
@@ -65,7 +66,8 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
     GIL). With `max_schedules`, every cell is bounded by that many schedules and nothing else, so
     the result does not depend on the machine's speed. Otherwise every cell first gets a short
     time budget, enough for most cells; the cells it cut then share what is left of
-    `total_seconds`, each getting at most `per_cell_seconds`. A cut cell says so.
+    `total_seconds`, each getting at most `per_cell_seconds`. A cut cell says so. `on_start` is
+    told the number of cells, `on_cell` each cell as it is final.
     """
     jobs = {}
     for label, policy, atomic in VARIANTS:
@@ -81,6 +83,8 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
                         vm["atomic_demote"] = True
                     jobs[(label, name, failures, mode)] = (
                         policy, dataclasses.replace(scenario, vm=vm, alloc_failures=failures))
+    if on_start:
+        on_start(len(jobs))
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     deadline = time.monotonic() + total_seconds
     finished: dict = {}  # the cells computed so far, for Ctrl-C
@@ -130,21 +134,31 @@ def compare(policies: Optional[Sequence[str]] = None, scenarios: Optional[Sequen
 FIRST_PASS_SECONDS = 0.5
 
 
-def render_matrix(cells: Sequence[Cell], split_alloc: str) -> str:
+def render_matrix(cells: Sequence[Cell], split_alloc: str, width: int = 100) -> str:
     """One split allocation mode's matrix: a row per policy, a column per scenario, each cell
-    "as the kernel behaves / with one allocation failure allowed"."""
+    "as the kernel behaves / with one allocation failure allowed". Columns that would pass
+    `width` go on into a further block below, with the policies repeated."""
     cells = [c for c in cells if c.split_alloc == split_alloc]
     scenarios = list(dict.fromkeys(c.scenario for c in cells))
     policies = list(dict.fromkeys(c.policy for c in cells))
     index = {(c.policy, c.scenario, c.alloc_failures): c for c in cells}
-    width = max(len(p) for p in policies) + 1
+    label = max(len(p) for p in policies) + 1
     text = {(p, s): f"{index[(p, s, 0)].text if (p, s, 0) in index else '-'}/"
                     f"{index[(p, s, 1)].text if (p, s, 1) in index else '-'}" for p in policies for s in scenarios}
-    cols = [max(len(s), *(len(text[(p, s)]) for p in policies)) + 1 for s in scenarios]
-    lines = [f"split allocation: {split_alloc} ({SPLIT_ALLOC_MEANING.get(split_alloc, split_alloc)})",
-             (" " * width + "".join(f"{s:<{w}}" for s, w in zip(scenarios, cols))).rstrip()]
-    for p in policies:
-        lines.append((f"{p:<{width}}" + "".join(f"{text[(p, s)]:<{w}}" for s, w in zip(scenarios, cols))).rstrip())
+    cols = {s: max(len(s), *(len(text[(p, s)]) for p in policies)) + 1 for s in scenarios}
+    blocks: list[list[str]] = [[]]
+    for s in scenarios:
+        if blocks[-1] and label + sum(cols[t] for t in blocks[-1]) + cols[s] - 1 > width:
+            blocks.append([])
+        blocks[-1].append(s)
+    lines = textwrap.wrap(f"split allocation: {split_alloc} ({SPLIT_ALLOC_MEANING.get(split_alloc, split_alloc)})",
+                          width=width, subsequent_indent="  ")
+    for i, block in enumerate(blocks):
+        if i:
+            lines.append("")
+        lines.append((" " * label + "".join(f"{s:<{cols[s]}}" for s in block)).rstrip())
+        for p in policies:
+            lines.append((f"{p:<{label}}" + "".join(f"{text[(p, s)]:<{cols[s]}}" for s in block)).rstrip())
     return "\n".join(lines)
 
 

@@ -133,10 +133,11 @@ def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 
     return "\n".join(rows)
 
 
-def render_schedule(trace: Sequence[dict[str, Any]], nr_vcpus: int, columns: Optional[bool] = None) -> str:
-    """Columns per thread where they fit in 100 ASCII columns (or when asked), else one line per step."""
+def render_schedule(trace: Sequence[dict[str, Any]], nr_vcpus: int, columns: Optional[bool] = None,
+                    width: int = 100) -> str:
+    """Columns per thread where they fit in `width` columns (or when asked), else one line per step."""
     if columns is not False:
-        text = render_columns(trace, nr_vcpus)
+        text = render_columns(trace, nr_vcpus, width)
         if text is not None:
             return text
     return render_trace(trace, nr_vcpus, notes=False)
@@ -176,7 +177,7 @@ def _status(p: Any) -> str:
     return f"VIOLATED {p.code}: {cx.preemptions} preemption(s){fewest}, step {cx.steps}{shortened}"
 
 
-def render_check(result: Any) -> str:
+def render_check(result: Any, columns: bool = False, full: bool = False) -> str:
     """A check as text for an 80-column email: the verdict, what the search covered, every
     property's result, the worst counterexample with its trace, and the others' replay tokens."""
     c = result.certificate
@@ -215,7 +216,8 @@ def render_check(result: Any) -> str:
     lines.append(f"  {'property':<15} {'class':<9} result")
     for p in result.properties.values():
         cls = "harm" if p.harm else ("contract*" if p.decides else "contract")
-        lines.append(f"  {p.name:<15} {cls:<9} {_status(p)}")
+        lines += textwrap.wrap(f"  {p.name:<15} {cls:<9} {_status(p)}", width=80, subsequent_indent=" " * 30,
+                               break_long_words=False)
     asked = " contract* was asked for and decides too;" if any(p.decides and not p.harm for p in result.properties.values()) else ""
     lines += _wrap(f"(harm decides the verdict;{asked} the others are reported with a trace. fewest: no "
                    "counterexample has fewer preemptions; shortened: no single changed choice gives a "
@@ -232,13 +234,18 @@ def render_check(result: Any) -> str:
             lines += _wrap(f"design rule {rule} (reported, not a verdict): {count}x, e.g. {message}")
     cx = result.counterexample
     others = [p for p in result.violated if p.counterexample is not None and p.name != result.worst]
+    from tdxcore.email_text import wrap_token
+
     if cx is not None:
         lines.append("")
         lines += _wrap(f"{result.worst}: {cx.summary}", "")
-        lines.append(f"counterexample: {cx.preemptions} preemption(s), shows at step {cx.steps}; replay with:")
-        lines.append(f"  tdxcore replay {cx.token}")
         lines.append("")
-        lines.append(cx.render())
+        lines.append(cx.explain())
+        lines.append("")
+        lines.append(f"counterexample: {cx.preemptions} preemption(s), shows at step {cx.steps}; replay with:")
+        lines.append(wrap_token(cx.token))
+        lines.append("")
+        lines.append(cx.render(columns, full))
     if others:
         lines.append("")
         lines.append("the other properties broken, each with its own counterexample:")
@@ -246,7 +253,45 @@ def render_check(result: Any) -> str:
             o = p.counterexample
             lines += _wrap(f"{p.name} ({p.code}): {o.summary}; {o.preemptions} preemption(s), "
                            f"step {o.steps}", "  ")
-            lines.append(f"    tdxcore replay {o.token}")
+            lines.append(wrap_token(o.token))
+    return "\n".join(lines)
+
+
+def _op_words(op: dict[str, Any]) -> str:
+    args = ", ".join(f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+                     for k, v in op.items() if k != "op")
+    return f"{op['op']}({args})"
+
+
+def render_scenario(s: dict[str, Any]) -> list[str]:
+    """What a replayed scenario runs, and under which policy, in a few wrapped lines."""
+    n = s["vm"]["vcpus"]
+    def program(p: dict[str, Any]) -> str:
+        who = thread_name(p["vcpu"], n) if p.get("vcpu") is not None else "host"
+        return f"{who} " + ", ".join(_op_words(op) for op in p["ops"])
+    failures = s["faults"]["alloc_failures"]
+    vm = [f"{n} vCPUs", f"split_alloc {s['vm']['split_alloc']}",
+          f"{failures} allocation failure(s) allowed" if failures else "no allocation failure",
+          f"{s['fairness']} fairness"]
+    if s["vm"]["module"].get("atomic_demote"):
+        vm.append("single-SEAMCALL demote")
+    lines = _wrap(f"scenario {s['name']}: " + "; ".join(program(p) for p in s["threads"]), "")
+    if s.get("setup"):
+        lines += _wrap("set up first: " + "; ".join(program(p) for p in s["setup"]), "  ")
+    lines += _wrap("(" + ", ".join(vm) + ")", "  ")
+    lines += _wrap("policy: " + ", ".join(s["vm"]["honor_policy"]), "")
+    return lines
+
+
+def render_replay(replay: Any, columns: bool = False, full: bool = False) -> str:
+    """A replayed counterexample as a reply would quote it: the scenario and policy, what the run
+    breaks, the worst in prose, the token (wrapped) and the trace."""
+    from tdxcore.email_text import wrap_token
+
+    lines = render_scenario(replay.scenario) + [render_hits(replay), ""]
+    if replay.hits:
+        lines += [replay.explain(), ""]
+    lines += ["replay with:", wrap_token(replay.token), "", replay.render(columns, full)]
     return "\n".join(lines)
 
 

@@ -87,7 +87,7 @@ impl Violation {
             }
             Violation::Bug { rule, message, .. } => format!("{rule}: {message}"),
             Violation::Deadlock { blocked } => format!("deadlock: {}", blocked.join("; ")),
-            Violation::Livelock { message, escape, .. } => {
+            Violation::Livelock { threads, message, escape, .. } => {
                 let how = match escape {
                     Escape::Unknown { why } => format!("whether some schedule leaves it is not known: {why}"),
                     Escape::Leaves { schedules } => {
@@ -99,7 +99,8 @@ impl Violation {
                         thousands(*schedules)
                     ),
                 };
-                format!("livelock: {message}; {how}")
+                let who = threads.iter().map(|&t| name(t)).collect::<Vec<_>>().join(" and ");
+                format!("livelock: {who} {message}; {how}")
             }
             Violation::Race(r) => format!(
                 "race on {}: {} {} ({}) vs {} {} ({}): {}",
@@ -641,7 +642,7 @@ fn livelock(cycle: &[(u64, Tid)], fairness: Fairness, sim: &Sim<'_>, key: u64) -
     }
     let threads: Vec<Tid> = (0..64).filter(|t| stepped & 1 << t != 0).collect();
     let message = format!(
-        "threads {threads:?} can repeat a cycle of {} steps for ever without completing an operation ({})",
+        "can repeat a cycle of {} steps for ever without completing an operation ({})",
         cycle.len(),
         match fairness {
             Fairness::Weak => "under weak fairness: every thread enabled throughout the cycle steps in it",

@@ -65,6 +65,17 @@ pub enum AcceptOutcome {
     Unreachable,
 }
 
+impl Position {
+    /// Where the walk ended, relative to the requested level, in words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Position::At => "at",
+            Position::Above => "above",
+            Position::Below => "below",
+        }
+    }
+}
+
 impl AcceptOutcome {
     pub fn name(self) -> &'static str {
         match self {

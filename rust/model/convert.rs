@@ -6,7 +6,7 @@ use super::lpage_info::kvm_arch_post_set_memory_attributes;
 use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::tdp_mmu::tdp_mmu_zap_leafs;
 use super::vm::Cx;
-use crate::abi::{Errno, Gfn};
+use crate::abi::{Errno, Gfn, errno_name};
 use crate::sync::{FindingKind, Mode, Obj, Runtime};
 
 /// kvm_mmu_invalidate_begin() + kvm_mmu_invalidate_range_add() (under the write lock).
@@ -89,7 +89,7 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     // before mmu_lock; on -ENOMEM nothing has begun and the ioctl fails.
     if !private && let Err(e) = kvm_mmu_topup_memory_cache(cx).await {
         cx.slots_unlock().await;
-        cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {e:?}"));
+        cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {}", e.name()));
         return Err(e);
     }
     let r = invalidate_split_unmap(cx, start, end, !private).await;
@@ -103,7 +103,7 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
     kvm_mmu_invalidate_end(cx).await;
     cx.write_unlock().await;
     cx.slots_unlock().await;
-    cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {r:?}"));
+    cx.note(|| format!("KVM_SET_MEMORY_ATTRIBUTES [{start:#x}, {end:#x}) private={private} -> {}", errno_name(&r)));
     r
 }
 
@@ -112,14 +112,14 @@ pub async fn kvm_vm_set_mem_attributes<R: Runtime>(
 pub async fn kvm_gmem_punch_hole<R: Runtime>(cx: &Cx<'_, R>, start: Gfn, end: Gfn) -> Result<(), Errno> {
     // split_alloc = prealloc: top up the split's cache before mmu_lock (as above).
     if let Err(e) = kvm_mmu_topup_memory_cache(cx).await {
-        cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {e:?}"));
+        cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {}", e.name()));
         return Err(e);
     }
     let r = invalidate_split_unmap(cx, start, end, true).await;
     cx.write_lock().await;
     kvm_mmu_invalidate_end(cx).await;
     cx.write_unlock().await;
-    cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {r:?}"));
+    cx.note(|| format!("punch hole [{start:#x}, {end:#x}) -> {}", errno_name(&r)));
     r
 }
 

@@ -70,11 +70,11 @@ pub async fn tdg_mem_page_accept<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, level: Le
     }
     cx.note(|| {
         format!(
-            "TDG.MEM.PAGE.ACCEPT({gfn:#x}, {level}) -> {} ({} {} {:?})",
-            outcome.name(),
+            "TDG.MEM.PAGE.ACCEPT({gfn:#x}, {level}) -> {}: the walk ends at a {} {} {} {level}",
+            crate::abi::status_name(outcome.status()),
             cell.state.name(),
             if cell.leaf { "leaf" } else { "table" },
-            cell.position
+            cell.position.words()
         )
     });
     outcome

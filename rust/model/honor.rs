@@ -9,7 +9,7 @@ use super::honor_policy::{HonorStep, held_at};
 use super::lpage_info::{hugepage_set_guest_inhibit, hugepage_test_guest_inhibit};
 use super::split::{kvm_mmu_topup_memory_cache, kvm_split_cross_boundary_leafs};
 use super::vm::Cx;
-use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
+use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K, errno_name};
 use crate::sync::{Mode, Runtime};
 
 /// tdx_honor_guest_accept_level(vcpu, gfn, level): run the VM's honour policy for an ACCEPT
@@ -30,7 +30,7 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
     if cx.vm.honor_policy.contains(&HonorStep::Split)
         && let Err(e) = kvm_mmu_topup_memory_cache(cx).await
     {
-        cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {e:?}"));
+        cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {}", e.name()));
         return Err(e);
     }
     // The lock a step that ends the path early leaves to release (scoped_guard).
@@ -75,7 +75,7 @@ pub async fn tdx_honor_guest_accept_level<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, 
         Some(Mode::Write) => cx.write_unlock().await,
         None => {}
     }
-    cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {result:?}"));
+    cx.note(|| format!("tdx_honor_guest_accept_level({gfn:#x}, {level}) -> {}", errno_name(&result)));
     result
 }
 

@@ -26,23 +26,26 @@ pub fn check<'py>(
     options: &Bound<'_, PyAny>,
     progress: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut search = guarded(|| {
+    let (mut search, max_time) = guarded(|| {
         let scenario = from_py::<ScenarioForm>(scenario)?.into_scenario(Some(parse_steps(&steps)?))?;
         let o = super::form::from_py::<CheckForm>(options)?.into_options()?;
-        Search::asking(scenario, o.strategy, o.budget, &o.asked)
+        let max_time = o.budget.max_time;
+        Ok((Search::asking(scenario, o.strategy, o.budget, &o.asked)?, max_time))
     })?;
     loop {
         let done = py.detach(|| guarded(|| Ok(search.run_for(Duration::from_millis(100)))))?;
         if progress {
             let r = search.report();
             let c = &r.certificate;
+            let elapsed = r.elapsed_ms as f64 / 1000.0;
+            let bound =
+                c.completed_bound.map_or(String::new(), |b| format!(", every schedule to {b} preemption(s) done"));
+            let left = max_time.map_or(String::new(), |t| format!(" of {:.0}s", t.as_secs_f64()));
             let _ = write!(
                 std::io::stderr(),
-                "\r  {} schedules, {} states, {} steps, {:.1}s   ",
+                "\r  {} schedules, {} states{bound}, {elapsed:.1}s{left}   ",
                 c.schedules,
                 c.distinct_states.max(c.pruned),
-                c.steps,
-                r.elapsed_ms as f64 / 1000.0
             );
         }
         if done {

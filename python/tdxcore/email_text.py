@@ -1,0 +1,182 @@
+"""A counterexample as text for a mailing-list reply: one column at most 80 characters wide,
+nothing cut, each step in the kernel's words, the step that breaks the property marked and a
+cycle's repeating steps bracketed. Page-walk reads of present tables are folded (`full=True`
+shows every step); step numbers are the replay's, so a gap shows where steps were folded."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Iterable, Optional, Sequence
+
+from tdxcore import _core
+from tdxcore.report import thread_name
+from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
+
+WIDTH = 80
+# margin, step number, thread, lock: "|  12 vCPU0  R  "
+PREFIX = 16
+TOKEN_WIDTH = 76
+
+
+def _where(step: dict[str, Any]) -> str:
+    """The object a step touches, as the kernel names it."""
+    obj = step["obj"]
+    if obj in ("spte", "lpage_info"):
+        return f"{'SPTE' if obj == 'spte' else 'lpage_info'} {step['level']} {step['gfn']:#x}"
+    if obj == "sept":
+        return f"{step['level']} {step['gfn']:#x}"
+    if obj == "attributes":
+        return f"attributes {step['gfn']:#x}"
+    if obj == "lock":
+        return f"&kvm->{step['lock']}"
+    if obj == "vcpu":
+        return f"vCPU{step['vcpu']}"
+    return {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress",
+            "invalidate_start": "mmu_invalidate_range_start", "invalidate_end": "mmu_invalidate_range_end",
+            "td": "the TD", "page": "a page"}.get(obj, obj)
+
+
+def _value(step: dict[str, Any], v: int) -> str:
+    return _core.value_text(step["obj"], v, step.get("level"))
+
+
+def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
+    """One traced step in the kernel's words: `read_lock(&kvm->mmu_lock)`,
+    `TDH.MEM.PAGE.DEMOTE 2M 0x200 -> TDX_SUCCESS`, `hugepage_set_guest_inhibit(2M 0x200): 0 ->
+    GUEST_INHIBIT`."""
+    kind, before, after = step["kind"], step["before"], step["after"]
+    where = _where(step)
+    if isinstance(kind, dict):
+        (k, v), = kind.items()
+        if k == "seamcall":
+            return f"{v} {where} -> {status_names.get(after, f'{after:#x}')}"
+        if k in ("lock", "unlock"):
+            call = f"{v}_{k}" if step["lock"] == "mmu_lock" else ("mutex_lock" if k == "lock" else "mutex_unlock")
+            return f"{call}({where})"
+        return f"{k}({v}) {where}"
+    if kind == "load":
+        if step["obj"] == "sept":
+            return f"guest touches {where}: S-EPT leaf {_value(step, before)}"
+        return f"READ {where} = {_value(step, before)}"
+    if kind == "store":
+        if step["obj"] == "lpage_info" and after & GUEST_INHIBIT_FLAG and not before & GUEST_INHIBIT_FLAG:
+            return (f"hugepage_set_guest_inhibit({step['level']} {step['gfn']:#x}): "
+                    f"{_value(step, before)} -> {_value(step, after)}")
+        return f"WRITE {where}: {_value(step, before)} -> {_value(step, after)}"
+    if kind == "cmpxchg":
+        if before == after:
+            return f"cmpxchg {where} fails: found {_value(step, before)}"
+        return f"cmpxchg {where}: {_value(step, before)} -> {_value(step, after)}"
+    if kind == "alloc":
+        return "allocate a page-table page: " + ("-ENOMEM" if after else "ok")
+    if kind == "vcpu_enter":
+        return f"TDH.VP.ENTER (TD epoch {after})"
+    if kind == "vcpu_exit":
+        return "TD exit to KVM"
+    if kind == "kick":
+        return "kick every vCPU out of the guest"
+    if kind == "cond_resched":
+        return "cond_resched_rwlock_write(&kvm->mmu_lock)"
+    return f"{kind} {where}"
+
+
+def folded(step: dict[str, Any]) -> bool:
+    """A page-walk read that found a present table: the walk's own business."""
+    return (step["kind"] == "load" and step["obj"] == "spte"
+            and _value(step, step["before"]).startswith("table#"))
+
+
+def _locks(trace: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any], str]]:
+    """(step number, or 0 for a note; the line; mmu_lock held by the thread after the step)."""
+    held: dict[int, str] = {}
+    n = 0
+    for line in trace:
+        if line["type"] == "note":
+            yield 0, line, ""
+            continue
+        n += 1
+        kind = line["kind"]
+        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
+            if "lock" in kind:
+                held[line["tid"]] = "W" if kind["lock"] == "write" else "R"
+            elif "unlock" in kind:
+                held.pop(line["tid"], None)
+        yield n, line, held.get(line["tid"], "-")
+
+
+def _wrapped(head: str, text: str, width: int, indent: int = PREFIX) -> list[str]:
+    return textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * indent,
+                         break_long_words=True, break_on_hyphens=False) or [head.rstrip()]
+
+
+def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = (),
+                 *, full: bool = False, notes: bool = True, width: int = WIDTH) -> str:
+    """The trace, one step per line (continued lines indented), at most `width` columns.
+    `hits` (a replay's, each with property, code, step and violation) mark their step with '>';
+    a livelock's cycle is bracketed with '|' and its length."""
+    status_names = _core.status_names()
+    marks = {h["step"]: h for h in hits}
+    cycles = {}
+    for h in hits:
+        v = h["violation"]
+        if v.get("kind") == "livelock" and v.get("cycle_steps"):
+            cycles[h["step"] - v["cycle_steps"] + 1] = h
+    cycle_end: Optional[int] = None
+    lines = [f"{'':1}{'step':>4} {'thread':<6} {'mmu':<2} what (the kernel's words; R/W: mmu_lock held after)"]
+    hidden = 0
+    for n, line, lock in _locks(trace):
+        who = thread_name(line["tid"], nr_vcpus)
+        if n == 0:
+            if notes:
+                lines += _wrapped(" " * PREFIX, f"-- {who}: {line['text']}", width)
+            continue
+        if n in cycles:
+            h = cycles[n]
+            cycle_end = h["step"]
+            lines += _wrapped(" ", f",-- steps {n}-{cycle_end} ({h['violation']['cycle_steps']} steps) repeat "
+                              "for ever: the state at their end is the state at their start", width)
+        inside = cycle_end is not None and n <= cycle_end
+        if not full and folded(line) and n not in marks:
+            hidden += 1
+            continue
+        margin = ">" if n in marks else ("|" if inside else " ")
+        pre = "*" if line.get("preemption") else " "
+        head = f"{margin}{n:>4}{pre}{who:<6} {lock:<2} "
+        head = head[:PREFIX].ljust(PREFIX)
+        lines += _wrapped(head, step_words(line, status_names), width)
+        if n in marks:
+            h = marks[n]
+            lines += _wrapped(" " * PREFIX, f"^ {h['property']} ({h['code']}): {h['summary']}", width)
+        if cycle_end == n:
+            lines.append(" `-- back to the start of the cycle")
+            cycle_end = None
+    if hidden:
+        lines += _wrapped("", f"({hidden} page-walk reads of present tables folded; --full shows every step. "
+                          "'*': the step preempted another thread.)", width, indent=1)
+    return "\n".join(lines)
+
+
+def wrap_token(token: str, command: str = "tdxcore replay", width: int = TOKEN_WIDTH) -> str:
+    """A replay command with its token in lines of at most `width` columns, continued with
+    backslashes, so it survives an email client and pastes into a shell as one command."""
+    room = width - 4  # two spaces of indent, " \\"
+    chunks = [token[i:i + room] for i in range(0, len(token), room)]
+    return " \\\n  ".join([command, *chunks])
+
+
+def token_from(text: str) -> str:
+    """The token in `text`: a whole token, the wrapped lines `wrap_token` prints, or a quoted
+    email around them ("> " prefixes, backslashes and the command are dropped)."""
+    start = text.find("tdxcore2:")
+    if start < 0:
+        return text.strip()
+    body = []
+    for line in text[start:].splitlines():
+        line = line.strip().lstrip(">").strip().rstrip("\\").strip()
+        if body and (not line or " " in line or not _TOKEN_CHARS.issuperset(line)):
+            break
+        body.append(line)
+    return "".join(body)
+
+
+_TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_:")

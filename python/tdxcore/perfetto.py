@@ -1,0 +1,76 @@
+"""Traces as Chrome trace-event JSON, which ui.perfetto.dev (and chrome://tracing) open: one track
+per thread, mmu_lock holds as slices with the steps inside them, instants where GUEST_INHIBIT is
+set and where a property breaks. A replayed counterexample has no clock: each step is one logical
+time unit, shown as 1 us, and the metadata says so."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from tdxcore import _core
+from tdxcore.email_text import step_words
+from tdxcore.report import thread_name
+from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
+
+PID = 1
+# The track of the properties: where each breaks, and a cycle's extent.
+PROPERTIES_TID = 9999
+
+
+def replay_events(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = ()) -> dict:
+    """The trace-event document of a replayed run."""
+    status_names = _core.status_names()
+    events: list[dict[str, Any]] = []
+    tids = sorted({line["tid"] for line in trace})
+    for tid in tids:
+        events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid,
+                       "args": {"name": thread_name(tid, nr_vcpus) + (f" (tid {tid})" if tid >= nr_vcpus else "")}})
+        events.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
+    events.append({"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": "tdxcore replay"}})
+    if hits:
+        events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": PROPERTIES_TID,
+                       "args": {"name": "properties broken"}})
+    held: dict[int, tuple[int, str]] = {}  # tid -> (step the hold began, mode)
+    n = 0
+    for line in trace:
+        tid = line["tid"]
+        if line["type"] == "note":
+            events.append({"ph": "i", "s": "t", "name": line["text"], "cat": "note", "pid": PID, "tid": tid,
+                           "ts": n + 1})
+            continue
+        n += 1
+        kind = line["kind"]
+        events.append({"ph": "X", "name": step_words(line, status_names), "cat": "step", "pid": PID, "tid": tid,
+                       "ts": n, "dur": 1, "args": {"step": n, "preemption": bool(line.get("preemption"))}})
+        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
+            if "lock" in kind:
+                held[tid] = (n, kind["lock"])
+            elif "unlock" in kind and tid in held:
+                start, mode = held.pop(tid)
+                events.append({"ph": "X", "name": f"mmu_lock held for {mode}", "cat": "lock", "pid": PID,
+                               "tid": tid, "ts": start, "dur": n + 1 - start})
+        if (line["kind"] == "store" and line["obj"] == "lpage_info" and line["after"] & GUEST_INHIBIT_FLAG
+                and not line["before"] & GUEST_INHIBIT_FLAG):
+            events.append({"ph": "i", "s": "g", "name": f"GUEST_INHIBIT set: {line['level']} {line['gfn']:#x}",
+                           "cat": "lpage_info", "pid": PID, "tid": tid, "ts": n})
+    for tid, (start, mode) in held.items():  # a hold the run ends in (a cycle, a deadlock)
+        events.append({"ph": "X", "name": f"mmu_lock held for {mode} (to the end)", "cat": "lock", "pid": PID,
+                       "tid": tid, "ts": start, "dur": n + 1 - start})
+    for h in hits:
+        events.append({"ph": "i", "s": "t", "name": f"{h['property']} ({h['code']}) broken", "cat": "property",
+                       "pid": PID, "tid": PROPERTIES_TID, "ts": h["step"], "args": {"summary": h["summary"]}})
+    cycles = {(h["step"] - h["violation"]["cycle_steps"] + 1, h["step"]) for h in hits
+              if h["violation"].get("kind") == "livelock" and h["violation"].get("cycle_steps")}
+    for first, last in sorted(cycles)[:1]:  # a trap is its livelock's cycle: draw one
+        events.append({"ph": "X", "name": f"cycle: steps {first}-{last} repeat for ever", "cat": "cycle",
+                       "pid": PID, "tid": PROPERTIES_TID, "ts": first, "dur": last + 1 - first})
+    events.sort(key=lambda e: (e.get("ts", -1), -e.get("dur", 0)))
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"time": "logical: one step of the replay is 1 us", "tool": "tdxcore",
+                          "model_version": _core.MODEL_VERSION, "steps": n}}
+
+
+def write(path: str, document: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(document, f, indent=0)
