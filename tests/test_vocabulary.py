@@ -42,6 +42,16 @@ def test_the_check_sees_a_name_written_out(tmp_path):
     assert [v for _, v in literals(planted) if v in NAMES] == ["pre_check", "write_lock"]
 
 
+def test_each_scenario_preset_file_is_what_scenario_to_toml_writes():
+    from tdxcore.scenario import PRESETS as SCENARIOS, Scenario
+
+    files = sorted((ROOT / "presets" / "scenarios").glob("*.toml"))
+    assert sorted(f.stem for f in files) == sorted(SCENARIOS)
+    for f in files:
+        assert SCENARIOS[f.stem].to_toml() == f.read_text(), f.name
+        assert Scenario.from_toml(f) == SCENARIOS[f.stem]
+
+
 def test_each_preset_file_is_what_policy_to_toml_writes():
     files = sorted((ROOT / "presets" / "policies").glob("*.toml"))
     assert sorted(f.stem for f in files) == sorted(PRESETS)

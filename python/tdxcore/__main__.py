@@ -48,6 +48,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="bound every cell by this many schedules instead of by time (the same matrix on any machine)")
     cmp_.add_argument("--no-traces", action="store_true", help="the matrix only, without the traces")
     cmp_.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    rp = sub.add_parser("report", help="run the matrix and write it as one self-contained HTML file")
+    rp.add_argument("-o", "--output", default="tdxcore-report.html", help="the HTML file (default tdxcore-report.html)")
+    rp.add_argument("--bench", metavar="FILE", help="add the tables and plots of `tdxcore bench --json > FILE`")
+    rp.add_argument("--max-schedules", type=int,
+                    help="bound every cell by this many schedules instead of by time (the same matrix on any machine)")
+    rp.add_argument("--total", type=float, default=50.0, help="seconds for the whole matrix (default 50)")
+    rp.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bn = sub.add_parser("bench", help="run policies on OS threads with a real mmu_lock and compare their cost")
     bn.add_argument("--policy", help="comma-separated presets (default: every preset, and read-demote+atomic-demote)")
     bn.add_argument("--workload", default="boot", help="boot (default), random-mix, conversion-churn, fault-storm")
@@ -91,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _compare(args)
         elif args.command == "bench":
             return _bench(args)
+        elif args.command == "report":
+            return _report(args)
         elif args.command == "replay":
             from tdxcore import replay
             from tdxcore.report import render_replay
@@ -158,6 +167,41 @@ def _pictures(r, args: argparse.Namespace) -> None:
         from tdxcore import perfetto
 
         perfetto.write(args.perfetto, perfetto.replay_events(r.trace, r.nr_vcpus, r.hits))
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from tdxcore.compare import compare
+    from tdxcore.errors import ConfigError
+    from tdxcore.html_report import build
+    from tdxcore.progress import Progress
+
+    bench = None
+    if args.bench:
+        try:
+            with open(args.bench) as f:
+                bench = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--bench {args.bench}: not the output of `tdxcore bench --json` ({e})") from None
+        if not (isinstance(bench, list) and all(isinstance(r, dict) and {"policy", "workload", "runs"} <= r.keys()
+                                                for r in bench)):
+            raise ConfigError(f"--bench {args.bench}: not the output of `tdxcore bench --json`")
+    bar: list[Progress] = []
+    try:
+        cells = compare(total_seconds=args.total, max_schedules=args.max_schedules,
+                        on_start=lambda total: bar.append(Progress(total, "cells", not args.quiet)),
+                        on_cell=lambda c: bar[0].step(f"{c.policy} x {c.scenario}"))
+    finally:
+        for b in bar:
+            b.close()
+    try:
+        with open(args.output, "w") as f:
+            f.write(build(cells, bench))
+    except OSError as e:
+        raise ConfigError(f"cannot write {args.output}: {e.strerror or e}") from None
+    print(f"wrote {args.output}: {len(cells)} cells")
+    return 0
 
 
 def _compare(args: argparse.Namespace) -> int:

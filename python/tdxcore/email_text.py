@@ -6,34 +6,16 @@ shows every step); step numbers are the replay's, so a gap shows where steps wer
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.report import thread_name
+from tdxcore.report import numbered_steps, object_name, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
 WIDTH = 80
 # margin, step number, thread, lock: "|  12 vCPU0  R  "
 PREFIX = 16
 TOKEN_WIDTH = 76
-
-
-def _where(step: dict[str, Any]) -> str:
-    """The object a step touches, as the kernel names it."""
-    obj = step["obj"]
-    if obj in ("spte", "lpage_info"):
-        return f"{'SPTE' if obj == 'spte' else 'lpage_info'} {step['level']} {step['gfn']:#x}"
-    if obj == "sept":
-        return f"{step['level']} {step['gfn']:#x}"
-    if obj == "attributes":
-        return f"attributes {step['gfn']:#x}"
-    if obj == "lock":
-        return f"&kvm->{step['lock']}"
-    if obj == "vcpu":
-        return f"vCPU{step['vcpu']}"
-    return {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress",
-            "invalidate_start": "mmu_invalidate_range_start", "invalidate_end": "mmu_invalidate_range_end",
-            "td": "the TD", "page": "a page"}.get(obj, obj)
 
 
 def _value(step: dict[str, Any], v: int) -> str:
@@ -45,18 +27,18 @@ def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
     `TDH.MEM.PAGE.DEMOTE 2M 0x200 -> TDX_SUCCESS`, `hugepage_set_guest_inhibit(2M 0x200): 0 ->
     GUEST_INHIBIT`."""
     kind, before, after = step["kind"], step["before"], step["after"]
-    where = _where(step)
+    where = object_name(step)
     if isinstance(kind, dict):
         (k, v), = kind.items()
         if k == "seamcall":
             return f"{v} {where} -> {status_names.get(after, f'{after:#x}')}"
         if k in ("lock", "unlock"):
             call = f"{v}_{k}" if step["lock"] == "mmu_lock" else ("mutex_lock" if k == "lock" else "mutex_unlock")
-            return f"{call}({where})"
+            return f"{call}(&kvm->{step['lock']})"
         return f"{k}({v}) {where}"
     if kind == "load":
         if step["obj"] == "sept":
-            return f"guest touches {where}: S-EPT leaf {_value(step, before)}"
+            return f"guest touches {step['gfn']:#x}: S-EPT leaf {_value(step, before)}"
         return f"READ {where} = {_value(step, before)}"
     if kind == "store":
         if step["obj"] == "lpage_info" and after & GUEST_INHIBIT_FLAG and not before & GUEST_INHIBIT_FLAG:
@@ -86,24 +68,6 @@ def folded(step: dict[str, Any]) -> bool:
             and _value(step, step["before"]).startswith("table#"))
 
 
-def _locks(trace: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any], str]]:
-    """(step number, or 0 for a note; the line; mmu_lock held by the thread after the step)."""
-    held: dict[int, str] = {}
-    n = 0
-    for line in trace:
-        if line["type"] == "note":
-            yield 0, line, ""
-            continue
-        n += 1
-        kind = line["kind"]
-        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
-            if "lock" in kind:
-                held[line["tid"]] = "W" if kind["lock"] == "write" else "R"
-            elif "unlock" in kind:
-                held.pop(line["tid"], None)
-        yield n, line, held.get(line["tid"], "-")
-
-
 def _wrapped(head: str, text: str, width: int, indent: int = PREFIX) -> list[str]:
     return textwrap.wrap(text, width=width, initial_indent=head, subsequent_indent=" " * indent,
                          break_long_words=True, break_on_hyphens=False) or [head.rstrip()]
@@ -122,9 +86,9 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
         if v.get("kind") == "livelock" and v.get("cycle_steps"):
             cycles[h["step"] - v["cycle_steps"] + 1] = h
     cycle_end: Optional[int] = None
-    lines = [f"{'':1}{'step':>4} {'thread':<6} {'mmu':<2} what (the kernel's words; R/W: mmu_lock held after)"]
+    lines = [f"{'':1}{'step':>4} {'thread':<6} {'lk':<2} what (lk: mmu_lock R/W, slots_lock S, held after)"]
     hidden = 0
-    for n, line, lock in _locks(trace):
+    for n, line, lock in numbered_steps(trace):
         who = thread_name(line["tid"], nr_vcpus)
         if n == 0:
             if notes:
@@ -141,7 +105,7 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
             continue
         margin = ">" if n in marks else ("|" if inside else " ")
         pre = "*" if line.get("preemption") else " "
-        head = f"{margin}{n:>4}{pre}{who:<6} {lock:<2} "
+        head = f"{margin}{n:>4}{pre}{who:<6} {lock[:2]:<2} "
         head = head[:PREFIX].ljust(PREFIX)
         lines += _wrapped(head, step_words(line, status_names), width)
         if n in marks:

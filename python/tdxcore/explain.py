@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.report import thread_name
+from tdxcore.report import numbered_steps, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
 _HELD = {None: "holding no lock", "R": "holding mmu_lock for read", "W": "holding mmu_lock for write"}
@@ -21,27 +21,19 @@ class Step:
     n: int
     tid: int
     line: dict[str, Any]
-    lock: Optional[str]  # mmu_lock held by the thread when the step ran: "R", "W" or None
+    lock: Optional[str]  # mmu_lock held by the thread after the step: "R", "W" or None
 
 
 def _steps(trace: Sequence[dict[str, Any]]) -> tuple[list[Step], list[tuple[int, int, str]]]:
-    """The numbered steps with the lock each ran under, and the notes (after step n, tid, text)."""
-    steps, notes = [], []
-    held: dict[int, Optional[str]] = {}
-    n = 0
-    for line in trace:
-        if line["type"] == "note":
-            notes.append((n, line["tid"], line["text"]))
-            continue
-        n += 1
-        tid = line["tid"]
-        steps.append(Step(n, tid, line, held.get(tid)))
-        kind = line["kind"]
-        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
-            if "lock" in kind:
-                held[tid] = "W" if kind["lock"] == "write" else "R"
-            elif "unlock" in kind:
-                held[tid] = None
+    """The numbered steps with the mmu_lock mode their thread holds, and the notes (after step
+    n, tid, text)."""
+    steps, notes, last = [], [], 0
+    for n, line, locks in numbered_steps(trace):
+        if n == 0:
+            notes.append((last, line["tid"], line["text"]))
+        else:
+            last = n
+            steps.append(Step(n, line["tid"], line, locks[0] if locks[0] in "RW" else None))
     return steps, notes
 
 

@@ -18,7 +18,7 @@ def thread_name(tid: int, nr_vcpus: int) -> str:
     return f"vCPU{tid}" if tid < nr_vcpus else "host"
 
 
-def _object(step: dict[str, Any]) -> str:
+def object_name(step: dict[str, Any]) -> str:
     obj = step["obj"]
     if obj == "spte":
         return f"SPTE {step['level']} {step['gfn']:#x}"
@@ -32,9 +32,13 @@ def _object(step: dict[str, Any]) -> str:
         return step["lock"]
     if obj == "vcpu":
         return f"vCPU{step['vcpu']}"
-    return {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress",
-            "invalidate_start": "mmu_invalidate_range_start", "invalidate_end": "mmu_invalidate_range_end",
-            "td": "TD", "page": "page"}.get(obj, obj)
+    return OBJECT_NAMES.get(obj, obj)
+
+
+# The kernel's names of the objects a step can touch that have no address.
+OBJECT_NAMES = {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu_invalidate_in_progress",
+                "invalidate_start": "mmu_invalidate_range_start", "invalidate_end": "mmu_invalidate_range_end",
+                "td": "the TD", "page": "a page"}
 
 
 def _value(step: dict[str, Any], v: int) -> str:
@@ -70,7 +74,7 @@ def _change(step: dict[str, Any]) -> str:
     return ""
 
 
-def _steps(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> Iterable[tuple[int, dict[str, Any], str]]:
+def numbered_steps(trace: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any], str]]:
     """(step number or 0 for a note, line, locks the thread holds after it: R/W for mmu_lock, S
     for slots_lock)."""
     held: dict[int, dict[str, str]] = {}
@@ -93,7 +97,7 @@ def _steps(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> Iterable[tuple[int
 
 
 def _cell(line: dict[str, Any], locks: str) -> str:
-    return f"{locks:<3}{_operation(line['kind'])} {_object(line)} {_change(line)}".rstrip()
+    return f"{locks:<3}{_operation(line['kind'])} {object_name(line)} {_change(line)}".rstrip()
 
 
 def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool = True) -> str:
@@ -101,14 +105,14 @@ def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool 
     mmu_lock, S for slots_lock), the operation, the object and what changed. A '*' marks a
     step that preempted another thread."""
     lines = [f"{'#':>5}  {'thread':<6} {'locks':<5} {'operation':<22} {'object':<24} change"]
-    for n, line, locks in _steps(trace, nr_vcpus):
+    for n, line, locks in numbered_steps(trace):
         who = thread_name(line["tid"], nr_vcpus)
         if n == 0:
             if notes:
                 lines.append(f"{'':>5}  {who:<6} {'':<5} -- {line['text']}")
             continue
         mark = "*" if line.get("preemption") else " "
-        lines.append(f"{n:>4}{mark}  {who:<6} {locks:<5} {_operation(line['kind']):<22} {_object(line):<24} {_change(line)}".rstrip())
+        lines.append(f"{n:>4}{mark}  {who:<6} {locks:<5} {_operation(line['kind']):<22} {object_name(line):<24} {_change(line)}".rstrip())
     return "\n".join(lines)
 
 
@@ -118,12 +122,12 @@ def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 
     if not tids:
         return ""
     col = (width - 6) // len(tids)
-    if any(len(_cell(line, locks)) > col - 1 for n, line, locks in _steps(trace, nr_vcpus) if n):
+    if any(len(_cell(line, locks)) > col - 1 for n, line, locks in numbered_steps(trace) if n):
         return None
     index = {t: i for i, t in enumerate(tids)}
     header = "      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)
     rows = [header.rstrip(), "      " + "".join(("-" * (col - 2)).ljust(col) for _ in tids)]
-    for n, line, locks in _steps(trace, nr_vcpus):
+    for n, line, locks in numbered_steps(trace):
         if n == 0:
             continue
         cells = [""] * len(tids)
@@ -146,12 +150,12 @@ def render_schedule(trace: Sequence[dict[str, Any]], nr_vcpus: int, columns: Opt
 def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:
     """One JSON object per step, the same schema for every strategy."""
     out = []
-    for n, line, locks in _steps(trace, nr_vcpus):
+    for n, line, locks in numbered_steps(trace):
         if n == 0:
             continue
         out.append(json.dumps({
             "step": n, "tid": line["tid"], "thread": thread_name(line["tid"], nr_vcpus),
-            "op": _operation(line["kind"]), "object": _object(line), "before": line["before"],
+            "op": _operation(line["kind"]), "object": object_name(line), "before": line["before"],
             "after": line["after"], "change": _change(line), "locks": locks,
             "preemption": bool(line.get("preemption")),
         }, sort_keys=True))

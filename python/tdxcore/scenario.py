@@ -13,6 +13,7 @@ import tomli_w
 
 from tdxcore import _core, _toml
 from tdxcore.errors import ArgumentTypeError, ConfigError
+from tdxcore.vocabulary import SCENARIO_PRESETS
 
 
 def accept(gfn: int, level: str) -> dict[str, Any]:
@@ -55,6 +56,7 @@ class Scenario:
     fairness: str = "weak"
     max_steps: int = 5000
     name: str = "custom"
+    about: str = ""
     setup: tuple[Mapping[str, Any], ...] = ()
     # Test-only: bugs planted in the model (tdxcore.vocabulary.MUTATIONS) to show the explorer
     # finds them.
@@ -113,42 +115,8 @@ class Scenario:
         return _core.scenario_json(self._fields(), None if policy_steps is None else list(policy_steps))
 
 
-# The seed's situation (the thread of 1 Jul 2025, README): one vCPU accepts 4K inside a 2M range that
-# another vCPU faults at 2M (by touching it).
-PRESETS: dict[str, Scenario] = {
-    "accept-vs-fault": Scenario(
-        name="accept-vs-fault",
-        threads=(vcpu(0, accept(0x201, "4K")), vcpu(1, access(0x3FF))),
-    ),
-    "two-accepts": Scenario(
-        name="two-accepts",
-        vm={"vcpus": 3},
-        threads=(vcpu(0, accept(0x201, "4K")), vcpu(1, access(0x3FF)), vcpu(2, accept(0x300, "4K"))),
-    ),
-    # An ACCEPT racing a private-to-shared conversion of part of the 2M range KVM mapped at 2M.
-    "accept-vs-convert": Scenario(
-        name="accept-vs-convert",
-        setup=(vcpu(1, access(0x3FF)),),
-        threads=(vcpu(0, accept(0x201, "4K")), host(set_memory_attributes(0x300, 0x310, False))),
-    ),
-    # An ACCEPT racing a guest_memfd punch hole inside the same 2M range.
-    "punch-hole": Scenario(
-        name="punch-hole",
-        setup=(vcpu(1, access(0x3FF)),),
-        threads=(vcpu(0, accept(0x201, "4K")), host(punch_hole(0x300, 0x301))),
-    ),
-    # A small TD boot: EDK2-like 4K accepts in one region on vCPU0, 2M accepts elsewhere.
-    "boot-small": Scenario(
-        name="boot-small",
-        vm={"memslots": ((0, 0x800),), "vcpus": 4},
-        threads=(
-            vcpu(0, accept(0x10, "4K"), accept(0x11, "4K")),
-            vcpu(1, accept(0x200, "2M")),
-            vcpu(2, accept(0x400, "2M")),
-            vcpu(3, access(0x12)),
-        ),
-    ),
-}
+# The presets: presets/scenarios/*.toml, built into the Rust core and checked there.
+PRESETS: dict[str, Scenario] = {fields["name"]: Scenario.from_dict(fields) for fields in SCENARIO_PRESETS}
 
 
 def as_scenario(s: Any) -> Scenario:

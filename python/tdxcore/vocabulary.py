@@ -20,6 +20,8 @@ SPLIT_ALLOC_MEANING: dict[str, str] = dict(_names["split_alloc_meaning"])
 """Each split allocation mode in a sentence."""
 POLICY_PRESETS: tuple[dict[str, Any], ...] = tuple(_names["policy_presets"])
 """The preset policies (presets/policies/*.toml, built into the core): name, about, steps."""
+SCENARIO_PRESETS: tuple[dict[str, Any], ...] = tuple(_core.scenario_presets())
+"""The preset scenarios' fields (presets/scenarios/*.toml, built into the core)."""
 MUTATIONS: tuple[str, ...] = tuple(_names["mutations"])
 """Bugs planted in the model for tests of the explorer."""
 SEAMCALLS: tuple[str, ...] = tuple(_names["seamcalls"])

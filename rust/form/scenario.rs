@@ -30,6 +30,10 @@ pub struct ScenarioForm {
     max_steps: u32,
     #[serde(default = "custom")]
     name: String,
+    /// What the scenario is about (documentation: the explorer does not read it).
+    #[serde(default)]
+    #[allow(dead_code)]
+    about: String,
     #[serde(default)]
     setup: Vec<Program>,
     /// Test-only: bugs planted in the model (model/mutation.rs).

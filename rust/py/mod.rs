@@ -77,6 +77,12 @@ mod core_module {
         super::to_py(py, &names)
     }
 
+    /// The preset scenarios' fields, each in its file's order (presets/scenarios/).
+    #[pyfunction]
+    fn scenario_presets(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        super::to_py(py, &super::errors::guarded(crate::form::presets::scenario_presets)?)
+    }
+
     /// The properties a check answers, worst first, with their class.
     #[pyfunction]
     fn properties(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
