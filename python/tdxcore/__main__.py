@@ -344,7 +344,8 @@ def exit_code(r) -> int:
 def _check_json(r) -> dict:
     def cx(c):
         return None if c is None else {"property": c.property, "code": c.code, "violation": c.violation,
-                                       "token": c.token, "steps": c.steps, "preemptions": c.preemptions}
+                                       "summary": c.summary, "token": c.token, "steps": c.steps,
+                                       "preemptions": c.preemptions}
     return {
         "verdict": r.verdict, "worst": r.worst, "scenario": r.scenario, "policy": r.policy,
         "certificate": r.certificate, "design_rules": r.design_rules, "memory_model": r.memory_model,
