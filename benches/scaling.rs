@@ -26,6 +26,7 @@ fn shared(lock: LockKind, threads: u16, overlap: bool, gib: u64, seamcall_ns: u6
         seamcall_ns,
         kick_ns: 0,
         sequential: false,
+        timeline: false,
     })
     .expect("a valid configuration");
     assert!(r.violations.is_empty(), "{:?}", r.violations);
@@ -47,6 +48,7 @@ fn private(threads: u16, gib: u64, seamcall_ns: u64) -> f64 {
                         seamcall_ns,
                         kick_ns: 0,
                         sequential: false,
+                        timeline: false,
                     };
                     run(&cfg).expect("a valid configuration").faults
                 })

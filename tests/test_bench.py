@@ -129,3 +129,20 @@ def test_ctrl_c_in_python_raises_interrupted_with_the_complete_runs():
     rc, out, err = interrupted(code, after=3, timeout=30)
     assert rc == 0, err
     assert out.startswith("True [] interrupted (Ctrl-C) after 0 of 2 runs"), out
+
+
+def test_a_bench_timeline_is_trace_event_json_in_real_time():
+    from tdxcore import perfetto
+    from test_pictures import check_trace_events
+
+    results = tdxcore.bench(["v3", "read-inhibit"], "boot", repeat=1, progress=False, timeline=True)
+    doc = perfetto.bench_events(results)
+    check_trace_events(doc)
+    assert "real time" in doc["otherData"]["time"]
+    processes = [e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"]
+    assert processes == ["v3 (boot, median run)", "read-inhibit (boot, median run)"]
+    holds = [e for e in doc["traceEvents"] if e.get("cat") == "hold"]
+    assert any(e["name"] == "mmu_lock write held" for e in holds) and any(e["name"] == "mmu_lock read held" for e in holds)
+    # Without a timeline the report carries none.
+    (plain,) = tdxcore.bench(["v3"], "boot", repeat=1, progress=False)
+    assert "timeline" not in plain.report

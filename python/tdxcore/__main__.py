@@ -66,6 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bn.add_argument("--repeat", type=int, default=3, help="runs per policy, interleaved (default 3)")
     bn.add_argument("--json", action="store_true", help="every run's report as JSON")
     bn.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bn.add_argument("--perfetto", metavar="FILE",
+                    help="also write each policy's median run as a real-time timeline for ui.perfetto.dev")
     rep = sub.add_parser("replay", help="replay a counterexample token")
     rep.add_argument("token", nargs="+", help="the token, whole or in the wrapped lines tdxcore prints; '-' reads it "
                                               "from stdin (paste a quoted email: the token is found in it)")
@@ -288,7 +290,16 @@ def _bench(args: argparse.Namespace) -> int:
 
     policies = [p.strip() for p in args.policy.split(",") if p.strip()] if args.policy else list(DEFAULT_POLICIES)
     results = bench(policies, args.workload, threads=args.threads, lock=args.lock, gib=args.gib,
-                    seamcall_us=args.seamcall_us, kick_us=args.kick_us, repeat=args.repeat, progress=not args.quiet)
+                    seamcall_us=args.seamcall_us, kick_us=args.kick_us, repeat=args.repeat, progress=not args.quiet,
+                    timeline=bool(args.perfetto))
+    if args.perfetto:
+        from tdxcore import perfetto
+        from tdxcore.errors import ConfigError
+
+        try:
+            perfetto.write(args.perfetto, perfetto.bench_events(results))
+        except OSError as e:
+            raise ConfigError(f"cannot write {args.perfetto}: {e.strerror or e}") from None
     if args.json:
         print(json.dumps([{"policy": r.policy, "workload": r.workload, "runs": r.runs} for r in results], indent=1))
     else:

@@ -60,12 +60,13 @@ def _policy(p: Union[str, Policy]) -> tuple[str, tuple[str, ...], bool]:
 def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: str = "boot", *,
           threads: int = 2, lock: str = "parking_lot", gib: int = 4, seamcall_us: float = 0.0,
           kick_us: float = 0.0, repeat: int = 3, seed: int = 0, sequential: bool = False,
-          progress: Optional[bool] = None) -> list[BenchResult]:
+          progress: Optional[bool] = None, timeline: bool = False) -> list[BenchResult]:
     """Run `workload` under each policy on `threads` OS threads (one per vCPU).
 
     A policy is a preset name, a `Policy`, or a preset name ending in "+atomic-demote".
     `seamcall_us` and `kick_us` are busy-waited per KVM SEAMCALL and per kick, so the write
-    lock's hold time can include the BLOCK + TRACK + kick + DEMOTE sequence.
+    lock's hold time can include the BLOCK + TRACK + kick + DEMOTE sequence. `timeline` keeps
+    each thread's lock spans in every run's report (`perfetto.bench_events` draws them).
     """
     if isinstance(policies, (str, Policy)):
         policies = [policies]
@@ -73,7 +74,7 @@ def bench(policies: Sequence[Union[str, Policy]] = DEFAULT_POLICIES, workload: s
         raise ConfigError("bench needs at least one policy: a list of presets or Policy objects")
     plan = _core.bench_plan({
         "workload": workload, "threads": threads, "lock": lock, "gib": gib, "seamcall_us": seamcall_us,
-        "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential})
+        "kick_us": kick_us, "repeat": repeat, "seed": seed, "sequential": sequential, "timeline": timeline})
     repeat = plan["repeat"]
     parsed = [_policy(p) for p in policies]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in parsed}

@@ -74,3 +74,31 @@ def replay_events(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence
 def write(path: str, document: dict) -> None:
     with open(path, "w") as f:
         json.dump(document, f, indent=0)
+
+
+def bench_events(results: Sequence[Any]) -> dict:
+    """The trace-event document of a bench (`bench(..., timeline=True)`): one process per
+    policy (its median run), one track per vCPU thread, each lock hold a slice preceded by its
+    wait, in real time."""
+    events: list[dict[str, Any]] = []
+    dropped = 0
+    for pid, result in enumerate(results, 1):
+        report = result.report
+        events.append({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                       "args": {"name": f"{result.policy} ({result.workload}, median run)"}})
+        for tid, spans in enumerate(report.get("timeline", [])):
+            events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": f"vCPU{tid}"}})
+            for s in spans:
+                lock = f"{s['lock']} {s['mode']}"
+                if s["got_ns"] > s["asked_ns"]:
+                    events.append({"ph": "X", "name": f"wait for {lock}", "cat": "wait", "pid": pid, "tid": tid,
+                                   "ts": s["asked_ns"] / 1000, "dur": (s["got_ns"] - s["asked_ns"]) / 1000,
+                                   "args": {"path": s["path"]}})
+                events.append({"ph": "X", "name": f"{lock} held", "cat": "hold", "pid": pid, "tid": tid,
+                               "ts": s["got_ns"] / 1000, "dur": (s["released_ns"] - s["got_ns"]) / 1000,
+                               "args": {"path": s["path"]}})
+        dropped += report.get("timeline_dropped", 0)
+    events.sort(key=lambda e: (e["pid"], e["tid"], e.get("ts", -1)))
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"time": "real time since each run began (us)", "tool": "tdxcore",
+                          "model_version": _core.MODEL_VERSION, "spans_dropped_past_cap": dropped}}

@@ -31,6 +31,8 @@ pub struct BenchForm {
     repeat: u32,
     seed: u64,
     sequential: bool,
+    /// Keep each thread's lock spans, for a timeline (`tdxcore bench --perfetto`).
+    timeline: bool,
 }
 
 /// A bench checked: the run for every policy (whose steps the caller fills in) and how often.
@@ -84,6 +86,7 @@ impl BenchForm {
             seamcall_ns,
             kick_ns,
             sequential: self.sequential,
+            timeline: self.timeline,
         };
         Ok(BenchPlan { run, repeat: self.repeat })
     }

@@ -55,12 +55,32 @@ impl LockStats {
     }
 }
 
+/// One hold of a lock on a thread's timeline: when the thread asked for it, got it and let it
+/// go, in ns since the run began, and the path it was on.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct LockSpan {
+    pub lock: LockId,
+    pub mode: Mode,
+    pub path: &'static str,
+    pub asked_ns: u64,
+    pub got_ns: u64,
+    pub released_ns: u64,
+}
+
+/// The most spans a thread keeps: a timeline is for looking at, and a boot takes ~10^5 locks.
+pub const TIMELINE_CAP: usize = 20_000;
+
 /// One thread's measurements. Only that thread writes them while the run is going.
 pub struct ThreadMetrics {
     pub path: Path,
     pub locks: BTreeMap<(Path, LockId, Mode), LockStats>,
-    /// When this thread acquired each lock it holds (mmu_lock, slots_lock).
+    /// When this thread acquired each lock it holds (mmu_lock, slots_lock), and when it asked.
     pub acquired_at: [Option<Instant>; 2],
+    pub asked_at: [Option<Instant>; 2],
+    /// Each hold of a lock, when a timeline was asked for (`RunConfig::timeline`); the spans
+    /// past TIMELINE_CAP are counted, not kept.
+    pub timeline: Option<Vec<LockSpan>>,
+    pub timeline_dropped: u64,
     pub seamcalls: BTreeMap<(Seamcall, u64), u64>,
     pub retries: u64,
     /// EPT-violation exits (the guest operations' own count).
@@ -74,6 +94,9 @@ impl ThreadMetrics {
             path: Path::Access,
             locks: BTreeMap::new(),
             acquired_at: [None, None],
+            asked_at: [None, None],
+            timeline: None,
+            timeline_dropped: 0,
             seamcalls: BTreeMap::new(),
             retries: 0,
             faults: 0,

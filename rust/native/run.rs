@@ -38,6 +38,9 @@ pub struct RunConfig {
     /// Run every program on one OS thread, one after the other (for comparisons).
     #[serde(default)]
     pub sequential: bool,
+    /// Keep each thread's lock spans for a timeline (`tdxcore bench --perfetto`).
+    #[serde(default)]
+    pub timeline: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -61,6 +64,11 @@ pub struct Report {
     pub faults: u64,
     pub faults_per_s: f64,
     pub locks: Vec<LockRow>,
+    /// Each thread's lock spans, with `RunConfig::timeline` (empty otherwise), and how many
+    /// spans past the per-thread cap were only counted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Vec<super::metrics::LockSpan>>,
+    pub timeline_dropped: u64,
     /// Reader stall: how long mmu_lock read acquisitions waited, over every path (ns).
     pub reader_stall_ns: super::metrics::Percentiles,
     /// mmu_lock write acquisitions on the path of 4K ACCEPTs (the honour path and the faults it
@@ -179,6 +187,7 @@ pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> 
         cfg.lock,
         Costs { seamcall: Duration::from_nanos(cfg.seamcall_ns), kick: Duration::from_nanos(cfg.kick_ns) },
     );
+    let rt = if cfg.timeline { rt.with_timeline() } else { rt };
     let mut results: BTreeMap<String, u64> = BTreeMap::new();
     let mut violations = Vec::new();
     let mut elapsed = Duration::ZERO;
@@ -226,6 +235,7 @@ pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> 
         *mappings.entry(level.name()).or_default() += 1;
     }
     let (rss_bytes, peak_rss_bytes) = rss();
+    let (timeline, timeline_dropped) = if cfg.timeline { rt.timeline() } else { (Vec::new(), 0) };
     Ok(Report {
         threads: if cfg.sequential { 1 } else { threads },
         lock: cfg.lock,
@@ -236,6 +246,8 @@ pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> 
         faults,
         faults_per_s: faults as f64 / secs,
         locks: m.lock_rows(),
+        timeline,
+        timeline_dropped,
         reader_stall_ns: m.reader_stall(),
         accept_4k_write_acquisitions: writes(Path::Accept4K),
         accept_2m_write_acquisitions: writes(Path::Accept2M),
@@ -273,6 +285,7 @@ mod tests {
             seamcall_ns: 0,
             kick_ns: 0,
             sequential: false,
+            timeline: false,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxe
 use std::time::{Duration, Instant};
 
 use super::lock::{LockKind, NativeRwLock};
-use super::metrics::{Path, ThreadMetrics};
+use super::metrics::{LockSpan, Path, TIMELINE_CAP, ThreadMetrics};
 use crate::abi::Seamcall;
 use crate::model::vm::Vm;
 use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, OpKind, Runtime, Tid, WaitCond};
@@ -40,6 +40,8 @@ pub struct Native<'a> {
     /// Exits each thread has taken, for kicks.
     exits: Vec<Padded<AtomicU64>>,
     findings: Mutex<Vec<Finding>>,
+    /// When the run began: timeline spans count from here.
+    epoch: Instant,
 }
 
 fn lock_index(lock: LockId) -> usize {
@@ -72,7 +74,31 @@ impl<'a> Native<'a> {
             metrics: (0..threads).map(|_| Padded(Mutex::new(ThreadMetrics::new()))).collect(),
             exits: (0..threads).map(|_| Padded(AtomicU64::new(0))).collect(),
             findings: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
         }
+    }
+
+    /// Keep every thread's lock spans (up to TIMELINE_CAP each) for a timeline.
+    pub fn with_timeline(self) -> Self {
+        for m in &self.metrics {
+            m.0.lock().timeline = Some(Vec::new());
+        }
+        self
+    }
+
+    /// Each thread's lock spans (empty without `with_timeline`) and how many were dropped.
+    pub fn timeline(&self) -> (Vec<Vec<LockSpan>>, u64) {
+        let mut dropped = 0;
+        let spans = self
+            .metrics
+            .iter()
+            .map(|m| {
+                let m = m.0.lock();
+                dropped += m.timeline_dropped;
+                m.timeline.clone().unwrap_or_default()
+            })
+            .collect();
+        (spans, dropped)
     }
 
     fn with_metrics<T>(&self, tid: Tid, f: impl FnOnce(&mut ThreadMetrics) -> T) -> T {
@@ -139,6 +165,7 @@ impl Runtime for Native<'_> {
         self.held[tid as usize][lock_index(lock)].store(1 + (mode == Mode::Write) as u8, Relaxed);
         self.with_metrics(tid, |m| {
             m.acquired_at[lock_index(lock)] = Some(got);
+            m.asked_at[lock_index(lock)] = Some(start);
             let s = m.stats(lock, mode);
             s.acquisitions += 1;
             let _ = s.wait.record((got - start).as_nanos() as u64);
@@ -147,9 +174,25 @@ impl Runtime for Native<'_> {
 
     async fn unlock(&self, tid: Tid, lock: LockId, mode: Mode) {
         let now = Instant::now();
+        let epoch = self.epoch;
         self.with_metrics(tid, |m| {
+            let asked = m.asked_at[lock_index(lock)].take();
             if let Some(at) = m.acquired_at[lock_index(lock)].take() {
                 let _ = m.stats(lock, mode).hold.record((now - at).as_nanos() as u64);
+                let path = m.path.name();
+                let since = |t: Instant| t.saturating_duration_since(epoch).as_nanos() as u64;
+                match &mut m.timeline {
+                    Some(t) if t.len() < TIMELINE_CAP => t.push(LockSpan {
+                        lock,
+                        mode,
+                        path,
+                        asked_ns: since(asked.unwrap_or(at)),
+                        got_ns: since(at),
+                        released_ns: since(now),
+                    }),
+                    Some(_) => m.timeline_dropped += 1,
+                    None => {}
+                }
             }
         });
         self.held[tid as usize][lock_index(lock)].store(0, Relaxed);
