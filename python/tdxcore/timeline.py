@@ -7,7 +7,7 @@ The picture is laid out once as shapes (`layout`); `to_svg` writes them with no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 from xml.sax.saxutils import escape
 
@@ -35,7 +35,6 @@ class Shape:
     text: str = ""
     title: str = ""  # a tooltip in SVG
     role: str = ""  # what the shape shows (tests and the HTML report select by it)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,7 +78,7 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
         words = step_words(line, status_names)
         seamcall = isinstance(kind, dict) and "seamcall" in kind
         shapes.append(Shape("rect", _x(n) + 1, y + 4, STEP_W - 2, 18, COLORS["seamcall" if seamcall else "step"],
-                            title=f"{n}: {words}", role="seamcall" if seamcall else "step", extra={"step": n}))
+                            title=f"{n}: {words}", role="seamcall" if seamcall else "step"))
         if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
             if "lock" in kind:
                 held[tid] = (n, kind["lock"])
