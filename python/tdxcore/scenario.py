@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -44,6 +45,29 @@ def vcpu(index: int, *ops: Mapping[str, Any]) -> dict[str, Any]:
 def host(*ops: Mapping[str, Any]) -> dict[str, Any]:
     """A host thread's program."""
     return {"ops": list(ops)}
+
+
+# tomli_w writes every int in decimal: a gfn goes in as this marker and its hex, and comes out
+# as the bare hex literal TOML allows.
+_HEX = "@gfn@"
+# The fields that hold a gfn, and the VM options written as lists of items (what each item is).
+_GFN_KEYS = {"gfn", "start", "end", "base_gfn", "ugfn"}
+_LIST_ITEMS = {"memslots": ("base_gfn", "npages", "ugfn"), "shared": ("start", "end"),
+               "folio_orders": ("start", "end", "order")}
+
+
+def _hex_gfns(x: Any, key: str = "") -> Any:
+    if isinstance(x, int) and not isinstance(x, bool) and x >= 0 and key in _GFN_KEYS:
+        return f"{_HEX}{x:#x}"
+    if isinstance(x, dict):
+        return {k: _hex_gfns(v, k) for k, v in x.items()}
+    if isinstance(x, list) and key in _LIST_ITEMS:
+        items = _LIST_ITEMS[key]
+        return [[_hex_gfns(v, items[i] if i < len(items) else "") for i, v in enumerate(m)]
+                if isinstance(m, list) else _hex_gfns(m) for m in x]
+    if isinstance(x, list):
+        return [_hex_gfns(v, key) for v in x]
+    return x
 
 
 @dataclass(frozen=True)
@@ -90,7 +114,9 @@ class Scenario:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
     def to_toml(self) -> str:
-        return tomli_w.dumps({k: v for k, v in self._fields().items() if v not in ((), [], {})})
+        """The scenario as TOML, gfns in hex as traces print them (`gfn = 0x201`)."""
+        text = tomli_w.dumps(_hex_gfns({k: v for k, v in self._fields().items() if v not in ((), [], {})}))
+        return re.sub(rf'"{_HEX}(0x[0-9a-f]+)"', r"\1", text)
 
     @classmethod
     def from_toml(cls, source: Union[str, Path]) -> "Scenario":
