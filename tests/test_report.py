@@ -44,8 +44,12 @@ def test_the_report_is_self_contained_and_every_cell_link_has_a_target(report):
     p = Links()
     p.feed(text)
     assert not p.fetches and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
-    cell_links = [h for h in p.hrefs if h.startswith("#cx-")]
-    assert cell_links and all(h[1:] in p.ids for h in cell_links)
+    cell_links = [h for h in p.hrefs if h.startswith(("#cx-", "#cell-"))]
+    assert all(h[1:] in p.ids for h in cell_links)
+    # Every cell of both matrices links somewhere: a harm to its counterexample, else its results.
+    cells = re.findall(r"<td class=\"(?:harm|ok)\">(.*?)</td>", text)
+    assert cells and all(part.startswith('<a href="#') or part == "-" for c in cells for part in c.split(" / "))
+    assert any(h.startswith("#cx-") for h in cell_links) and any(h.startswith("#cell-") for h in cell_links)
     for policy, *_ in VARIANTS:
         assert f"<th>{policy}</th>" in text
     for scenario in PRESETS:
@@ -78,6 +82,10 @@ def test_headless_chromium_renders_the_matrix_and_a_cells_timeline(report, tmp_p
     assert not console, console
     rows = re.findall(r'<tr class="policy"><th>([^<]+)</th>', r.stdout)
     assert set(rows) == {v[0] for v in VARIANTS} and len(rows) == 2 * len(VARIANTS)  # one matrix per mode
+    # A cell without harm opens its results.
+    safe = re.search(r'href="#(cell-[^"]+)"', report.read_text()).group(1)
+    r = run_browser("--virtual-time-budget=3000", "--dump-dom", f"file://{report}#{safe}")
+    assert f'data-shown="{safe}"' in r.stdout and re.search(f'<details id="{re.escape(safe)}" open', r.stdout)
     shot = tmp_path / "report.png"
     s = run_browser("--window-size=1300,1800", f"--screenshot={shot}", f"file://{report}")
     assert s.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", s.stderr[-2000:]

@@ -1,7 +1,8 @@
 """`tdxcore report`: one self-contained HTML file (no network fetch): the conclusion, the verdict
 matrix with each cell linking to its counterexample (the prose, the email text, the timeline and
-the replay token with a copy button), every cell's per-property results and certificate, the
-bench tables and plots given `tdxcore bench --json` output, and the environment."""
+the replay token with a copy button) or, where no harm was found, to its results; every cell's
+per-property results, certificate and contract breaches' replay commands, the bench tables and
+plots given `tdxcore bench --json` output, and the environment."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ function copyToken(id) {
 function showTarget() {
   var id = location.hash.slice(1);
   var el = id && document.getElementById(id);
+  if (el && el.tagName === 'DETAILS') { el.open = true; }
   document.body.dataset.shown = el ? id : '';
   document.body.dataset.shownTimeline = el && el.querySelector('svg') ? 'yes' : 'no';
 }
@@ -53,15 +55,20 @@ def _e(text: Any) -> str:
     return html.escape(str(text))
 
 
+def _cell_id(c: Cell, kind: str = "cell") -> str:
+    return f"{kind}-{c.policy}-{c.scenario}-{c.split_alloc}-{c.alloc_failures}"
+
+
 def _cx_id(c: Cell) -> str:
-    return f"cx-{c.policy}-{c.scenario}-{c.split_alloc}-{c.alloc_failures}"
+    return _cell_id(c, "cx")
 
 
 def _cell_html(c: Optional[Cell]) -> str:
+    """A cell links to its harm's counterexample, or (no harm) to its properties' results."""
     if c is None:
         return "-"
-    text = _e(c.text)
-    return f'<a href="#{_cx_id(c)}">{text}</a>' if c.result.counterexample is not None else text
+    target = _cx_id(c) if c.result.counterexample is not None else _cell_id(c)
+    return f'<a href="#{_e(target)}">{_e(c.text)}</a>'
 
 
 def _matrix(cells: Sequence[Cell], mode: str) -> str:
@@ -108,6 +115,15 @@ def _counterexample(c: Cell) -> str:
             f"<pre>{_e(cx.render())}</pre></section>")
 
 
+def _cell_details(c: Cell) -> str:
+    """A cell's per-property results and certificate, and the replay command of each property
+    it breaks (contract breaches included)."""
+    replays = "".join(f"<p>{_e(name)} ({_e(p.counterexample.code)}):</p><pre>{_e(wrap_token(p.counterexample.token))}</pre>"
+                      for name, p in c.result.properties.items() if p.counterexample is not None)
+    return (f'<details id="{_e(_cell_id(c))}"><summary>{_e(c.policy)} x {_e(c.scenario)} ({_e(c.split_alloc)}, '
+            f"{c.alloc_failures} failure(s)): {_e(c.text)}</summary>{_properties(c)}{replays}</details>")
+
+
 def _bench(results: Sequence[dict[str, Any]]) -> str:
     """Bench results (`tdxcore bench --json`): a table of medians and a bar chart of time."""
     import statistics
@@ -147,8 +163,6 @@ def build(cells: Sequence[Cell], bench: Optional[Sequence[dict[str, Any]]] = Non
     parts.append("<h2>Counterexamples</h2>")
     parts += [_counterexample(c) for c in harmful]
     parts.append("<h2>Every cell</h2>")
-    for c in cells:
-        parts.append(f"<details><summary>{_e(c.policy)} x {_e(c.scenario)} ({_e(c.split_alloc)}, "
-                     f"{c.alloc_failures} failure(s)): {_e(c.text)}</summary>{_properties(c)}</details>")
+    parts += [_cell_details(c) for c in cells]
     parts.append(f"<h2>Environment</h2><p>{_e(env)}</p></body></html>")
     return "\n".join(parts)
