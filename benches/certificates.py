@@ -34,7 +34,7 @@ def cell_record(cell) -> dict:
         "certificate": {k: v for k, v in r.certificate.items() if k not in VOLATILE},
         "properties": {
             name: {"status": p.status, "bound": p.bound,
-                   "trace": [line for line in p.counterexample.replay.trace if line["type"] != "note"]
+                   "trace": [line for line in p.counterexample.replay.trace if line["type"] == "step"]
                    if p.counterexample else None,
                    "steps": p.counterexample.steps if p.counterexample else None,
                    "choices": list(p.counterexample.choices) if p.counterexample else None}

@@ -38,6 +38,14 @@ def test_check_explains_the_enomem_and_the_flag_within_80_columns(read_inhibit_e
     # The trace: the violating step marked, the cycle bracketed, page walks folded.
     assert "\n>  78" in out and ",-- steps 45-78" in out and "page-walk reads of present tables folded" in out
     assert "hugepage_set_guest_inhibit(2M 0x200): 0 -> GUEST_INHIBIT" in out
+    # Plain accesses in C: the kernel's accessor, field or allocator, never a bare READ/WRITE.
+    for words in ("kvm_tdp_mmu_read_spte(2M 0x200) = 2M leaf", "lpage_info_slot(2M 0x200)->disallow_lpage = 0",
+                  "kvm_get_memory_attributes(0x3ff) = private", "kvm->mmu_invalidate_seq = 0",
+                  "try_cmpxchg64(SPTE 2M 0x200): non-present -> FROZEN",
+                  "__kvm_tdp_mmu_write_spte(2M 0x200): FROZEN -> 2M leaf",
+                  "mmu_topup_memory_caches() -> ok", "tdp_mmu_alloc_sp_for_split() -> NULL"):
+        assert words in out, words
+    assert " READ " not in out and " WRITE " not in out
     for debug in ("Some(", "Ok(())", "Err(", "Above)"):
         assert debug not in out
 
@@ -81,7 +89,7 @@ def test_full_shows_the_page_walk_reads_the_default_folds():
     cx = r.properties["window"].counterexample
     short, full = cx.render(), cx.render(full=True)
     assert len(full.splitlines()) > len(short.splitlines())
-    assert "table#" in full and "READ SPTE 512G 0x0 = table#" not in short
+    assert "table#" in full and "kvm_tdp_mmu_read_spte(512G 0x0) = table#" not in short
     assert short == cx.render() and cx.explain() == cx.explain()  # deterministic
     steps = cx.replay.trace
     assert render_email(steps, cx.replay.nr_vcpus, cx.replay.hits) == short

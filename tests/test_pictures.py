@@ -110,3 +110,59 @@ def test_replay_writes_the_pictures_it_is_asked_for(trap, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "tdxcore", "replay", trap.token, "--svg", str(tmp_path / "no" / "x.svg")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "cannot write" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def queued():
+    """v3 on two-accepts, the race: vCPU0 holds mmu_lock for write while the two faults ask for
+    it for read, so both queue (its trace has wait and grant lines)."""
+    cx = tdxcore.check("two-accepts", "v3", progress=False, properties=["race"]).properties["race"].counterexample
+    assert any(line["type"] == "wait" for line in cx.replay.trace)
+    return cx
+
+
+def test_a_queued_lock_request_waits_until_a_release_grants_it(queued):
+    """The trace's wait and grant lines follow the rwlock: a thread queues only while the lock
+    is held in a mode it cannot share (or someone queued ahead), is granted by an unlock step,
+    and its next step is the lock it asked for."""
+    trace, n, waiting = queued.replay.trace, 0, {}
+    holders: dict[int, str] = {}
+    for i, line in enumerate(trace):
+        if line["type"] == "wait":
+            assert line["lock"] == "mmu_lock"
+            held = {m for _, m in line["holders"]}
+            assert held and ("write" in held or line["mode"] == "write") or line["queued"], line
+            assert {(t, m) for t, m in line["holders"]} == set(holders.items())
+            waiting[line["tid"]] = line["mode"]
+        elif line["type"] == "grant":
+            previous = next(p for p in reversed(trace[:i]) if p["type"] == "step")
+            assert isinstance(previous["kind"], dict) and "unlock" in previous["kind"], previous
+            holders[line["tid"]] = waiting[line["tid"]]
+        elif line["type"] == "step":
+            n += 1
+            kind = line["kind"]
+            if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
+                if "lock" in kind:
+                    assert waiting.pop(line["tid"], kind["lock"]) == kind["lock"]
+                    holders[line["tid"]] = kind["lock"]
+                elif "unlock" in kind:
+                    holders.pop(line["tid"])
+    assert not waiting
+
+
+def test_waits_are_hatched_and_holds_start_at_the_grant(queued):
+    r = queued.replay
+    svg = to_svg(layout(r.trace, r.nr_vcpus, r.hits))
+    root = ET.fromstring(svg)
+    waits = [el for el in root.iter(f"{SVG}rect") if el.get("class") == "wait"]
+    assert len(waits) == sum(line["type"] == "wait" for line in r.trace)
+    assert all(el.get("fill") == "url(#hatch)" for el in waits) and 'pattern id="hatch"' in svg
+    holds = [el for el in root.iter(f"{SVG}rect") if el.get("class") == "hold-read"]
+    for wait in waits:  # the waiter's read hold begins where its wait ends, at the grant
+        end = float(wait.get("x")) + float(wait.get("width"))
+        assert any(abs(float(h.get("x")) - end) < 0.01 and h.get("y") == wait.get("y") for h in holds)
+    doc = json.loads(json.dumps(perfetto.replay_events(r.trace, r.nr_vcpus, r.hits)))
+    check_trace_events(doc)
+    assert sum(e.get("cat") == "wait" for e in doc["traceEvents"]) == len(waits)
+    text = queued.render()
+    assert "read_lock(&kvm->mmu_lock) waits: held by vCPU0 (write)" in text and "granted" in text

@@ -9,8 +9,8 @@ import textwrap
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.report import numbered_steps, object_name, thread_name
-from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
+from tdxcore.report import line_text, lock_call, numbered_steps, object_name, thread_name
+from tdxcore.vocabulary import GUEST_INHIBIT_FLAG, MIXED_FLAG
 
 WIDTH = 80
 # margin, step number, thread, lock: "|  12 vCPU0  R  "
@@ -33,24 +33,22 @@ def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
         if k == "seamcall":
             return f"{v} {where} -> {status_names.get(after, f'{after:#x}')}"
         if k in ("lock", "unlock"):
-            call = f"{v}_{k}" if step["lock"] == "mmu_lock" else ("mutex_lock" if k == "lock" else "mutex_unlock")
-            return f"{call}(&kvm->{step['lock']})"
+            return lock_call(step["lock"], v, unlock=k == "unlock")
         return f"{k}({v}) {where}"
     if kind == "load":
         if step["obj"] == "sept":
             return f"guest touches {step['gfn']:#x}: S-EPT leaf {_value(step, before)}"
-        return f"READ {where} = {_value(step, before)}"
+        return f"{_access(step, kind)} = {_value(step, before)}"
     if kind == "store":
-        if step["obj"] == "lpage_info" and after & GUEST_INHIBIT_FLAG and not before & GUEST_INHIBIT_FLAG:
-            return (f"hugepage_set_guest_inhibit({step['level']} {step['gfn']:#x}): "
-                    f"{_value(step, before)} -> {_value(step, after)}")
-        return f"WRITE {where}: {_value(step, before)} -> {_value(step, after)}"
+        return f"{_access(step, kind)}: {_value(step, before)} -> {_value(step, after)}"
     if kind == "cmpxchg":
         if before == after:
-            return f"cmpxchg {where} fails: found {_value(step, before)}"
-        return f"cmpxchg {where}: {_value(step, before)} -> {_value(step, after)}"
+            return f"try_cmpxchg64({where}) fails: found {_value(step, before)}"
+        return f"try_cmpxchg64({where}): {_value(step, before)} -> {_value(step, after)}"
     if kind == "alloc":
-        return "allocate a page-table page: " + ("-ENOMEM" if after else "ok")
+        # The top-ups return -ENOMEM; tdp_mmu_alloc_sp_for_split() returns NULL.
+        failed = "NULL" if step["site"] == "tdp_mmu_alloc_sp_for_split" else "-ENOMEM"
+        return f"{step['site']}() -> " + (failed if after else "ok")
     if kind == "vcpu_enter":
         return f"TDH.VP.ENTER (TD epoch {after})"
     if kind == "vcpu_exit":
@@ -60,6 +58,35 @@ def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
     if kind == "cond_resched":
         return "cond_resched_rwlock_write(&kvm->mmu_lock)"
     return f"{kind} {where}"
+
+
+# What each object is in C, for a plain load or store: the kernel's accessor or field.
+_FIELDS = {"invalidate_seq": "kvm->mmu_invalidate_seq", "invalidate_range": "kvm->mmu_invalidate_in_progress",
+           "invalidate_start": "kvm->mmu_invalidate_range_start",
+           "invalidate_end": "kvm->mmu_invalidate_range_end"}
+
+
+def _access(step: dict[str, Any], kind: str) -> str:
+    """A plain load or store in C: the function or field the kernel reads or writes through."""
+    obj = step["obj"]
+    at = f"{step.get('level', '')} {step.get('gfn', 0):#x}".lstrip()
+    if obj == "spte":
+        # tdp_iter's reads; every mirror SPTE store (after a freeze, or under the write lock)
+        # ends in __kvm_tdp_mmu_write_spte()'s WRITE_ONCE().
+        return f"kvm_tdp_mmu_read_spte({at})" if kind == "load" else f"__kvm_tdp_mmu_write_spte({at})"
+    if obj == "lpage_info":
+        before, after = step["before"], step["after"]
+        if kind == "store" and after & GUEST_INHIBIT_FLAG and not before & GUEST_INHIBIT_FLAG:
+            return f"hugepage_set_guest_inhibit({at})"
+        if kind == "store" and (after & GUEST_INHIBIT_FLAG) == (before & GUEST_INHIBIT_FLAG):
+            mixed = "set" if after & MIXED_FLAG else "clear"
+            return f"hugepage_{mixed}_mixed({at})"
+        return f"lpage_info_slot({at})->disallow_lpage"
+    if obj == "attributes":
+        if kind == "load":
+            return f"kvm_get_memory_attributes({at})"
+        return f"xa_store(&kvm->mem_attr_array, {at})"
+    return _FIELDS.get(obj, f"{'READ' if kind == 'load' else 'WRITE'} {object_name(step)}")
 
 
 def folded(step: dict[str, Any]) -> bool:
@@ -92,7 +119,7 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
         who = thread_name(line["tid"], nr_vcpus)
         if n == 0:
             if notes:
-                lines += _wrapped(" " * PREFIX, f"-- {who}: {line['text']}", width)
+                lines += _wrapped(" " * PREFIX, f"-- {who}: {line_text(line, nr_vcpus)}", width)
             continue
         if n in cycles:
             h = cycles[n]

@@ -30,7 +30,8 @@ def _steps(trace: Sequence[dict[str, Any]]) -> tuple[list[Step], list[tuple[int,
     steps, notes, last = [], [], 0
     for n, line, locks in numbered_steps(trace):
         if n == 0:
-            notes.append((last, line["tid"], line["text"]))
+            if line["type"] == "note":
+                notes.append((last, line["tid"], line["text"]))
         else:
             last = n
             steps.append(Step(n, line["tid"], line, locks[0] if locks[0] in "RW" else None))

@@ -1,7 +1,8 @@
 """Traces as Chrome trace-event JSON, which ui.perfetto.dev (and chrome://tracing) open: one track
-per thread, mmu_lock holds as slices with the steps inside them, instants where GUEST_INHIBIT is
-set and where a property breaks. A replayed counterexample has no clock: each step is one logical
-time unit, shown as 1 us, and the metadata says so."""
+per thread, mmu_lock holds as slices with the steps inside them, a queued lock request as a wait
+slice up to its grant, instants where GUEST_INHIBIT is set and where a property breaks. A
+replayed counterexample has no clock: each step is one logical time unit, shown as 1 us, and
+the metadata says so."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Sequence
 
 from tdxcore import _core
 from tdxcore.email_text import step_words
-from tdxcore.report import thread_name
+from tdxcore.report import lock_waits, mmu_lock_holds, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
 PID = 1
@@ -31,32 +32,27 @@ def replay_events(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence
     if hits:
         events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": PROPERTIES_TID,
                        "args": {"name": "properties broken"}})
-    held: dict[int, tuple[int, str]] = {}  # tid -> (step the hold began, mode)
+    for tid, start, end, text in lock_waits(trace, nr_vcpus):
+        events.append({"ph": "X", "name": text, "cat": "wait", "pid": PID, "tid": tid, "ts": start,
+                       "dur": end - start})
+    for tid, start, end, mode, to_end in mmu_lock_holds(trace):  # to the end: a cycle, a deadlock
+        events.append({"ph": "X", "name": f"mmu_lock held for {mode}" + (" (to the end)" if to_end else ""),
+                       "cat": "lock", "pid": PID, "tid": tid, "ts": start, "dur": end + 1 - start})
     n = 0
     for line in trace:
         tid = line["tid"]
         if line["type"] == "note":
             events.append({"ph": "i", "s": "t", "name": line["text"], "cat": "note", "pid": PID, "tid": tid,
                            "ts": n + 1})
+        if line["type"] != "step":
             continue
         n += 1
-        kind = line["kind"]
         events.append({"ph": "X", "name": step_words(line, status_names), "cat": "step", "pid": PID, "tid": tid,
                        "ts": n, "dur": 1, "args": {"step": n, "preemption": bool(line.get("preemption"))}})
-        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
-            if "lock" in kind:
-                held[tid] = (n, kind["lock"])
-            elif "unlock" in kind and tid in held:
-                start, mode = held.pop(tid)
-                events.append({"ph": "X", "name": f"mmu_lock held for {mode}", "cat": "lock", "pid": PID,
-                               "tid": tid, "ts": start, "dur": n + 1 - start})
         if (line["kind"] == "store" and line["obj"] == "lpage_info" and line["after"] & GUEST_INHIBIT_FLAG
                 and not line["before"] & GUEST_INHIBIT_FLAG):
             events.append({"ph": "i", "s": "g", "name": f"GUEST_INHIBIT set: {line['level']} {line['gfn']:#x}",
                            "cat": "lpage_info", "pid": PID, "tid": tid, "ts": n})
-    for tid, (start, mode) in held.items():  # a hold the run ends in (a cycle, a deadlock)
-        events.append({"ph": "X", "name": f"mmu_lock held for {mode} (to the end)", "cat": "lock", "pid": PID,
-                       "tid": tid, "ts": start, "dur": n + 1 - start})
     for h in hits:
         events.append({"ph": "i", "s": "t", "name": f"{h['property']} ({h['code']}) broken", "cat": "property",
                        "pid": PID, "tid": PROPERTIES_TID, "ts": h["step"], "args": {"summary": h["summary"]}})

@@ -74,14 +74,77 @@ def _change(step: dict[str, Any]) -> str:
     return ""
 
 
+def lock_call(lock: str, mode: str, unlock: bool = False) -> str:
+    """`read_lock(&kvm->mmu_lock)`, `mutex_unlock(&kvm->slots_lock)`: mmu_lock is an rwlock,
+    slots_lock a mutex."""
+    verb = "unlock" if unlock else "lock"
+    call = f"{mode}_{verb}" if lock == "mmu_lock" else f"mutex_{verb}"
+    return f"{call}(&kvm->{lock})"
+
+
+def _holders(pairs: Sequence[Any], nr_vcpus: int) -> str:
+    return ", ".join(f"{thread_name(t, nr_vcpus)} ({mode})" for t, mode in pairs)
+
+
+def line_text(line: dict[str, Any], nr_vcpus: int) -> str:
+    """A trace line that is not a step: a note, a thread queuing for a lock, or a release
+    handing the lock to it."""
+    if line["type"] == "note":
+        return line["text"]
+    if line["type"] == "grant":
+        return f"{lock_call(line['lock'], line['mode'])} granted by the release: held from here"
+    text = f"{lock_call(line['lock'], line['mode'])} waits: held by {_holders(line['holders'], nr_vcpus) or 'nobody'}"
+    return text + (f"; queued ahead: {_holders(line['queued'], nr_vcpus)}" if line["queued"] else "")
+
+
+def lock_waits(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> list[tuple[int, int, int, str]]:
+    """Each queued lock request: (tid, the first step it waited through, the step its wait
+    ended before (the release that granted it; one past the last step if the run ends first),
+    what it waited for)."""
+    waits, open_waits, n = [], {}, 0
+    for line in trace:
+        tid = line["tid"]
+        if line["type"] == "wait":
+            open_waits[tid] = (n + 1, line_text(line, nr_vcpus))
+        elif line["type"] == "grant" and tid in open_waits:
+            start, text = open_waits.pop(tid)
+            waits.append((tid, start, n + 1, text))
+        elif line["type"] == "step":
+            n += 1
+    waits += [(tid, start, n + 1, text) for tid, (start, text) in open_waits.items()]
+    return waits
+
+
+def mmu_lock_holds(trace: Iterable[dict[str, Any]]) -> list[tuple[int, int, int, str, bool]]:
+    """Each hold of mmu_lock: (tid, first step, last step, mode, whether the run ends in it).
+    A queued thread holds the lock from the release that granted it, before its lock step."""
+    holds, held, granted, n = [], {}, {}, 0
+    for line in trace:
+        tid = line["tid"]
+        if line["type"] == "grant" and line["lock"] == "mmu_lock":
+            granted[tid] = n + 1
+        if line["type"] != "step":
+            continue
+        n += 1
+        kind = line["kind"]
+        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
+            if "lock" in kind:
+                held[tid] = (granted.pop(tid, n), kind["lock"])
+            elif "unlock" in kind and tid in held:
+                start, mode = held.pop(tid)
+                holds.append((tid, start, n, mode, False))
+    holds += [(tid, start, n, mode, True) for tid, (start, mode) in held.items()]
+    return holds
+
+
 def numbered_steps(trace: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any], str]]:
-    """(step number or 0 for a note, line, locks the thread holds after it: R/W for mmu_lock, S
-    for slots_lock)."""
+    """(step number or 0 for a line that is not a step (a note, a wait), line, locks the thread
+    holds after it: R/W for mmu_lock, S for slots_lock)."""
     held: dict[int, dict[str, str]] = {}
     n = 0
     for line in trace:
         tid = line["tid"]
-        if line["type"] == "note":
+        if line["type"] != "step":
             yield 0, line, ""
             continue
         n += 1
@@ -109,7 +172,7 @@ def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool 
         who = thread_name(line["tid"], nr_vcpus)
         if n == 0:
             if notes:
-                lines.append(f"{'':>5}  {who:<6} {'':<5} -- {line['text']}")
+                lines.append(f"{'':>5}  {who:<6} {'':<5} -- {line_text(line, nr_vcpus)}")
             continue
         mark = "*" if line.get("preemption") else " "
         lines.append(f"{n:>4}{mark}  {who:<6} {locks:<5} {_operation(line['kind']):<22} {object_name(line):<24} {_change(line)}".rstrip())

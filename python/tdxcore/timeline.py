@@ -1,6 +1,7 @@
 """A counterexample as a picture: one lane per thread with its steps as boxes, mmu_lock holds as
-coloured bars under them (read and write), SEAMCALLs marked, a state lane with the 2M leaf's
-life and the GUEST_INHIBIT store, the broken properties at their steps and a cycle shaded.
+coloured bars under them (read and write), waits for a lock hatched, SEAMCALLs marked, a state
+lane with the 2M leaf's life and the GUEST_INHIBIT store, the broken properties at their steps
+and a cycle shaded.
 
 The picture is laid out once as shapes (`layout`); `to_svg` writes them with no dependency,
 `to_png` draws them with matplotlib (the `bench` extra)."""
@@ -13,7 +14,7 @@ from xml.sax.saxutils import escape
 
 from tdxcore import _core
 from tdxcore.email_text import step_words
-from tdxcore.report import thread_name
+from tdxcore.report import lock_waits, mmu_lock_holds, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
 STEP_W = 14  # pixels per step
@@ -21,7 +22,7 @@ LANE_H = 44
 LEFT = 90
 TOP = 40
 COLORS = {"read": "#4c8bd6", "write": "#d65f4c", "step": "#d9d9d9", "seamcall": "#7a4cd6",
-          "leaf": "#3a9d5d", "inhibit": "#e0a500", "property": "#c00000", "cycle": "#fff2b3"}
+          "leaf": "#3a9d5d", "wait": "#555555", "inhibit": "#e0a500", "property": "#c00000", "cycle": "#fff2b3"}
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Shape:
     h: float = 0.0
     fill: str = "none"
     text: str = ""
+    hatch: bool = False  # drawn hatched in `fill` (a wait)
     title: str = ""  # a tooltip in SVG
     role: str = ""  # what the shape shows (tests and the HTML report select by it)
 
@@ -70,7 +72,15 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
         shapes.append(Shape("text", 8, y + 18, text=thread_name(tid, nr_vcpus), role="lane"))
         shapes.append(Shape("line", LEFT, y + LANE_H - 4, n_steps * STEP_W, 0, "#bbbbbb"))
     shapes.append(Shape("text", 8, state_y + 18, text="state", role="lane"))
-    held: dict[int, tuple[int, str]] = {}
+    for tid, start, end, text in lock_waits(trace, nr_vcpus):
+        y = TOP + lane[tid] * LANE_H
+        shapes.append(Shape("rect", _x(start), y + 26, (end - start) * STEP_W, 8, COLORS["wait"], hatch=True,
+                            title=f"steps {start}-{end - 1}: {text}", role="wait"))
+    for tid, start, end, mode, to_end in mmu_lock_holds(trace):
+        y = TOP + lane[tid] * LANE_H
+        until = "to the end" if to_end else f"to step {end}"
+        shapes.append(Shape("rect", _x(start), y + 26, (end + 1 - start) * STEP_W, 8, COLORS[mode],
+                            title=f"mmu_lock held for {mode} from step {start} {until}", role=f"hold-{mode}"))
     leaf_from: Optional[int] = None
     for n, line in enumerate(steps, 1):
         tid, kind = line["tid"], line["kind"]
@@ -79,13 +89,6 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
         seamcall = isinstance(kind, dict) and "seamcall" in kind
         shapes.append(Shape("rect", _x(n) + 1, y + 4, STEP_W - 2, 18, COLORS["seamcall" if seamcall else "step"],
                             title=f"{n}: {words}", role="seamcall" if seamcall else "step"))
-        if isinstance(kind, dict) and line.get("lock") == "mmu_lock":
-            if "lock" in kind:
-                held[tid] = (n, kind["lock"])
-            elif "unlock" in kind and tid in held:
-                start, mode = held.pop(tid)
-                shapes.append(Shape("rect", _x(start), y + 26, (n + 1 - start) * STEP_W, 8, COLORS[mode],
-                                    title=f"mmu_lock held for {mode}, steps {start}-{n}", role=f"hold-{mode}"))
         # The 2M leaf's life (the first 2M SPTE the run installs) and the GUEST_INHIBIT store.
         if line["obj"] == "spte" and line.get("level") == "2M" and kind in ("store", "cmpxchg"):
             now = _core.value_text("spte", line["after"], "2M")
@@ -100,10 +103,6 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
             shapes.append(Shape("rect", _x(n), state_y + 20, (n_steps + 1 - n) * STEP_W, 10, COLORS["inhibit"],
                                 title=f"GUEST_INHIBIT set at step {n} ({line['level']} {line['gfn']:#x})",
                                 role="inhibit"))
-    for tid, (start, mode) in held.items():
-        y = TOP + lane[tid] * LANE_H
-        shapes.append(Shape("rect", _x(start), y + 26, (n_steps + 1 - start) * STEP_W, 8, COLORS[mode],
-                            title=f"mmu_lock held for {mode} from step {start} to the end", role=f"hold-{mode}"))
     if leaf_from is not None:
         shapes.append(Shape("rect", _x(leaf_from), state_y + 6, (n_steps + 1 - leaf_from) * STEP_W, 10,
                             COLORS["leaf"], title=f"2M leaf from step {leaf_from} to the end", role="leaf"))
@@ -116,9 +115,10 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
     legend_y = state_y + LANE_H + 14
     x = 8.0
     for role, color, words in (("hold-read", "read", "mmu_lock read"), ("hold-write", "write", "mmu_lock write"),
+                               ("wait", "wait", "waits for a lock"),
                                ("seamcall", "seamcall", "SEAMCALL"), ("leaf", "leaf", "2M leaf mapped"),
                                ("inhibit", "inhibit", "GUEST_INHIBIT set"), ("cycle", "cycle", "repeating cycle")):
-        shapes.append(Shape("rect", x, legend_y - 9, 12, 10, COLORS[color], role="legend"))
+        shapes.append(Shape("rect", x, legend_y - 9, 12, 10, COLORS[color], hatch=role == "wait", role="legend"))
         shapes.append(Shape("text", x + 16, legend_y, text=words, role="legend"))
         x += 24 + 7 * len(words)
     return Timeline(max(LEFT + (n_steps + 2) * STEP_W + 60, x), legend_y + 10, shapes)
@@ -128,13 +128,17 @@ def to_svg(t: Timeline) -> str:
     """The picture as a standalone SVG document."""
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{t.width:.0f}" height="{t.height:.0f}" '
            f'viewBox="0 0 {t.width:.0f} {t.height:.0f}" font-family="monospace" font-size="11">',
+           '<defs><pattern id="hatch" width="4" height="4" patternUnits="userSpaceOnUse" '
+           'patternTransform="rotate(45)"><rect width="4" height="4" fill="white"/>'
+           f'<line x1="0" y1="0" x2="0" y2="4" stroke="{COLORS["wait"]}" stroke-width="2"/></pattern></defs>',
            '<rect width="100%" height="100%" fill="white"/>']
     for s in t.shapes:
         title = f"<title>{escape(s.title)}</title>" if s.title else ""
         cls = f' class="{s.role}"' if s.role else ""
         if s.kind == "rect":
+            fill = "url(#hatch)" if s.hatch else s.fill
             out.append(f'<rect{cls} x="{s.x:.1f}" y="{s.y:.1f}" width="{s.w:.1f}" height="{s.h:.1f}" '
-                       f'fill="{s.fill}">{title}</rect>')
+                       f'fill="{fill}">{title}</rect>')
         elif s.kind == "line":
             out.append(f'<line{cls} x1="{s.x:.1f}" y1="{s.y:.1f}" x2="{s.x + s.w:.1f}" y2="{s.y + s.h:.1f}" '
                        f'stroke="{s.fill}" stroke-width="1.5">{title}</line>')
@@ -165,7 +169,11 @@ def to_png(t: Timeline, path: str) -> None:
     ax.axis("off")
     for s in t.shapes:
         if s.kind == "rect":
-            ax.add_patch(Rectangle((s.x, s.y), s.w, s.h, facecolor=s.fill, edgecolor="none"))
+            if s.hatch:
+                ax.add_patch(Rectangle((s.x, s.y), s.w, s.h, facecolor="white", edgecolor=s.fill, hatch="////",
+                                       linewidth=0))
+            else:
+                ax.add_patch(Rectangle((s.x, s.y), s.w, s.h, facecolor=s.fill, edgecolor="none"))
         elif s.kind == "line":
             ax.plot([s.x, s.x + s.w], [s.y, s.y + s.h], color=s.fill, linewidth=1)
         else:

@@ -1,8 +1,9 @@
-//! The interleaving explorer: the deterministic runtime (sim.rs), one execution (run.rs),
-//! the properties (properties.rs) and the search strategies (search.rs); scenarios are
-//! crate::program.
+//! The interleaving explorer: the deterministic runtime (sim.rs) with its locks
+//! (model_lock.rs), one execution (run.rs), the properties (properties.rs) and the search
+//! strategies (search.rs); scenarios are crate::program.
 
 pub mod escape;
+pub mod model_lock;
 pub mod properties;
 pub mod race;
 pub mod run;

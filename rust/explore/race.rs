@@ -154,7 +154,7 @@ impl RaceDetector {
                 self.tick(t);
             }
             (kind, obj) if plain(&obj) => self.plain(t, kind, &obj),
-            (OpKind::Alloc | OpKind::CondResched, _) | (_, Obj::Page) => {}
+            (OpKind::Alloc | OpKind::CondResched, _) | (_, Obj::Page { .. }) => {}
             (kind, obj) => {
                 // Atomic or module-serialised: acquire on every access, release on writes.
                 let spte = matches!(obj, Obj::Spte { .. });

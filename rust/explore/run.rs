@@ -616,7 +616,7 @@ impl Movers {
                 load && (!self.host_threads || held.is_some())
             }
             Obj::Attributes { .. } => load && !self.attribute_writers,
-            Obj::Page => op.kind == OpKind::Alloc && alloc_budget == 0,
+            Obj::Page { .. } => op.kind == OpKind::Alloc && alloc_budget == 0,
             _ => false,
         }
     }

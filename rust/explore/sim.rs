@@ -5,12 +5,13 @@
 
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::{Future, ready};
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use super::model_lock::ModelLock;
 use crate::abi::Seamcall;
 use crate::program::scenario::RwlockVariant;
 use crate::sync::{Event, Finding, LockId, LockState, Mode, Op, Runtime, Tid, TraceLine, WaitCond};
@@ -74,14 +75,6 @@ pub enum Status {
     Done,
 }
 
-#[derive(Default, Clone, Hash)]
-struct ModelLock {
-    readers: u16,
-    writer: Option<Tid>,
-    holders: Vec<(Tid, Mode)>,
-    queue: VecDeque<(Tid, Mode)>,
-}
-
 pub struct SimState<'c> {
     pub status: Vec<Status>,
     /// The operation each parked thread will perform next.
@@ -116,6 +109,9 @@ pub struct SimState<'c> {
     outer: Vec<u64>,
     pub tracing: bool,
     pub trace: Vec<TraceLine>,
+    /// Grants a release made, traced after the unlock step (which is recorded once the release
+    /// is done).
+    grants: Vec<TraceLine>,
     /// What the model reported, each with the number of steps taken when it did.
     pub findings: Vec<(u32, Finding)>,
     /// Steps taken by all threads (events): what a trace numbers its lines by.
@@ -184,6 +180,7 @@ impl<'c> Sim<'c> {
                 outer: vec![0; nthreads],
                 tracing,
                 trace: Vec::new(),
+                grants: Vec::new(),
                 findings: Vec::new(),
                 events: 0,
                 races: None,
@@ -304,64 +301,32 @@ impl<'c> Sim<'c> {
 
     fn try_acquire(&self, tid: Tid, lock: LockId, mode: Mode) -> bool {
         let mut st = self.st.borrow_mut();
-        let variant = st.variant;
+        let (variant, tracing) = (st.variant, st.tracing);
         let l = &mut st.locks[slot(lock)];
-        let compatible = match mode {
-            Mode::Read => l.writer.is_none(),
-            Mode::Write => l.writer.is_none() && l.readers == 0,
-        };
-        // qrwlock: anyone queued (a waiting writer in particular) blocks newcomers.
-        let queue_ok = match (variant, mode) {
-            (RwlockVariant::ReaderPreferring, Mode::Read) => true,
-            _ => l.queue.is_empty(),
-        };
-        if compatible && queue_ok {
-            grant(l, tid, mode);
-            true
-        } else {
-            l.queue.push_back((tid, mode));
-            st.status[tid as usize] = Status::LockWait(lock, mode);
-            false
+        let wait = tracing.then(|| TraceLine::Wait {
+            tid,
+            lock,
+            mode,
+            holders: l.holders.clone(),
+            queued: l.queue.iter().copied().collect(),
+        });
+        if l.acquire(variant, tid, mode) {
+            return true;
         }
+        st.trace.extend(wait);
+        st.status[tid as usize] = Status::LockWait(lock, mode);
+        false
     }
 
     fn release(&self, tid: Tid, lock: LockId, mode: Mode) -> bool {
         let mut st = self.st.borrow_mut();
-        let variant = st.variant;
-        let st = &mut *st;
-        let l = &mut st.locks[slot(lock)];
-        let Some(i) = l.holders.iter().position(|&h| h == (tid, mode)) else {
-            return false;
-        };
-        l.holders.remove(i);
-        match mode {
-            Mode::Read => l.readers -= 1,
-            Mode::Write => l.writer = None,
-        }
-        // Hand the lock to waiters: FIFO; consecutive readers enter together (a reader-preferring
-        // lock lets every queued reader in).
-        while let Some(&(t, m)) = l.queue.front() {
-            let ok = match m {
-                Mode::Read => l.writer.is_none(),
-                Mode::Write => l.writer.is_none() && l.readers == 0,
-            };
-            if !ok {
-                if variant == RwlockVariant::ReaderPreferring && l.writer.is_none() {
-                    // Let later readers pass a writer that cannot enter yet.
-                    if let Some(j) = l.queue.iter().position(|&(_, m)| m == Mode::Read) {
-                        let (t, m) = l.queue.remove(j).expect("index from position");
-                        grant(l, t, m);
-                        st.status[t as usize] = Status::Granted;
-                        continue;
-                    }
-                }
-                break;
+        let SimState { locks, status, grants, tracing, variant, .. } = &mut *st;
+        locks[slot(lock)].release(*variant, tid, mode, |t, m| {
+            status[t as usize] = Status::Granted;
+            if *tracing {
+                grants.push(TraceLine::Grant { tid: t, lock, mode: m });
             }
-            l.queue.pop_front();
-            grant(l, t, m);
-            st.status[t as usize] = Status::Granted;
-        }
-        true
+        })
     }
 
     /// The threads blocked on locks or conditions, for a deadlock report.
@@ -393,17 +358,6 @@ impl<'c> Sim<'c> {
         st.alloc_budget.hash(h);
         st.busy_budget.hash(h);
     }
-}
-
-fn grant(l: &mut ModelLock, tid: Tid, mode: Mode) {
-    match mode {
-        Mode::Read => l.readers += 1,
-        Mode::Write => l.writer = Some(tid),
-    }
-    // Kept sorted: who holds the lock is a set, so the order of arrival must not tell two
-    // states apart.
-    let at = l.holders.partition_point(|&h| h < (tid, mode));
-    l.holders.insert(at, (tid, mode));
 }
 
 /// Parks the thread once: the first poll records its status and yields to the executor; the
@@ -577,6 +531,8 @@ impl Runtime for Sim<'_> {
         if st.tracing {
             event.preemption = std::mem::take(&mut st.preempted);
             st.trace.push(TraceLine::Step(event));
+            let grants = std::mem::take(&mut st.grants);
+            st.trace.extend(grants);
         }
     }
 

@@ -10,7 +10,7 @@ use super::mutation;
 use super::tdp_mmu::kvm_tdp_mmu_map;
 use super::vm::Cx;
 use crate::abi::{Errno, Gfn, Level, PG_LEVEL_1G, PG_LEVEL_2M, PG_LEVEL_4K};
-use crate::sync::{Obj, Runtime};
+use crate::sync::{AllocSite, Obj, Runtime};
 
 /// RET_PF_* results of a fault that did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +62,7 @@ pub async fn kvm_tdp_mmu_page_fault<R: Runtime>(cx: &Cx<'_, R>, gfn: Gfn, max_le
         return Err(Errno::EFAULT);
     };
     // mmu_topup_memory_caches(): page-table pages for the walk are allocated before the lock.
-    if let Err(e) = cx.alloc_page().await {
+    if let Err(e) = cx.alloc_page(AllocSite::MmuTopupMemoryCaches).await {
         cx.note(|| format!("mmu_topup_memory_caches() -> {}", e.name()));
         return Err(e);
     }

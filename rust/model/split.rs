@@ -8,7 +8,7 @@ use super::tdp_iter::{TdpIter, TdpWalk};
 use super::tdp_mmu::tdp_mmu_split_huge_page;
 use super::vm::Cx;
 use crate::abi::{Errno, Gfn, PG_LEVEL_2M};
-use crate::sync::{FindingKind, Mode, Runtime};
+use crate::sync::{AllocSite, FindingKind, Mode, Runtime};
 
 /// kvm_mmu_topup_memory_cache() for the split's page tables, called before the caller takes
 /// mmu_lock. Only with `split_alloc = prealloc`: one allocation stands for filling the cache
@@ -18,7 +18,7 @@ pub async fn kvm_mmu_topup_memory_cache<R: Runtime>(cx: &Cx<'_, R>) -> Result<()
     if cx.vm.split_alloc != SplitAlloc::Prealloc {
         return Ok(());
     }
-    let r = cx.alloc_page().await;
+    let r = cx.alloc_page(AllocSite::KvmMmuTopupMemoryCache).await;
     if let Err(e) = r {
         cx.note(|| format!("kvm_mmu_topup_memory_cache() -> {}", e.name()));
     }
@@ -70,7 +70,7 @@ pub async fn kvm_split_cross_boundary_leafs<R: Runtime>(
                         // tdp_mmu_alloc_sp_for_split(): drop the lock to allocate.
                         cx.note(|| format!("split {:#x}: drop mmu_lock to allocate a page table", iter.gfn));
                         relock(cx, mode, false).await;
-                        let r = cx.alloc_page().await;
+                        let r = cx.alloc_page(AllocSite::TdpMmuAllocSpForSplit).await;
                         relock(cx, mode, true).await;
                         if let Err(e) = r {
                             cx.note(|| format!("kvm_split_cross_boundary_leafs -> {}", e.name()));

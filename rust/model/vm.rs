@@ -15,7 +15,7 @@ use super::tdp_mmu::TdpMmu;
 use crate::abi::Seamcall;
 use crate::abi::{Errno, Gfn};
 use crate::error::{CoreResult, config_err};
-use crate::sync::{Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Tid, WaitCond};
+use crate::sync::{AllocSite, Event, Finding, FindingKind, LockId, Mode, Obj, Op, OpKind, Runtime, Tid, WaitCond};
 
 /// kvm->mmu_invalidate_{seq,in_progress,range_start,range_end}.
 #[derive(Default)]
@@ -413,8 +413,8 @@ impl<R: Runtime> Cx<'_, R> {
     }
 
     /// Allocate a page (a page-table page or a cache top-up); fails only by injection.
-    pub async fn alloc_page(&self) -> Result<(), Errno> {
-        let obj = Obj::Page;
+    pub async fn alloc_page(&self, site: AllocSite) -> Result<(), Errno> {
+        let obj = Obj::Page { site };
         self.rt.point(self.tid, Op { kind: OpKind::Alloc, obj }).await;
         let fails = self.rt.alloc_fails(self.tid).await;
         self.step(OpKind::Alloc, obj, 0, fails as u64);

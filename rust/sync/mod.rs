@@ -80,8 +80,22 @@ pub enum Obj {
     Vcpu {
         vcpu: Tid,
     },
-    /// A page allocation (a page-table page).
-    Page,
+    /// A page allocation (a page-table page), by the allocator `site` the model stands for.
+    Page {
+        site: AllocSite,
+    },
+}
+
+/// The kernel function a page allocation models: a trace names it. Serialized as the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocSite {
+    /// The fault path's top-up before mmu_lock is taken.
+    MmuTopupMemoryCaches,
+    /// The split's cache top-up before mmu_lock is taken (split_alloc = prealloc).
+    KvmMmuTopupMemoryCache,
+    /// The split's own allocation with mmu_lock dropped (split_alloc = drop-lock).
+    TdpMmuAllocSpForSplit,
 }
 
 /// What a thread does at a scheduling point.
@@ -126,7 +140,8 @@ impl Obj {
             Obj::Sept { level, gfn } => (9, level.0, gfn),
             Obj::Td => (10, 0, 0),
             Obj::Vcpu { vcpu } => (11, 0, vcpu as u64),
-            Obj::Page => (12, 0, 0),
+            // One object for every site: all allocations draw on one failure budget.
+            Obj::Page { .. } => (12, 0, 0),
         };
         tag << 60 | (level as u64) << 52 | low
     }
@@ -172,7 +187,27 @@ pub struct Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TraceLine {
     Step(Event),
-    Note { tid: Tid, text: String },
+    Note {
+        tid: Tid,
+        text: String,
+    },
+    /// The thread asked for `lock` in `mode` and queued: `holders` held it (with their modes)
+    /// and `queued` waited ahead of it. Its lock step follows when it is granted. Not a step:
+    /// step numbers skip it.
+    Wait {
+        tid: Tid,
+        lock: LockId,
+        mode: Mode,
+        holders: Vec<(Tid, Mode)>,
+        queued: Vec<(Tid, Mode)>,
+    },
+    /// A release handed `lock` to the queued thread `tid`: it holds the lock from here, and
+    /// its lock step comes when it next runs. Not a step.
+    Grant {
+        tid: Tid,
+        lock: LockId,
+        mode: Mode,
+    },
 }
 
 /// What kind of rule a finding breaks. `Invariant` (isolation and memory safety), `Bug` and
