@@ -2,6 +2,7 @@
 what each run must compute (docs/BENCH.md B4's write-lock count, the invariants, the final
 mappings against a sequential run)."""
 
+import dataclasses
 import json
 import time
 
@@ -58,6 +59,21 @@ def test_read_demote_and_inhibit_only_run_natively():
                        progress=False)
     assert rs[0].ok and rs[0].report["splits"] == rs[0].report["plan"]["regions_first_4k"]
     assert not rs[1].ok and rs[1].report["results"].get("no_progress", 0) > 0
+    # The table says what broke, under the table, instead of only "NO".
+    text = render_table(rs)
+    assert f"inhibit-only, run 1 of 1: {rs[1].report['results']['no_progress']:,} operation(s) gave up" in text
+
+
+def test_a_contract_breach_is_listed_and_decides_nothing():
+    """A run that breaks only the GUEST_INHIBIT contract (I3, as read-inhibit's runs can: the
+    explorer's install-breach) is ok, as `check` treats a contract breach, and the table names it."""
+    (r,) = tdxcore.bench(["v3"], "boot", threads=2, repeat=1, progress=False)
+    breach = {"rule": "I3", "kind": "contract", "tid": 0, "message": "2M leaf installed at 0x2b000 while ..."}
+    contract = dataclasses.replace(r, runs=[{**r.runs[0], "violations": [breach]}])
+    assert contract.ok and contract.problems() == [(0, "contract", "I3 (contract, vCPU0): " + breach["message"])]
+    assert "run 1 of 1: I3 (contract, vCPU0)" in render_table([contract])
+    harm = dataclasses.replace(r, runs=[{**r.runs[0], "violations": [{**breach, "rule": "I1", "kind": "invariant"}]}])
+    assert not harm.ok
 
 
 def test_table_and_command_line(capsys):
