@@ -2,6 +2,7 @@
 words, an explanation in prose, a token that survives an email client and replays."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 import textwrap
@@ -36,7 +37,13 @@ def test_check_explains_the_enomem_and_the_flag_within_80_columns(read_inhibit_e
     assert "GUEST_INHIBIT" in explanation and "-ENOMEM" in explanation
     assert "a trap" in explanation and "RET_PF_RETRY" in explanation
     # The trace: the violating step marked, the cycle bracketed, page walks folded.
-    assert "\n>  78" in out and ",-- steps 45-78" in out and "page-walk reads of present tables folded" in out
+    assert "\n!  78" in out and ",-- steps 45-78" in out and "page-walk reads of present tables folded" in out
+    # Both properties broken at step 78 are named there; no trace line looks like a quote.
+    assert "^ trap (TRAP)" in out and "^ livelock (LL)" in out
+    trace = out[out.index(" step thread"):]
+    assert not re.search(r"^\s*[>|:}#]", trace, re.M)
+    cycle = trace[trace.index(",-- steps 45-78"):trace.index("\n `-- back to the start")]
+    assert all(line[0] in "~!" for line in cycle.splitlines()[1:])  # the bracket has no gap
     assert "hugepage_set_guest_inhibit(2M 0x200): 0 -> GUEST_INHIBIT" in out
     # Plain accesses in C: the kernel's accessor, field or allocator, never a bare READ/WRITE.
     for words in ("kvm_tdp_mmu_read_spte(2M 0x200) = 2M leaf", "lpage_info_slot(2M 0x200)->disallow_lpage = 0",
@@ -71,6 +78,29 @@ def test_a_quoted_email_replays_to_the_same_trace(read_inhibit_enomem):
     assert "policy: pre_check, read_lock, set_inhibit, read_unlock, write_lock, split, write_unlock" in words
     assert "trap (TRAP, harm) at step 78" in words and "-ENOMEM" in words
     assert max(len(line) for line in r.stdout.splitlines()) <= 80
+
+
+def rewrap(text: str, width: int) -> str:
+    """A client that re-wraps quoted lines longer than `width`, keeping their quote marks."""
+    out = []
+    for line in text.splitlines():
+        quote, body = re.match(r"^((?:> ?)*)(.*)$", line).groups()
+        parts = textwrap.wrap(body, width - len(quote), break_long_words=False) if len(line) > width else [body]
+        out += [quote + p for p in parts or [""]]
+    return "\n".join(out)
+
+
+def test_a_reply_to_a_reply_still_replays(read_inhibit_enomem):
+    """Quoted twice ("> > "), then re-wrapped at 72 columns (the continuation backslash moves to a
+    line of its own): the token is still found whole."""
+    token = token_from(read_inhibit_enomem)
+    twice = rewrap("\n".join("> " + line for line in email(read_inhibit_enomem).splitlines()), 72)
+    assert "\n> > \\\n" in twice + "\n"  # the rewrap did move a backslash to its own line
+    assert token_from(twice) == token
+    lines = read_inhibit_enomem.splitlines()
+    first = next(i for i, line in enumerate(lines) if "tdxcore2:" in line)
+    r = cli("replay", "-", stdin="\n".join(lines[:first + 2] + lines[first + 3:]))  # a token line lost
+    assert r.returncode == 2 and "cut short" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_wrapped_tokens_paste_into_a_shell_as_one_command():

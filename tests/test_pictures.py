@@ -164,5 +164,5 @@ def test_waits_are_hatched_and_holds_start_at_the_grant(queued):
     doc = json.loads(json.dumps(perfetto.replay_events(r.trace, r.nr_vcpus, r.hits)))
     check_trace_events(doc)
     assert sum(e.get("cat") == "wait" for e in doc["traceEvents"]) == len(waits)
-    text = queued.render()
+    text = " ".join(queued.render().split())
     assert "read_lock(&kvm->mmu_lock) waits: held by vCPU0 (write)" in text and "granted" in text

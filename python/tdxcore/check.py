@@ -41,7 +41,7 @@ class Replay:
         return next((h for h in self.hits if h["property"] == prop), None)
 
     def render(self, columns: bool = False, full: bool = False) -> str:
-        """The trace for an email (one column, 80 wide, the broken properties' steps marked,
+        """The trace for an email (one column, 76 wide, the broken properties' steps marked,
         page-walk reads folded unless `full`), or one column per thread (`columns`), fitted to
         the terminal."""
         if columns:

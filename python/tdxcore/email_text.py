@@ -1,10 +1,11 @@
-"""A counterexample as text for a mailing-list reply: one column at most 80 characters wide,
+"""A counterexample as text for a mailing-list reply: one column at most 76 characters wide,
 nothing cut, each step in the kernel's words, the step that breaks the property marked and a
 cycle's repeating steps bracketed. Page-walk reads of present tables are folded (`full=True`
 shows every step); step numbers are the replay's, so a gap shows where steps were folded."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any, Optional, Sequence
 
@@ -12,10 +13,14 @@ from tdxcore import _core
 from tdxcore.report import line_text, lock_call, numbered_steps, object_name, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG, MIXED_FLAG
 
-WIDTH = 80
+# 76: a quoted reply ("> > ") still fits 80 columns, so no client re-wraps it.
+WIDTH = 76
 # margin, step number, thread, lock: "|  12 vCPU0  R  "
 PREFIX = 16
 TOKEN_WIDTH = 76
+# The margin marks: the step that breaks a property, and the steps of a repeating cycle.
+MARK = "!"
+CYCLE = "~"
 
 
 def _value(step: dict[str, Any], v: int) -> str:
@@ -100,13 +105,21 @@ def _wrapped(head: str, text: str, width: int, indent: int = PREFIX) -> list[str
                          break_long_words=True, break_on_hyphens=False) or [head.rstrip()]
 
 
+def _margin(lines: list[str], mark: str) -> list[str]:
+    """Put `mark` in the first column of every line (a step and its continuation lines)."""
+    return [mark + line[1:] for line in lines]
+
+
 def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = (),
                  *, full: bool = False, notes: bool = True, width: int = WIDTH) -> str:
     """The trace, one step per line (continued lines indented), at most `width` columns.
-    `hits` (a replay's, each with property, code, step and violation) mark their step with '>';
-    a livelock's cycle is bracketed with '|' and its length."""
+    `hits` (a replay's, each with property, code, step and violation) mark their step with
+    MARK; a livelock's cycle is bracketed, its lines marked CYCLE. Neither mark is one a mail
+    client takes for a quote ('>', '|', ':', '}', '#')."""
     status_names = _core.status_names()
-    marks = {h["step"]: h for h in hits}
+    marks: dict[int, list[dict[str, Any]]] = {}
+    for h in hits:
+        marks.setdefault(h["step"], []).append(h)
     cycles = {}
     for h in hits:
         v = h["violation"]
@@ -114,36 +127,42 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
             cycles[h["step"] - v["cycle_steps"] + 1] = h
     cycle_end: Optional[int] = None
     lines = [f"{'':1}{'step':>4} {'thread':<6} {'lk':<2} what (lk: mmu_lock R/W, slots_lock S, held after)"]
-    hidden = 0
+    hidden, preemptions = 0, False
     for n, line, lock in numbered_steps(trace):
         who = thread_name(line["tid"], nr_vcpus)
+        inside = cycle_end is not None
         if n == 0:
             if notes:
-                lines += _wrapped(" " * PREFIX, f"-- {who}: {line_text(line, nr_vcpus)}", width)
+                note = _wrapped(" " * PREFIX, f"-- {who}: {line_text(line, nr_vcpus)}", width)
+                lines += _margin(note, CYCLE) if inside else note
             continue
         if n in cycles:
             h = cycles[n]
-            cycle_end = h["step"]
-            lines += _wrapped(" ", f",-- steps {n}-{cycle_end} ({h['violation']['cycle_steps']} steps) repeat "
-                              "for ever: the state at their end is the state at their start", width)
-        inside = cycle_end is not None and n <= cycle_end
+            cycle_end, inside = h["step"], True
+            opening = _wrapped(" ", f",-- steps {n}-{cycle_end} ({h['violation']['cycle_steps']} steps) repeat "
+                               "for ever: the state at their end is the state at their start", width)
+            lines += opening[:1] + _margin(opening[1:], CYCLE)
         if not full and folded(line) and n not in marks:
             hidden += 1
             continue
-        margin = ">" if n in marks else ("|" if inside else " ")
         pre = "*" if line.get("preemption") else " "
-        head = f"{margin}{n:>4}{pre}{who:<6} {lock[:2]:<2} "
+        preemptions |= pre == "*"
+        head = f" {n:>4}{pre}{who:<6} {lock[:2]:<2} "
         head = head[:PREFIX].ljust(PREFIX)
-        lines += _wrapped(head, step_words(line, status_names), width)
-        if n in marks:
-            h = marks[n]
-            lines += _wrapped(" " * PREFIX, f"^ {h['property']} ({h['code']}): {h['summary']}", width)
+        step = _wrapped(head, step_words(line, status_names), width)
+        for h in marks.get(n, ()):
+            step += _wrapped(" " * PREFIX, f"^ {h['property']} ({h['code']}): {h['summary']}", width)
+        lines += _margin(step[:1], MARK if n in marks else CYCLE if inside else " ")
+        lines += _margin(step[1:], CYCLE) if inside else step[1:]
         if cycle_end == n:
             lines.append(" `-- back to the start of the cycle")
             cycle_end = None
-    if hidden:
-        lines += _wrapped("", f"({hidden} page-walk reads of present tables folded; --full shows every step. "
-                          "'*': the step preempted another thread.)", width, indent=1)
+    legend = [f"{MARK}: the step breaks the property named under it"] if marks else []
+    legend += [f"{CYCLE}: a step of the repeating cycle"] if cycles else []
+    legend += [f"{hidden} page-walk reads of present tables folded (--full shows every step)"] if hidden else []
+    legend += ["'*': the step preempted another thread"] if preemptions else []
+    if legend:
+        lines += _wrapped("", "(" + "; ".join(legend) + ".)", width, indent=1)
     return "\n".join(lines)
 
 
@@ -163,11 +182,18 @@ def token_from(text: str) -> str:
         return text.strip()
     body = []
     for line in text[start:].splitlines():
-        line = line.strip().lstrip(">").strip().rstrip("\\").strip()
+        line = _QUOTE_MARKS.sub("", line).strip()
+        if line == "\\":  # a client rewrapped the line, moving the continuation to its own line
+            continue
+        line = line.rstrip("\\").strip()
         if body and (not line or " " in line or not _TOKEN_CHARS.issuperset(line)):
             break
         body.append(line)
     return "".join(body)
+
+
+# Quote marks of any depth ("> > ", ">>", "| "), as mail clients write them.
+_QUOTE_MARKS = re.compile(r"^[\s>|]*")
 
 
 _TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_:")

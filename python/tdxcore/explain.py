@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
+from tdxcore.email_text import WIDTH
 from tdxcore.report import numbered_steps, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
@@ -57,7 +58,7 @@ def _leaf_at(steps: Sequence[Step], gfn: int, until: int) -> Optional[str]:
     return value
 
 
-def explain(hit: dict[str, Any], trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 80) -> str:
+def explain(hit: dict[str, Any], trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = WIDTH) -> str:
     """The counterexample of `hit` (a replay's hit: property, code, step, violation, summary) in
     a paragraph or two of prose, wrapped at `width`."""
     steps, notes = _steps(trace)

@@ -74,8 +74,12 @@ pub fn decode(token: &str) -> CoreResult<(Scenario, Vec<u32>, Option<Expected>)>
                 .into(),
         ));
     }
-    let body = text.strip_prefix(PREFIX).ok_or_else(|| bad(format!("it must start with {PREFIX:?}")))?;
-    let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|e| bad(format!("bad base64url ({e})")))?;
+    let body = text.strip_prefix(PREFIX).ok_or_else(|| {
+        bad(format!("it must start with {PREFIX:?} (none found in what was given: paste the whole replay command)"))
+    })?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(body)
+        .map_err(|e| bad(format!("bad base64url ({e}): was it cut short, or a character changed?")))?;
     let mut json = Vec::new();
     flate2::read::DeflateDecoder::new(&bytes[..])
         .take(MAX_PAYLOAD)
