@@ -112,9 +112,13 @@ def test_counterexample_text_fits_80_columns_and_jsonl_parses():
     assert all(len(line) <= 80 and line.isascii() for line in text.splitlines())
     # Nothing is cut; the store is in the kernel's words.
     assert "hugepage_set_guest_inhibit(2M 0x200): 0 -> GUEST_INHIBIT" in text
-    from tdxcore.report import render_columns
-    wide = render_columns(r.counterexample.replay.trace, 2, width=200)
-    assert "vCPU0" in wide.splitlines()[0] and "vCPU1" in wide.splitlines()[0]
+    from tdxcore.email_text import render_columns
+    rp = r.counterexample.replay
+    for width in (80, 200):  # one column per thread at any width: long steps wrap inside theirs
+        cols = render_columns(rp.trace, rp.nr_vcpus, rp.hits, width=width)
+        assert "vCPU0" in cols.splitlines()[0] and "vCPU1" in cols.splitlines()[0]
+        assert max(len(line) for line in cols.splitlines()) <= width
+        assert "hugepage_set_guest_inhibit(2M" in cols and any(line.startswith("!") for line in cols.splitlines())
     rows = [json.loads(line) for line in r.counterexample.replay.jsonl().splitlines()]
     assert rows[0]["step"] == 1 and {"thread", "op", "object", "before", "after", "preemption", "locks"} <= set(rows[0])
     three = tdxcore.check(PRESETS["two-accepts"], "inhibit-only", progress=False)

@@ -44,15 +44,13 @@ class Replay:
         """The trace for an email (one column, 76 wide, the broken properties' steps marked,
         page-walk reads folded unless `full`), or one column per thread (`columns`), fitted to
         the terminal."""
+        from tdxcore.email_text import render_columns, render_email
+
         if columns:
             import shutil
 
-            from tdxcore.report import render_schedule
-
-            return render_schedule(self.trace, self.nr_vcpus, columns=True,
-                                   width=max(80, shutil.get_terminal_size().columns))
-        from tdxcore.email_text import render_email
-
+            return render_columns(self.trace, self.nr_vcpus, self.hits, full=full,
+                                  width=max(60, shutil.get_terminal_size().columns))
         return render_email(self.trace, self.nr_vcpus, self.hits, full=full)
 
     def explain(self, prop: Optional[str] = None) -> str:

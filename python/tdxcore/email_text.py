@@ -166,6 +166,39 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
     return "\n".join(lines)
 
 
+def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = (),
+                   *, full: bool = False, width: int = WIDTH) -> str:
+    """One column per thread, fitted to `width`: each step in the kernel's words, wrapped inside
+    its thread's column, with the mmu_lock held after it; marks as in `render_email`. Notes
+    are left out (they belong to no column); `render_email` has them."""
+    status_names = _core.status_names()
+    tids = sorted({line["tid"] for line in trace})
+    if not tids:
+        return ""
+    col = max(12, (width - 6) // len(tids))
+    index = {t: i for i, t in enumerate(tids)}
+    marks: dict[int, list[dict[str, Any]]] = {}
+    for h in hits:
+        marks.setdefault(h["step"], []).append(h)
+    cycles = [(h["step"] - h["violation"]["cycle_steps"] + 1, h["step"]) for h in hits
+              if h["violation"].get("kind") == "livelock" and h["violation"].get("cycle_steps")]
+    rows = [("      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)).rstrip(),
+            "      " + "".join(("-" * (col - 2)).ljust(col) for _ in tids).rstrip()]
+    for n, line, lock in numbered_steps(trace):
+        if n == 0 or (not full and folded(line) and n not in marks):
+            continue
+        text = [f"{lock[:2]:<2} {step_words(line, status_names)}"]
+        text += [f"^ {h['property']} ({h['code']})" for h in marks.get(n, ())]
+        parts = [p for t in text for p in textwrap.wrap(t, col - 1, subsequent_indent="   ", break_on_hyphens=False)]
+        inside = any(a <= n <= b for a, b in cycles)
+        margin = MARK if n in marks else CYCLE if inside else " "
+        pre = "*" if line.get("preemption") else " "
+        for k, part in enumerate(parts):
+            head = f"{margin}{n:>4}{pre}" if k == 0 else (CYCLE if inside else " ") + " " * 5
+            rows.append(head + " " * (col * index[line["tid"]]) + part)
+    return "\n".join(rows)
+
+
 def wrap_token(token: str, command: str = "tdxcore replay", width: int = TOKEN_WIDTH) -> str:
     """A replay command with its token in lines of at most `width` columns, continued with
     backslashes, so it survives an email client and pastes into a shell as one command."""

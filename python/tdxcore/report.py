@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from functools import lru_cache
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Sequence
 
 from tdxcore import _core
 
@@ -157,57 +157,6 @@ def numbered_steps(trace: Iterable[dict[str, Any]]) -> Iterable[tuple[int, dict[
                 locks.pop(line["lock"], None)
         locks = held.get(tid, {})
         yield n, line, locks.get("mmu_lock", "-") + ("S" if "slots_lock" in locks else "")
-
-
-def _cell(line: dict[str, Any], locks: str) -> str:
-    return f"{locks:<3}{_operation(line['kind'])} {object_name(line)} {_change(line)}".rstrip()
-
-
-def render_trace(trace: Iterable[dict[str, Any]], nr_vcpus: int, *, notes: bool = True) -> str:
-    """Numbered steps, one line each: thread, the locks it holds after the step (R/W for
-    mmu_lock, S for slots_lock), the operation, the object and what changed. A '*' marks a
-    step that preempted another thread."""
-    lines = [f"{'#':>5}  {'thread':<6} {'locks':<5} {'operation':<22} {'object':<24} change"]
-    for n, line, locks in numbered_steps(trace):
-        who = thread_name(line["tid"], nr_vcpus)
-        if n == 0:
-            if notes:
-                lines.append(f"{'':>5}  {who:<6} {'':<5} -- {line_text(line, nr_vcpus)}")
-            continue
-        mark = "*" if line.get("preemption") else " "
-        lines.append(f"{n:>4}{mark}  {who:<6} {locks:<5} {_operation(line['kind']):<22} {object_name(line):<24} {_change(line)}".rstrip())
-    return "\n".join(lines)
-
-
-def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, width: int = 100) -> Optional[str]:
-    """One column per thread, one row per step; None if a step would not fit its column."""
-    tids = sorted({line["tid"] for line in trace})
-    if not tids:
-        return ""
-    col = (width - 6) // len(tids)
-    if any(len(_cell(line, locks)) > col - 1 for n, line, locks in numbered_steps(trace) if n):
-        return None
-    index = {t: i for i, t in enumerate(tids)}
-    header = "      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)
-    rows = [header.rstrip(), "      " + "".join(("-" * (col - 2)).ljust(col) for _ in tids)]
-    for n, line, locks in numbered_steps(trace):
-        if n == 0:
-            continue
-        cells = [""] * len(tids)
-        cells[index[line["tid"]]] = _cell(line, locks)[: col - 1]
-        mark = "*" if line.get("preemption") else " "
-        rows.append((f"{n:>4}{mark} " + "".join(c.ljust(col) for c in cells)).rstrip())
-    return "\n".join(rows)
-
-
-def render_schedule(trace: Sequence[dict[str, Any]], nr_vcpus: int, columns: Optional[bool] = None,
-                    width: int = 100) -> str:
-    """Columns per thread where they fit in `width` columns (or when asked), else one line per step."""
-    if columns is not False:
-        text = render_columns(trace, nr_vcpus, width)
-        if text is not None:
-            return text
-    return render_trace(trace, nr_vcpus, notes=False)
 
 
 def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:

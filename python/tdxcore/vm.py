@@ -41,9 +41,9 @@ class Outcome:
     nr_vcpus: int = field(default=1, repr=False)
 
     def render(self) -> str:
-        from tdxcore.report import render_trace
+        from tdxcore.email_text import render_email
 
-        return render_trace(self.trace, self.nr_vcpus)
+        return render_email(self.trace, self.nr_vcpus, full=True)
 
 
 class Vm:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tdxcore.report import render_findings, render_trace
+from tdxcore.email_text import render_email
+from tdxcore.report import render_findings
 from tdxcore.vm import Outcome, Vm
 
 GFN = 0x201
@@ -31,7 +32,7 @@ def seed_walk(vm: Vm | None = None, out: Callable[[str], None] = print) -> Vm:
     for i, (title, op) in enumerate(steps, 1):
         outcome = op()
         out(f"\n== {i}. {title}")
-        out(render_trace(outcome.trace, vm.nr_vcpus))
+        out(render_email(outcome.trace, vm.nr_vcpus, full=True))
         out(f"   result: {outcome.result}")
     out("\n== state")
     level, state = vm.sept_entry(GFN)
