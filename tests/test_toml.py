@@ -1,5 +1,7 @@
 """TOML and Python forms of scenarios and policies round-trip; bad fields are named."""
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 
@@ -51,6 +53,15 @@ def test_check_from_a_toml_file(tmp_path, capsys):
                  '[[scenario.threads]]\nvcpu = 1\nops = [{op = "access", gfn = 0x3ff}]\n')
     assert main(["check", "--toml", str(f)]) == 1
     assert "livelock" in capsys.readouterr().out
+
+
+def test_check_reads_a_scenario_or_a_policy_file_as_shipped(capsys):
+    """`--toml` takes the preset files themselves (one layout), not only [scenario]/[policy]."""
+    root = Path(__file__).resolve().parent.parent / "presets"
+    assert main(["check", "--toml", str(root / "scenarios" / "accept-vs-fault.toml"), "--policy", "v3", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("scenario accept-vs-fault, policy v3: HOLDS")
+    assert main(["check", "--toml", str(root / "policies" / "read-demote.toml"), "--quiet"]) == 1
+    assert capsys.readouterr().out.startswith("scenario accept-vs-fault, policy read-demote: VIOLATED")
 
 
 def test_toml_names_presets_and_never_splits_a_string_into_steps(tmp_path, capsys):

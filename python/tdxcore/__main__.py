@@ -32,7 +32,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      help="seconds before the search is cut (default 60; the certificate says so)")
     chk.add_argument("--max-memory", type=int, metavar="MIB",
                      help="MiB the state cache may use before the search is cut (default a quarter of the machine's)")
-    chk.add_argument("--toml", help="a TOML file with a [scenario] and/or a [policy] table")
+    chk.add_argument("--toml", help="a TOML file: a [scenario] and/or a [policy] table, or a scenario or policy "
+                     "file as to_toml() writes it (presets/)")
     chk.add_argument("--property", action="append", metavar="NAME",
                      help="ask about this property (repeatable; an asked contract property decides too); "
                           "`tdxcore invariants` lists them")

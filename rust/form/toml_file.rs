@@ -17,7 +17,8 @@ pub enum Kind {
     Scenario,
     /// A policy's fields at the top level (`Policy.from_toml`).
     Policy,
-    /// `tdxcore check --toml`: a `[scenario]` and/or a `[policy]` table, or a preset's name.
+    /// `tdxcore check --toml`: a `[scenario]` and/or a `[policy]` table (each a table or a
+    /// preset's name), or a scenario's or a policy's own file.
     Check,
 }
 
@@ -78,6 +79,13 @@ pub fn read(text: &str, label: &str, kind: Kind) -> CoreResult<toml::Table> {
             Kind::Check => "a [scenario] and/or a [policy] table",
         };
         return Err(CoreError::Config(format!("{label}: empty: it needs {needs}")));
+    }
+    let top = |key: &str| doc.get_ref().keys().any(|k| k.get_ref() == key);
+    if kind == Kind::Check && !top("scenario") && !top("policy") {
+        // A scenario's or a policy's own file (what `to_toml()` writes, a preset's file).
+        let (inner, key) = if top("steps") { (Kind::Policy, "policy") } else { (Kind::Scenario, "scenario") };
+        let table = read(text, label, inner)?;
+        return Ok(toml::Table::from_iter([(key.to_string(), toml::Value::Table(table))]));
     }
     let located = |e: CoreError| locate(e, text, label, doc.get_ref());
     let serde = |(path, e): (String, toml::de::Error)| {
