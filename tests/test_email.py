@@ -101,6 +101,9 @@ def test_a_reply_to_a_reply_still_replays(read_inhibit_enomem):
     first = next(i for i, line in enumerate(lines) if "tdxcore2:" in line)
     r = cli("replay", "-", stdin="\n".join(lines[:first + 2] + lines[first + 3:]))  # a token line lost
     assert r.returncode == 2 and "cut short" in r.stderr and "Traceback" not in r.stderr
+    garbage = subprocess.run([sys.executable, "-m", "tdxcore", "replay", "-"], input=b"\xff\xfe not mail",
+                             capture_output=True, timeout=60)
+    assert garbage.returncode == 2 and b"none found" in garbage.stderr and b"Traceback" not in garbage.stderr
 
 
 def test_wrapped_tokens_paste_into_a_shell_as_one_command():

@@ -51,6 +51,8 @@ def test_the_png_is_drawn_by_matplotlib(trap, tmp_path):
     r = trap.replay
     to_png(layout(r.trace, r.nr_vcpus, r.hits), str(tmp_path / "t.png"))
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    to_png(layout(r.trace, r.nr_vcpus, r.hits), str(tmp_path / "timeline"))  # the name the user gave
+    assert (tmp_path / "timeline").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "timeline.png").exists()
 
 
 def check_trace_events(doc: dict) -> None:
@@ -105,6 +107,7 @@ def test_replay_writes_the_pictures_it_is_asked_for(trap, tmp_path):
     r = subprocess.run([sys.executable, "-m", "tdxcore", "replay", trap.token, "--svg", str(svg),
                         "--perfetto", str(trace_json)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr
+    assert f"wrote {svg}" in r.stderr
     ET.fromstring(svg.read_text())
     check_trace_events(json.loads(trace_json.read_text()))
     bad = subprocess.run([sys.executable, "-m", "tdxcore", "replay", trap.token, "--svg", str(tmp_path / "no" / "x.svg")],

@@ -107,7 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from tdxcore import replay
             from tdxcore.report import render_replay
 
-            r = replay(sys.stdin.read() if args.token == ["-"] else "\n".join(args.token))
+            # A pasted email may hold bytes that are not UTF-8; the token itself is ASCII.
+            pasted = sys.stdin.buffer.read().decode("utf-8", "replace") if args.token == ["-"] else None
+            r = replay(pasted if pasted is not None else "\n".join(args.token))
             if args.json:
                 print(r.jsonl())
             else:
@@ -170,6 +172,10 @@ def _pictures(r, args: argparse.Namespace) -> None:
         from tdxcore import perfetto
 
         perfetto.write(args.perfetto, perfetto.replay_events(r.trace, r.nr_vcpus, r.hits))
+    for what, path in (("timeline (SVG)", args.svg), ("timeline (PNG)", args.png),
+                       ("trace for ui.perfetto.dev", args.perfetto)):
+        if path:
+            print(f"wrote {path}: {what}", file=sys.stderr)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -179,5 +179,5 @@ def to_png(t: Timeline, path: str) -> None:
         else:
             ax.text(s.x, s.y, s.text, color=s.fill if s.fill != "none" else "black", fontsize=8,
                     family="monospace", va="baseline")
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, format="png")  # PNG whatever the file's name ends in
     plt.close(fig)
