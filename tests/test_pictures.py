@@ -37,7 +37,9 @@ def test_the_svg_draws_lanes_holds_seamcalls_state_properties_and_the_cycle(trap
     assert [t.text for t in by_class["lane"]] == ["vCPU0", "vCPU1", "vCPU2", "state"]
     steps = [line for line in r.trace if line["type"] == "step"]
     seamcalls = [line for line in steps if isinstance(line["kind"], dict) and "seamcall" in line["kind"]]
-    assert len(by_class["step"]) + len(by_class["seamcall"]) == len(steps)
+    assert len(by_class["step"]) + len(by_class["seamcall"]) + len(by_class["alloc-failed"]) == len(steps)
+    assert len(by_class["alloc-failed"]) == 1  # the one -ENOMEM the trap needs
+    assert [t.text for t in by_class["axis"] if t.text] == ["step", "1", *map(str, range(5, len(steps) + 1, 5))]
     assert len(by_class["seamcall"]) == len(seamcalls) > 0
     assert by_class["hold-read"] and by_class["hold-write"]  # read-inhibit takes both
     assert len(by_class["inhibit"]) == 1 and by_class["leaf"]

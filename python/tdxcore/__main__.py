@@ -162,7 +162,7 @@ def _pictures(r, args: argparse.Namespace) -> None:
     if args.svg or args.png:
         from tdxcore.timeline import layout, to_png, to_svg
 
-        t = layout(r.trace, r.nr_vcpus, r.hits)
+        t = layout(r.trace, r.nr_vcpus, r.hits, title=r.title)
         if args.svg:
             with open(args.svg, "w") as f:
                 f.write(to_svg(t))

@@ -36,6 +36,13 @@ class Replay:
         """The worst property's violation, if the run broke one."""
         return self.hits[0]["violation"] if self.hits else None
 
+    @property
+    def title(self) -> str:
+        """One line naming the scenario, the policy's steps and the worst property broken."""
+        steps = ", ".join(self.scenario.get("vm", {}).get("honor_policy") or ())
+        worst = f": {self.hits[0]['property']} ({self.hits[0]['code']}) at step {self.hits[0]['step']}" if self.hits else ""
+        return f"{self.scenario.get('name') or 'scenario'}, policy {steps or '(none)'}{worst}"
+
     def hit(self, prop: str) -> Optional[dict[str, Any]]:
         """This run's hit of property `prop`, if any."""
         return next((h for h in self.hits if h["property"] == prop), None)

@@ -20,9 +20,10 @@ from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 STEP_W = 14  # pixels per step
 LANE_H = 44
 LEFT = 90
-TOP = 40
+TOP = 56  # room for the title and the property labels
+AXIS_EVERY = 5  # a step number under the lanes every this many steps
 COLORS = {"read": "#4c8bd6", "write": "#d65f4c", "step": "#d9d9d9", "seamcall": "#7a4cd6",
-          "leaf": "#3a9d5d", "wait": "#555555", "inhibit": "#e0a500", "property": "#c00000", "cycle": "#fff2b3"}
+          "leaf": "#3a9d5d", "wait": "#555555", "alloc-failed": "#111111", "inhibit": "#e0a500", "property": "#c00000", "cycle": "#fff2b3"}
 
 
 @dataclass
@@ -50,8 +51,10 @@ def _x(n: float) -> float:
     return LEFT + (n - 1) * STEP_W
 
 
-def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = ()) -> Timeline:
-    """The shapes of the picture; steps are numbered as in the replay."""
+def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[str, Any]] = (),
+           title: str = "") -> Timeline:
+    """The shapes of the picture, with `title` above it; steps are numbered as in the replay,
+    on an axis under the lanes."""
     status_names = _core.status_names()
     steps = [line for line in trace if line["type"] == "step"]
     tids = sorted({line["tid"] for line in steps})
@@ -72,6 +75,13 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
         shapes.append(Shape("text", 8, y + 18, text=thread_name(tid, nr_vcpus), role="lane"))
         shapes.append(Shape("line", LEFT, y + LANE_H - 4, n_steps * STEP_W, 0, "#bbbbbb"))
     shapes.append(Shape("text", 8, state_y + 18, text="state", role="lane"))
+    if title:
+        shapes.append(Shape("text", 8, 14, text=title, role="title"))
+    axis_y = state_y + LANE_H + 4
+    shapes.append(Shape("text", 8, axis_y, text="step", role="axis"))
+    for n in [1, *range(AXIS_EVERY, n_steps + 1, AXIS_EVERY)]:
+        shapes.append(Shape("line", _x(n) + STEP_W / 2, axis_y - 12, 0, 4, "#888888", role="axis"))
+        shapes.append(Shape("text", _x(n) + 1, axis_y, text=str(n), role="axis"))
     for tid, start, end, text in lock_waits(trace, nr_vcpus):
         y = TOP + lane[tid] * LANE_H
         shapes.append(Shape("rect", _x(start), y + 26, (end - start) * STEP_W, 8, COLORS["wait"], hatch=True,
@@ -86,9 +96,9 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
         tid, kind = line["tid"], line["kind"]
         y = TOP + lane[tid] * LANE_H
         words = step_words(line, status_names)
-        seamcall = isinstance(kind, dict) and "seamcall" in kind
-        shapes.append(Shape("rect", _x(n) + 1, y + 4, STEP_W - 2, 18, COLORS["seamcall" if seamcall else "step"],
-                            title=f"{n}: {words}", role="seamcall" if seamcall else "step"))
+        role = ("seamcall" if isinstance(kind, dict) and "seamcall" in kind
+                else "alloc-failed" if kind == "alloc" and line["after"] else "step")
+        shapes.append(Shape("rect", _x(n) + 1, y + 4, STEP_W - 2, 18, COLORS[role], title=f"{n}: {words}", role=role))
         # The 2M leaf's life (the first 2M SPTE the run installs) and the GUEST_INHIBIT store.
         if line["obj"] == "spte" and line.get("level") == "2M" and kind in ("store", "cmpxchg"):
             now = _core.value_text("spte", line["after"], "2M")
@@ -112,16 +122,16 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
                             title=h["summary"], role="property"))
         shapes.append(Shape("text", x + 2, TOP - 14 - 12 * (i % 2), text=f"{h['code']} @{h['step']}",
                             fill=COLORS["property"], title=h["summary"], role="property-label"))
-    legend_y = state_y + LANE_H + 14
+    legend_y = axis_y + 20
     x = 8.0
     for role, color, words in (("hold-read", "read", "mmu_lock read"), ("hold-write", "write", "mmu_lock write"),
-                               ("wait", "wait", "waits for a lock"),
-                               ("seamcall", "seamcall", "SEAMCALL"), ("leaf", "leaf", "2M leaf mapped"),
+                               ("wait", "wait", "waits for a lock"), ("seamcall", "seamcall", "SEAMCALL"),
+                               ("alloc-failed", "alloc-failed", "allocation failed"), ("leaf", "leaf", "2M leaf mapped"),
                                ("inhibit", "inhibit", "GUEST_INHIBIT set"), ("cycle", "cycle", "repeating cycle")):
         shapes.append(Shape("rect", x, legend_y - 9, 12, 10, COLORS[color], hatch=role == "wait", role="legend"))
         shapes.append(Shape("text", x + 16, legend_y, text=words, role="legend"))
         x += 24 + 7 * len(words)
-    return Timeline(max(LEFT + (n_steps + 2) * STEP_W + 60, x), legend_y + 10, shapes)
+    return Timeline(max(LEFT + (n_steps + 2) * STEP_W + 60, x, 16 + 7 * len(title)), legend_y + 10, shapes)
 
 
 def to_svg(t: Timeline) -> str:
