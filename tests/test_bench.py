@@ -159,6 +159,12 @@ def test_a_bench_timeline_is_trace_event_json_in_real_time():
     assert processes == ["v3 (boot, median run)", "read-inhibit (boot, median run)"]
     holds = [e for e in doc["traceEvents"] if e.get("cat") == "hold"]
     assert any(e["name"] == "mmu_lock write held" for e in holds) and any(e["name"] == "mmu_lock read held" for e in holds)
+    # The boot takes more locks per thread than a timeline keeps: the cut is said, with where
+    # each policy's timeline ends.
+    for r, line in zip(results, perfetto.bench_cut(results)):
+        kept = max(len(spans) for spans in r.report["timeline"])
+        assert kept == r.report["timeline_cap"] and r.report["timeline_dropped"] > 0
+        assert line.startswith(f"{r.policy}: {r.report['timeline_dropped']:,} lock spans past the cap")
     # Without a timeline the report carries none.
     (plain,) = tdxcore.bench(["v3"], "boot", repeat=1, progress=False)
     assert "timeline" not in plain.report

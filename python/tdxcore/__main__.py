@@ -307,6 +307,9 @@ def _bench(args: argparse.Namespace) -> int:
             perfetto.write(args.perfetto, perfetto.bench_events(results))
         except OSError as e:
             raise ConfigError(f"cannot write {args.perfetto}: {e.strerror or e}") from None
+        print(f"wrote {args.perfetto}: each policy's median run for ui.perfetto.dev", file=sys.stderr)
+        for line in perfetto.bench_cut(results):
+            print(f"  {line}", file=sys.stderr)
     if args.json:
         print(json.dumps([{"policy": r.policy, "workload": r.workload, "runs": r.runs} for r in results], indent=1))
     else:

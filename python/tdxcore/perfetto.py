@@ -72,6 +72,20 @@ def write(path: str, document: dict) -> None:
         json.dump(document, f, indent=0)
 
 
+def bench_cut(results: Sequence[Any]) -> list[str]:
+    """Where a bench timeline stops short: a thread keeps at most its first `timeline_cap`
+    spans (a boot takes ~10^5 locks), so a track past the cap ends before the run did."""
+    cut = []
+    for result in results:
+        report = result.report
+        if report.get("timeline_dropped"):
+            ends = max((s["released_ns"] for spans in report["timeline"] for s in spans), default=0)
+            cut.append(f"{result.policy}: {report['timeline_dropped']:,} lock spans past the cap of "
+                       f"{report['timeline_cap']:,} per thread not kept: its timeline ends at "
+                       f"{ends / 1e6:.1f} ms of {report['elapsed_s'] * 1000:.1f} ms")
+    return cut
+
+
 def bench_events(results: Sequence[Any]) -> dict:
     """The trace-event document of a bench (`bench(..., timeline=True)`): one process per
     policy (its median run), one track per vCPU thread, each lock hold a slice preceded by its

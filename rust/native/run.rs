@@ -69,6 +69,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Vec<super::metrics::LockSpan>>,
     pub timeline_dropped: u64,
+    /// The most spans a thread keeps (metrics::TIMELINE_CAP).
+    pub timeline_cap: usize,
     /// Reader stall: how long mmu_lock read acquisitions waited, over every path (ns).
     pub reader_stall_ns: super::metrics::Percentiles,
     /// mmu_lock write acquisitions on the path of 4K ACCEPTs (the honour path and the faults it
@@ -248,6 +250,7 @@ pub fn run_until(cfg: &RunConfig, interrupt: &AtomicBool) -> CoreResult<Report> 
         locks: m.lock_rows(),
         timeline,
         timeline_dropped,
+        timeline_cap: super::metrics::TIMELINE_CAP,
         reader_stall_ns: m.reader_stall(),
         accept_4k_write_acquisitions: writes(Path::Accept4K),
         accept_2m_write_acquisitions: writes(Path::Accept2M),
