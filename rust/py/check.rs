@@ -38,14 +38,17 @@ pub fn check<'py>(
             let r = search.report();
             let c = &r.certificate;
             let elapsed = r.elapsed_ms as f64 / 1000.0;
-            let bound =
-                c.completed_bound.map_or(String::new(), |b| format!(", every schedule to {b} preemption(s) done"));
+            let bound = if c.complete {
+                ", complete".to_string()
+            } else {
+                c.completed_bound.map_or(String::new(), |b| format!(", every schedule to {b} preemption(s) done"))
+            };
             let left = max_time.map_or(String::new(), |t| format!(" of {:.0}s", t.as_secs_f64()));
             let _ = write!(
                 std::io::stderr(),
-                "\r  {} schedules, {} states{bound}, {elapsed:.1}s{left}   ",
+                "\r  {} schedules, {} distinct states{bound}, {elapsed:.1}s{left}   ",
                 c.schedules,
-                c.distinct_states.max(c.pruned),
+                c.distinct_states,
             );
         }
         if done {
