@@ -169,5 +169,8 @@ def test_waits_are_hatched_and_holds_start_at_the_grant(queued):
     doc = json.loads(json.dumps(perfetto.replay_events(r.trace, r.nr_vcpus, r.hits)))
     check_trace_events(doc)
     assert sum(e.get("cat") == "wait" for e in doc["traceEvents"]) == len(waits)
+    prose = " ".join(queued.explain().split())  # the race's two steps, by number
+    v = queued.replay.hits[0]["violation"]
+    assert f"'s {v['first']['op']} at step {v['first']['step']}" in prose and f"at step {v['second']['step']}" in prose
     text = " ".join(queued.render().split())
     assert "read_lock(&kvm->mmu_lock) waits: held by vCPU0 (write)" in text and "granted" in text

@@ -130,3 +130,10 @@ def test_a_check_file_round_trips(tmp_path, capsys):
     assert main(["check", "--toml", str(f), "--bound", "0", "--max-time", "5"]) in (0, 1, 3)
     out = capsys.readouterr().out
     assert out.startswith("scenario every-field, policy read-inhibit:"), out
+
+
+def test_an_unknown_policy_word_lists_presets_and_steps(capsys):
+    """One word that is neither a preset nor a step was meant as a preset: both lists are named."""
+    assert main(["check", "--policy", "read-demote+atomic-demote"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown policy 'read-demote+atomic-demote'" in err and "v3, v3-no-precheck" in err and "set_inhibit" in err

@@ -200,7 +200,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         cells = compare(total_seconds=args.total, max_schedules=args.max_schedules,
                         on_start=lambda total: bar.append(Progress(total, "cells", not args.quiet)),
-                        on_cell=lambda c: bar[0].step(f"{c.policy} x {c.scenario}"))
+                        on_cell=lambda c: bar[0].step(f"{c.policy} x {c.scenario} ({c.split_alloc}, "
+                                                      f"{c.alloc_failures} failure(s))"))
     finally:
         for b in bar:
             b.close()
@@ -228,7 +229,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     def on_cell(c) -> None:
         done.append(c)
-        bar[0].step(f"{c.policy} x {c.scenario} ({c.split_alloc}, {c.alloc_failures})")
+        bar[0].step(f"{c.policy} x {c.scenario} ({c.split_alloc}, {c.alloc_failures} failure(s))")
 
     interrupted = False
     try:
@@ -322,10 +323,15 @@ def _check(args: argparse.Namespace) -> int:
     import json
 
     from tdxcore import check
+    from tdxcore.errors import ConfigError
     from tdxcore.policy import PRESETS
     from tdxcore.scenario import as_scenario
+    from tdxcore.vocabulary import HONOR_STEPS
 
     policy = args.policy if args.policy in PRESETS else [s.strip() for s in args.policy.split(",") if s.strip()]
+    if len(policy) == 1 and policy[0] not in HONOR_STEPS:  # one word: meant as a preset's name
+        raise ConfigError(f"unknown policy {args.policy!r}: a preset ({', '.join(PRESETS)}) or comma-separated "
+                          f"steps ({', '.join(HONOR_STEPS)})")
     scenario = as_scenario(args.scenario)
     if args.toml:
         from tdxcore._toml import read_file

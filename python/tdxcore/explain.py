@@ -65,7 +65,12 @@ def explain(hit: dict[str, Any], trace: Sequence[dict[str, Any]], nr_vcpus: int,
     v = hit["violation"]
     if v.get("kind") == "race":
         # The pair and its fix are the whole story.
-        return "\n".join(textwrap.wrap(f"The run shows a data race: {hit['summary']}.", width=width))
+        a, b = v["first"], v["second"]
+        said = (f"The run shows a data race on {v['object']}: {thread_name(a['tid'], nr_vcpus)}'s {a['op']} at step "
+                f"{a['step']} ({a['locks']}) and {thread_name(b['tid'], nr_vcpus)}'s {b['op']} at step {b['step']} "
+                f"({b['locks']}) are plain accesses that conflict, and no lock both hold orders them: "
+                f"{v['fix']}.")
+        return "\n".join(textwrap.wrap(said, width=width))
     name = lambda t: thread_name(t, nr_vcpus)  # noqa: E731
     upto = hit["step"]
     cycle_from = upto - v["cycle_steps"] + 1 if v.get("kind") == "livelock" else None
@@ -117,9 +122,10 @@ def _cycle(v: dict[str, Any], steps: Sequence[Step], notes: Sequence[tuple[int, 
            last: int, flag: Optional[Step], name: Any) -> list[str]:
     """What the repeating steps do and why no continuation completes."""
     inside = [s for s in steps if first <= s.n <= last]
-    who = " and ".join(dict.fromkeys(name(t) for t in v["threads"]))
+    threads = list(dict.fromkeys(name(t) for t in v["threads"]))
+    who, one = " and ".join(threads), len(threads) == 1
     out = [f"Steps {first}-{last} ({v['cycle_steps']} steps) repeat for ever: {who} "
-           "start again from the same state each time without completing an operation."]
+           f"start{'s' if one else ''} again from the same state each time without completing an operation."]
     if flag is not None:
         reads = [s for s in inside if s.line["kind"] == "load" and s.line["obj"] == "lpage_info"
                  and s.line["gfn"] == flag.line["gfn"] and s.line["before"] & GUEST_INHIBIT_FLAG]
@@ -137,7 +143,8 @@ def _cycle(v: dict[str, Any], steps: Sequence[Step], notes: Sequence[tuple[int, 
                    "to the fault, so nothing takes the write lock to split.")
     e = v["escape"]
     if e["escape"] == "trapped":
-        out.append(f"No continuation completes their operations (all {e['schedules']:,} continuations "
+        out.append(f"No continuation completes {'its operation' if one else 'their operations'} "
+                   f"(all {e['schedules']:,} continuations "
                    "searched): a trap, which no scheduler can leave.")
     elif e["escape"] == "leaves":
         out.append(f"Some schedule leaves the cycle (found within {e['schedules']:,} continuations): a fair "

@@ -108,7 +108,7 @@ def _counterexample(c: Cell) -> str:
     return (f'<section class="cx" id="{_e(_cx_id(c))}">'
             f"<h3>{_e(c.policy)} on {_e(c.scenario)} ({_e(c.split_alloc)}{failures}): {_e(cx.code)}</h3>"
             f"<p>{_e(cx.explain())}</p>"
-            f"{to_svg(layout(rp.trace, rp.nr_vcpus, rp.hits, title=rp.title))}"
+            f"{to_svg(layout(rp.trace, rp.nr_vcpus, rp.hits, title=rp.title), uid='-' + _cx_id(c))}"
             f"<details><summary>every property of this cell</summary>{_properties(c)}</details>"
             f'<p>replay with <button onclick="copyToken(\'{_e(token_id)}\')">copy the command</button></p>'
             f'<pre id="{_e(token_id)}">{_e(wrap_token(cx.token))}</pre>'

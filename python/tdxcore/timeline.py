@@ -134,11 +134,13 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
     return Timeline(max(LEFT + (n_steps + 2) * STEP_W + 60, x, 16 + 7 * len(title)), legend_y + 10, shapes)
 
 
-def to_svg(t: Timeline) -> str:
-    """The picture as a standalone SVG document."""
+def to_svg(t: Timeline, uid: str = "") -> str:
+    """The picture as a standalone SVG document; `uid` keeps its pattern's id unique where
+    several pictures share one HTML page."""
+    hatch = f"hatch{uid}"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{t.width:.0f}" height="{t.height:.0f}" '
            f'viewBox="0 0 {t.width:.0f} {t.height:.0f}" font-family="monospace" font-size="11">',
-           '<defs><pattern id="hatch" width="4" height="4" patternUnits="userSpaceOnUse" '
+           f'<defs><pattern id="{hatch}" width="4" height="4" patternUnits="userSpaceOnUse" '
            'patternTransform="rotate(45)"><rect width="4" height="4" fill="white"/>'
            f'<line x1="0" y1="0" x2="0" y2="4" stroke="{COLORS["wait"]}" stroke-width="2"/></pattern></defs>',
            '<rect width="100%" height="100%" fill="white"/>']
@@ -146,7 +148,7 @@ def to_svg(t: Timeline) -> str:
         title = f"<title>{escape(s.title)}</title>" if s.title else ""
         cls = f' class="{s.role}"' if s.role else ""
         if s.kind == "rect":
-            fill = "url(#hatch)" if s.hatch else s.fill
+            fill = f"url(#{hatch})" if s.hatch else s.fill
             out.append(f'<rect{cls} x="{s.x:.1f}" y="{s.y:.1f}" width="{s.w:.1f}" height="{s.h:.1f}" '
                        f'fill="{fill}">{title}</rect>')
         elif s.kind == "line":

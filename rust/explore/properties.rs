@@ -79,7 +79,7 @@ pub const PROPERTIES: [PropertySpec; 10] = [
         property: Property::Trap,
         name: "trap",
         class: Class::Harm,
-        statement: "no reachable state from which no continuation lets some guest operation complete",
+        statement: "from every reachable state, some continuation completes a guest operation",
         code: Some("TRAP"),
         codes: "TRAP",
     },
