@@ -92,7 +92,9 @@ def line_text(line: dict[str, Any], nr_vcpus: int) -> str:
     if line["type"] == "note":
         return line["text"]
     if line["type"] == "grant":
-        return f"{lock_call(line['lock'], line['mode'])} granted by the release: held from here"
+        who = thread_name(line["tid"], nr_vcpus)
+        return (f"{lock_call(line['lock'], line['mode'])} granted by this unlock: {who} holds the lock from "
+                "here, and its lock step comes when it next runs")
     text = f"{lock_call(line['lock'], line['mode'])} waits: held by {_holders(line['holders'], nr_vcpus) or 'nobody'}"
     return text + (f"; queued ahead: {_holders(line['queued'], nr_vcpus)}" if line["queued"] else "")
 
