@@ -81,7 +81,7 @@ pub fn read(text: &str, label: &str, kind: Kind) -> CoreResult<toml::Table> {
         return Err(CoreError::Config(format!("{label}: empty: it needs {needs}")));
     }
     let top = |key: &str| doc.get_ref().keys().any(|k| k.get_ref() == key);
-    if kind == Kind::Check && !top("scenario") && !top("policy") {
+    if kind == Kind::Check && !top("scenario") && !top("policy") && (top("threads") || top("steps")) {
         // A scenario's or a policy's own file (what `to_toml()` writes, a preset's file).
         let (inner, key) = if top("steps") { (Kind::Policy, "policy") } else { (Kind::Scenario, "scenario") };
         let table = read(text, label, inner)?;
@@ -204,5 +204,10 @@ mod tests {
         let e = read("[scenarios]\nx = 1\n", "c.toml", Kind::Check).unwrap_err().to_string();
         assert!(e.contains("unknown field \"scenarios\": allowed are scenario, policy"), "{e}");
         assert!(read("policy = \"v3\"\n", "c.toml", Kind::Check).is_ok());
+        // A scenario's or a policy's own file is taken as one.
+        let scenario =
+            read("[[threads]]\nvcpu = 0\nops = [{op = \"access\", gfn = 0x3ff}]\n", "s.toml", Kind::Check).unwrap();
+        assert!(scenario["scenario"]["threads"].is_array());
+        assert!(read("steps = [\"pre_check\"]\n", "p.toml", Kind::Check).unwrap()["policy"]["steps"].is_array());
     }
 }
