@@ -105,6 +105,20 @@ def _wrapped(head: str, text: str, width: int, indent: int = PREFIX) -> list[str
                          break_long_words=True, break_on_hyphens=False) or [head.rstrip()]
 
 
+def _marks(hits: Sequence[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """The hits by the step they break at (several properties may break at one step)."""
+    marks: dict[int, list[dict[str, Any]]] = {}
+    for h in hits:
+        marks.setdefault(h["step"], []).append(h)
+    return marks
+
+
+def cycles_by_start(hits: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Each livelock's hit by the first step of its repeating cycle (which ends at its step)."""
+    return {h["step"] - h["violation"]["cycle_steps"] + 1: h for h in hits
+            if h["violation"].get("kind") == "livelock" and h["violation"].get("cycle_steps")}
+
+
 def _margin(lines: list[str], mark: str) -> list[str]:
     """Put `mark` in the first column of every line (a step and its continuation lines)."""
     return [mark + line[1:] for line in lines]
@@ -117,14 +131,7 @@ def render_email(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[
     MARK; a livelock's cycle is bracketed, its lines marked CYCLE. Neither mark is one a mail
     client takes for a quote ('>', '|', ':', '}', '#')."""
     status_names = _core.status_names()
-    marks: dict[int, list[dict[str, Any]]] = {}
-    for h in hits:
-        marks.setdefault(h["step"], []).append(h)
-    cycles = {}
-    for h in hits:
-        v = h["violation"]
-        if v.get("kind") == "livelock" and v.get("cycle_steps"):
-            cycles[h["step"] - v["cycle_steps"] + 1] = h
+    marks, cycles = _marks(hits), cycles_by_start(hits)
     cycle_end: Optional[int] = None
     lines = [f"{'':1}{'step':>4} {'thread':<6} {'lk':<2} what (lk: mmu_lock R/W, slots_lock S, held after)"]
     hidden, preemptions = 0, False
@@ -177,11 +184,7 @@ def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequenc
         return ""
     col = max(12, (width - 6) // len(tids))
     index = {t: i for i, t in enumerate(tids)}
-    marks: dict[int, list[dict[str, Any]]] = {}
-    for h in hits:
-        marks.setdefault(h["step"], []).append(h)
-    cycles = [(h["step"] - h["violation"]["cycle_steps"] + 1, h["step"]) for h in hits
-              if h["violation"].get("kind") == "livelock" and h["violation"].get("cycle_steps")]
+    marks, cycles = _marks(hits), cycles_by_start(hits)
     rows = [("      " + "".join(f"{thread_name(t, nr_vcpus):<{col}}" for t in tids)).rstrip(),
             "      " + "".join(("-" * (col - 2)).ljust(col) for _ in tids).rstrip()]
     for n, line, lock in numbered_steps(trace):
@@ -190,7 +193,7 @@ def render_columns(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequenc
         text = [f"{lock[:2]:<2} {step_words(line, status_names)}"]
         text += [f"^ {h['property']} ({h['code']})" for h in marks.get(n, ())]
         parts = [p for t in text for p in textwrap.wrap(t, col - 1, subsequent_indent="   ", break_on_hyphens=False)]
-        inside = any(a <= n <= b for a, b in cycles)
+        inside = any(first <= n <= h["step"] for first, h in cycles.items())
         margin = MARK if n in marks else CYCLE if inside else " "
         pre = "*" if line.get("preemption") else " "
         for k, part in enumerate(parts):

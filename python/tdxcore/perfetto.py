@@ -10,7 +10,7 @@ import json
 from typing import Any, Sequence
 
 from tdxcore import _core
-from tdxcore.email_text import step_words
+from tdxcore.email_text import cycles_by_start, step_words
 from tdxcore.report import lock_waits, mmu_lock_holds, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
@@ -56,9 +56,8 @@ def replay_events(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence
     for h in hits:
         events.append({"ph": "i", "s": "t", "name": f"{h['property']} ({h['code']}) broken", "cat": "property",
                        "pid": PID, "tid": PROPERTIES_TID, "ts": h["step"], "args": {"summary": h["summary"]}})
-    cycles = {(h["step"] - h["violation"]["cycle_steps"] + 1, h["step"]) for h in hits
-              if h["violation"].get("kind") == "livelock" and h["violation"].get("cycle_steps")}
-    for first, last in sorted(cycles)[:1]:  # a trap is its livelock's cycle: draw one
+    # A trap is its livelock's cycle: draw one.
+    for first, last in sorted((f, h["step"]) for f, h in cycles_by_start(hits).items())[:1]:
         events.append({"ph": "X", "name": f"cycle: steps {first}-{last} repeat for ever", "cat": "cycle",
                        "pid": PID, "tid": PROPERTIES_TID, "ts": first, "dur": last + 1 - first})
     events.sort(key=lambda e: (e.get("ts", -1), -e.get("dur", 0)))

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 from xml.sax.saxutils import escape
 
 from tdxcore import _core
-from tdxcore.email_text import step_words
+from tdxcore.email_text import cycles_by_start, step_words
 from tdxcore.report import lock_waits, mmu_lock_holds, thread_name
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG
 
@@ -62,14 +62,10 @@ def layout(trace: Sequence[dict[str, Any]], nr_vcpus: int, hits: Sequence[dict[s
     state_y = TOP + len(tids) * LANE_H
     n_steps = len(steps)
     shapes: list[Shape] = []
-    # The cycle behind everything else.
-    for h in hits:
-        v = h["violation"]
-        if v.get("kind") == "livelock" and v.get("cycle_steps"):
-            first = h["step"] - v["cycle_steps"] + 1
-            shapes.append(Shape("rect", _x(first), TOP - 14, v["cycle_steps"] * STEP_W, state_y + LANE_H - TOP + 14,
-                                COLORS["cycle"], title=f"steps {first}-{h['step']} repeat for ever", role="cycle"))
-            break
+    # The cycle behind everything else (a trap is its livelock's cycle: draw one).
+    for first, h in list(cycles_by_start(hits).items())[:1]:
+        shapes.append(Shape("rect", _x(first), TOP - 14, (h["step"] + 1 - first) * STEP_W, state_y + LANE_H - TOP + 14,
+                            COLORS["cycle"], title=f"steps {first}-{h['step']} repeat for ever", role="cycle"))
     for tid in tids:
         y = TOP + lane[tid] * LANE_H
         shapes.append(Shape("text", 8, y + 18, text=thread_name(tid, nr_vcpus), role="lane"))
