@@ -48,6 +48,7 @@ def test_walk_shows_the_seed_situation():
     assert "GUEST_INHIBIT 2M: True, 1G: True" in out
     assert "mirror mapping of 0x201: 4K; S-EPT: 4K MAPPED" in out
     assert out.count("(none)") == 2  # no invariant broken, no finding
+    assert max(len(line) for line in out.splitlines()) <= 80  # it pastes into an email too
 
 
 def test_other_commands(capsys):

@@ -8,9 +8,10 @@ re-issued ACCEPT succeeds.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Callable
 
-from tdxcore.email_text import render_email
+from tdxcore.email_text import WIDTH, render_email
 from tdxcore.report import render_findings
 from tdxcore.vm import Outcome, Vm
 
@@ -31,7 +32,7 @@ def seed_walk(vm: Vm | None = None, out: Callable[[str], None] = print) -> Vm:
     ]
     for i, (title, op) in enumerate(steps, 1):
         outcome = op()
-        out(f"\n== {i}. {title}")
+        out("\n" + "\n".join(textwrap.wrap(f"== {i}. {title}", WIDTH, subsequent_indent="   ")))
         out(render_email(outcome.trace, vm.nr_vcpus, full=True))
         out(f"   result: {outcome.result}")
     out("\n== state")
@@ -39,9 +40,10 @@ def seed_walk(vm: Vm | None = None, out: Callable[[str], None] = print) -> Vm:
     out(f"   mirror mapping of {GFN:#x}: {vm.mapping(GFN)}; S-EPT: {level} {state}")
     out(f"   GUEST_INHIBIT 2M: {vm.guest_inhibit(GFN, '2M')}, 1G: {vm.guest_inhibit(GFN, '1G')}")
     stats = vm.stats()
-    out(f"   pages_2m {stats['pages_2m']}, pages_4k {stats['pages_4k']}, write-lock acquisitions {stats['counters']['write_lock_acquisitions']}")
+    out(f"   pages_2m {stats['pages_2m']}, pages_4k {stats['pages_4k']}, "
+        f"write-lock acquisitions {stats['counters']['write_lock_acquisitions']}")
     out("\n== invariants (state, checked now)")
     out(render_findings(vm.check_invariants()))
-    out("== findings during the walk (install-, store- and accept-time rules, bugs, design rules)")
+    out("== findings during the walk (install-, store- and accept-time rules, bugs,\n   design rules)")
     out(render_findings(vm.findings()))
     return vm
