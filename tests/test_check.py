@@ -22,6 +22,8 @@ prints them):
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -276,3 +278,13 @@ def test_each_local_retry_may_find_an_event_or_counted_retries():
     assert any_retry.certificate["distinct_states"] < one_retry.certificate["distinct_states"]
     with pytest.raises(tdxcore.ArgumentTypeError, match="event_at_any_retry"):
         tdxcore.check(dataclasses.replace(base, vm={"event_at_any_retry": "yes"}), "v3", progress=False)
+
+
+def test_the_live_line_counts_as_the_result_does():
+    """The progress line on stderr: schedules and distinct states with the result's separators,
+    and 'complete' once the search is (not the last bound it finished)."""
+    code = ("import tdxcore; r = tdxcore.check('two-accepts', 'v3', progress=True); "
+            "c = r.certificate; print(f\"{c['schedules']:,} schedules, {c['distinct_states']:,} distinct states\")")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    last = p.stderr.strip().splitlines()[-1].strip()  # text mode reads each carriage return as a line end
+    assert last.startswith(p.stdout.strip() + ", complete, "), (last, p.stdout)

@@ -118,7 +118,7 @@ impl Violation {
 }
 
 /// 1234567 as "1,234,567".
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

@@ -47,8 +47,8 @@ pub fn check<'py>(
             let _ = write!(
                 std::io::stderr(),
                 "\r  {} schedules, {} distinct states{bound}, {elapsed:.1}s{left}   ",
-                c.schedules,
-                c.distinct_states,
+                crate::explore::run::thousands(c.schedules),
+                crate::explore::run::thousands(c.distinct_states),
             );
         }
         if done {
