@@ -10,7 +10,7 @@ import textwrap
 from typing import Any, Optional, Sequence
 
 from tdxcore import _core
-from tdxcore.report import line_text, lock_call, numbered_steps, object_name, thread_name
+from tdxcore.report import change_text, line_text, lock_call, numbered_steps, object_name, thread_name, value_text
 from tdxcore.vocabulary import GUEST_INHIBIT_FLAG, MIXED_FLAG
 
 # 76: a quoted reply ("> > ") still fits 80 columns, so no client re-wraps it.
@@ -21,10 +21,6 @@ TOKEN_WIDTH = 76
 # The margin marks: the step that breaks a property, and the steps of a repeating cycle.
 MARK = "!"
 CYCLE = "~"
-
-
-def _value(step: dict[str, Any], v: int) -> str:
-    return _core.value_text(step["obj"], v, step.get("level"))
 
 
 def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
@@ -42,14 +38,12 @@ def step_words(step: dict[str, Any], status_names: dict[int, str]) -> str:
         return f"{k}({v}) {where}"
     if kind == "load":
         if step["obj"] == "sept":
-            return f"guest touches {step['gfn']:#x}: S-EPT leaf {_value(step, before)}"
-        return f"{_access(step, kind)} = {_value(step, before)}"
+            return f"guest touches {step['gfn']:#x}: S-EPT leaf {value_text(step, before)}"
+        return f"{_access(step, kind)} {change_text(step)}"
     if kind == "store":
-        return f"{_access(step, kind)}: {_value(step, before)} -> {_value(step, after)}"
+        return f"{_access(step, kind)}: {change_text(step)}"
     if kind == "cmpxchg":
-        if before == after:
-            return f"try_cmpxchg64({where}) fails: found {_value(step, before)}"
-        return f"try_cmpxchg64({where}): {_value(step, before)} -> {_value(step, after)}"
+        return f"try_cmpxchg64({where}): {change_text(step)}"
     if kind == "alloc":
         # The top-ups return -ENOMEM; tdp_mmu_alloc_sp_for_split() returns NULL.
         failed = "NULL" if step["site"] == "tdp_mmu_alloc_sp_for_split" else "-ENOMEM"
@@ -97,7 +91,7 @@ def _access(step: dict[str, Any], kind: str) -> str:
 def folded(step: dict[str, Any]) -> bool:
     """A page-walk read that found a present table: the walk's own business."""
     return (step["kind"] == "load" and step["obj"] == "spte"
-            and _value(step, step["before"]).startswith("table#"))
+            and value_text(step, step["before"]).startswith("table#"))
 
 
 def _wrapped(head: str, text: str, width: int, indent: int = PREFIX) -> list[str]:

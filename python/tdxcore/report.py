@@ -41,7 +41,8 @@ OBJECT_NAMES = {"invalidate_seq": "mmu_invalidate_seq", "invalidate_range": "mmu
                 "td": "the TD", "page": "a page"}
 
 
-def _value(step: dict[str, Any], v: int) -> str:
+def value_text(step: dict[str, Any], v: int) -> str:
+    """A value the step read or wrote, as the kernel names it (the core's one rendering)."""
     return _core.value_text(step["obj"], v, step.get("level"))
 
 
@@ -52,7 +53,8 @@ def _operation(kind: Any) -> str:
     return kind
 
 
-def _change(step: dict[str, Any]) -> str:
+def change_text(step: dict[str, Any]) -> str:
+    """What a step found or changed: `= 0`, `0 -> GUEST_INHIBIT`, `failed, found 2M leaf`."""
     kind = step["kind"]
     before, after = step["before"], step["after"]
     if isinstance(kind, dict):
@@ -60,13 +62,13 @@ def _change(step: dict[str, Any]) -> str:
             return _status_names().get(after, f"{after:#x}")
         return ""
     if kind == "load":
-        return "= " + _value(step, before)
+        return "= " + value_text(step, before)
     if kind == "store":
-        return f"{_value(step, before)} -> {_value(step, after)}"
+        return f"{value_text(step, before)} -> {value_text(step, after)}"
     if kind == "cmpxchg":
         if before == after:
-            return f"failed, found {_value(step, before)}"
-        return f"{_value(step, before)} -> {_value(step, after)}"
+            return f"failed, found {value_text(step, before)}"
+        return f"{value_text(step, before)} -> {value_text(step, after)}"
     if kind == "alloc":
         return "-ENOMEM" if after else "ok"
     if kind == "vcpu_enter":
@@ -170,7 +172,7 @@ def trace_jsonl(trace: Iterable[dict[str, Any]], nr_vcpus: int) -> str:
         out.append(json.dumps({
             "step": n, "tid": line["tid"], "thread": thread_name(line["tid"], nr_vcpus),
             "op": _operation(line["kind"]), "object": object_name(line), "before": line["before"],
-            "after": line["after"], "change": _change(line), "locks": locks,
+            "after": line["after"], "change": change_text(line), "locks": locks,
             "preemption": bool(line.get("preemption")),
         }, sort_keys=True))
     return "\n".join(out)
